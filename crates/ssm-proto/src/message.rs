@@ -104,7 +104,10 @@ pub enum DecodeError {
     #[error("frame of {0} bytes is shorter than a message header")]
     Truncated(usize),
     #[error("header length {header_length} does not fit a frame of {frame_len} bytes")]
-    BadHeaderLength { header_length: u32, frame_len: usize },
+    BadHeaderLength {
+        header_length: u32,
+        frame_len: usize,
+    },
     #[error("message type is not ASCII")]
     BadMessageType,
 }

@@ -82,12 +82,14 @@ impl PartialOrd for SemVer {
 
 impl Ord for SemVer {
     fn cmp(&self, other: &Self) -> Ordering {
-        self.core.cmp(&other.core).then_with(|| match (&self.pre, &other.pre) {
-            (None, None) => Ordering::Equal,
-            (None, Some(_)) => Ordering::Greater,
-            (Some(_), None) => Ordering::Less,
-            (Some(a), Some(b)) => a.cmp(b),
-        })
+        self.core
+            .cmp(&other.core)
+            .then_with(|| match (&self.pre, &other.pre) {
+                (None, None) => Ordering::Equal,
+                (None, Some(_)) => Ordering::Greater,
+                (Some(_), None) => Ordering::Less,
+                (Some(a), Some(b)) => a.cmp(b),
+            })
     }
 }
 
@@ -114,6 +116,9 @@ mod tests {
         assert!(!plugin_greater("3.0.196.0", "3.0.196.0"));
         assert!(!plugin_greater("3.3.987", "3.0.196.0"));
         assert!(!plugin_greater("", "3.0.196.0"));
-        assert_eq!(plugin_compare("2.3.722.0", "2.3.722.0"), Some(Ordering::Equal));
+        assert_eq!(
+            plugin_compare("2.3.722.0", "2.3.722.0"),
+            Some(Ordering::Equal)
+        );
     }
 }

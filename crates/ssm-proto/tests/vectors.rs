@@ -168,7 +168,10 @@ fn a2_open_data_channel_field_order() {
         o.to_json(),
         r#"{"MessageSchemaVersion":"1.0","RequestId":"3f2504e0-4f89-41d3-9a0c-0305e82c3301","TokenValue":"tok","ClientId":"6fa459ea-ee8a-4ca4-894e-db77e160355e","ClientVersion":"1.2.677.0"}"#
     );
-    assert!(!format!("{o:?}").contains("tok\""), "Debug must hide the token");
+    assert!(
+        !format!("{o:?}").contains("tok\""),
+        "Debug must hide the token"
+    );
 }
 
 #[test]
@@ -312,7 +315,10 @@ fn unknown_message_type_round_trips() {
     );
     let d = Message::decode(&m.encode().unwrap()).unwrap();
     assert_eq!(d.message_type, MessageType::Other("something_new".into()));
-    assert_eq!(PayloadType::from_u32(d.payload_type), PayloadType::Unknown(99));
+    assert_eq!(
+        PayloadType::from_u32(d.payload_type),
+        PayloadType::Unknown(99)
+    );
     let long = Message::new(
         MessageType::Other("x".repeat(33)),
         0,

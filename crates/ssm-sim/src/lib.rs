@@ -1,1 +1,126 @@
+//! ssm-sim: a local stand-in for AWS Systems Manager Session Manager.
+//!
+//! It serves the SSM JSON API (SigV4-checked) and the data-channel gateway on
+//! 127.0.0.1, and runs a simulated agent per session that behaves like the real one
+//! (`shared/ssm-protocol.md` §11): real processes in real ptys, real TCP destinations,
+//! the agent's reliability rules, pacing, and injectable faults. It depends on
+//! `ssm-proto` only — never on the client — so it cannot share the client's bugs.
 
+pub mod agent;
+pub mod api;
+pub mod config;
+pub mod documents;
+pub mod faults;
+pub mod gateway;
+pub mod state;
+pub mod stats;
+
+pub use config::{DenyRule, DirectionFaults, Faults, Identity, InstanceConfig, SimConfig};
+pub use stats::StatsSnapshot;
+
+use state::{lock, SimState};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// A running simulator. Dropping it stops its servers.
+pub struct Sim {
+    state: Arc<SimState>,
+    pub api_url: String,
+    pub gateway_url: String,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Sim {
+    /// Bind ephemeral ports on 127.0.0.1 and start serving.
+    pub async fn start(config: SimConfig) -> std::io::Result<Sim> {
+        let state = Arc::new(SimState::new(config));
+        let api = TcpListener::bind("127.0.0.1:0").await?;
+        let gw = TcpListener::bind("127.0.0.1:0").await?;
+        let api_url = format!("http://{}", api.local_addr()?);
+        let gateway_url = format!("ws://{}", gw.local_addr()?);
+        *lock(&state.gateway_base) = gateway_url.clone();
+        let tasks = vec![
+            tokio::spawn(api::serve(api, state.clone())),
+            tokio::spawn(gateway::serve(gw, state.clone())),
+        ];
+        Ok(Sim {
+            state,
+            api_url,
+            gateway_url,
+            tasks,
+        })
+    }
+
+    /// The environment that points a standard AWS client at this simulator.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL_SSM".into(), self.api_url.clone()),
+            ("AWS_ACCESS_KEY_ID".into(), config::ACCESS_KEY_ID.into()),
+            (
+                "AWS_SECRET_ACCESS_KEY".into(),
+                config::SECRET_ACCESS_KEY.into(),
+            ),
+            ("AWS_REGION".into(), self.state.config.region.clone()),
+        ]
+    }
+
+    pub fn config(&self) -> &SimConfig {
+        &self.state.config
+    }
+
+    pub fn stats(&self) -> StatsSnapshot {
+        self.state.stats.snapshot()
+    }
+
+    /// Wait until every started session has ended; false if `limit` passed first.
+    pub async fn wait_sessions_closed(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if self.stats().sessions_open() == 0 {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn session_ids(&self) -> Vec<String> {
+        lock(&self.state.sessions).keys().cloned().collect()
+    }
+
+    /// Mark an instance Online or ConnectionLost.
+    pub fn set_online(&self, instance: &str, online: bool) {
+        for i in lock(&self.state.instances).iter_mut() {
+            if i.id == instance {
+                i.ping_status = if online { "Online" } else { "ConnectionLost" }.into();
+            }
+        }
+    }
+
+    /// Deliver a raw frame to a session's client as the service would, e.g. a
+    /// `pause_publication`.
+    pub async fn send_to_client(&self, session_id: &str, frame: Vec<u8>) -> bool {
+        match self.state.session(session_id) {
+            Some(s) => {
+                s.send_to_client(frame).await;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        for s in lock(&self.state.sessions).values() {
+            s.cancel.cancel();
+        }
+    }
+}

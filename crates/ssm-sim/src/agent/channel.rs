@@ -1,0 +1,181 @@
+//! The agent's outgoing half of the data channel (§5): sequence numbers from 0 with SYN
+//! on the first, a buffer of unacknowledged messages, and retransmission of the *head
+//! only* on the 100 ms tick with the §5.5 RTO — the real agent's behaviour, deliberately
+//! including its slowness after losses, so client tests meet it.
+
+use crate::state::{lock, now_millis, Session, SimState};
+use crate::stats::Stats;
+use ssm_proto::message::FLAG_SYN;
+use ssm_proto::{Message, MessageType, PayloadType};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+pub const RESEND_TICK: Duration = Duration::from_millis(100);
+const INITIAL_RTO: Duration = Duration::from_millis(200);
+const INITIAL_SRTT: f64 = 0.100;
+const MAX_RTO: f64 = 1.0;
+const CLOCK_GRANULARITY: f64 = 0.010;
+/// The agent stops tracking (never retransmits) messages beyond this many (§5.4).
+const OUTGOING_CAPACITY: usize = 100_000;
+
+struct Pending {
+    seq: i64,
+    frame: Vec<u8>,
+    last_sent: Instant,
+}
+
+struct OutState {
+    next_seq: i64,
+    buffer: VecDeque<Pending>,
+    srtt: f64,
+    rttvar: f64,
+    rto: Duration,
+}
+
+pub struct Outgoing {
+    state: Arc<SimState>,
+    session: Arc<Session>,
+    inner: Mutex<OutState>,
+    paused: AtomicBool,
+    resumed: Notify,
+}
+
+impl Outgoing {
+    pub fn new(state: Arc<SimState>, session: Arc<Session>) -> Outgoing {
+        Outgoing {
+            state,
+            session,
+            inner: Mutex::new(OutState {
+                next_seq: 0,
+                buffer: VecDeque::new(),
+                srtt: INITIAL_SRTT,
+                rttvar: 0.0,
+                rto: INITIAL_RTO,
+            }),
+            paused: AtomicBool::new(false),
+            resumed: Notify::new(),
+        }
+    }
+
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.store(paused, Ordering::SeqCst);
+        if !paused {
+            self.resumed.notify_waiters();
+        }
+    }
+
+    /// Output readers stop while the channel is paused (`IsActive()` false).
+    pub async fn wait_active(&self) {
+        loop {
+            let notified = self.resumed.notified();
+            if !self.paused.load(Ordering::SeqCst) || self.session.cancel.is_cancelled() {
+                return;
+            }
+            tokio::select! {
+                _ = notified => {}
+                _ = self.session.cancel.cancelled() => return,
+            }
+        }
+    }
+
+    /// 1 ms after every output message, as every official sender loop does (§12).
+    pub async fn pace(&self) {
+        if self.state.config.pacing {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// Number, remember and transmit one `output_stream_data` message.
+    pub async fn send(&self, payload_type: PayloadType, payload: Vec<u8>) {
+        if payload.is_empty() && payload_type == PayloadType::Output {
+            return; // the agent never sends empty output (§8.3)
+        }
+        let frame = {
+            let mut st = lock(&self.inner);
+            let seq = st.next_seq;
+            st.next_seq += 1;
+            let flags = if seq == 0 { FLAG_SYN } else { 0 };
+            let msg = Message::new(
+                MessageType::OutputStreamData,
+                seq,
+                flags,
+                payload_type.as_u32(),
+                payload,
+                Uuid::new_v4(),
+                now_millis(),
+            );
+            let frame = msg.encode().unwrap_or_default();
+            if st.buffer.len() < OUTGOING_CAPACITY {
+                st.buffer.push_back(Pending {
+                    seq,
+                    frame: frame.clone(),
+                    last_sent: Instant::now(),
+                });
+            }
+            frame
+        };
+        self.session.touch();
+        if !self.paused.load(Ordering::SeqCst) {
+            self.session.send_to_client(frame).await;
+        }
+    }
+
+    /// Apply an acknowledgement: drop the first buffered message with that sequence
+    /// number and fold the RTT sample into the RTO (§5.5). False if nothing matched.
+    pub fn acknowledge(&self, seq: i64) -> bool {
+        let mut st = lock(&self.inner);
+        let Some(pos) = st.buffer.iter().position(|p| p.seq == seq) else {
+            return false;
+        };
+        let Some(p) = st.buffer.remove(pos) else {
+            return false;
+        };
+        let r = p.last_sent.elapsed().as_secs_f64();
+        st.rttvar = 0.75 * st.rttvar + 0.25 * (st.srtt - r).abs();
+        st.srtt = 0.875 * st.srtt + 0.125 * r;
+        let rto = (st.srtt + (4.0 * st.rttvar).max(CLOCK_GRANULARITY)).min(MAX_RTO);
+        st.rto = Duration::from_secs_f64(rto);
+        true
+    }
+
+    pub fn unacked(&self) -> usize {
+        lock(&self.inner).buffer.len()
+    }
+
+    /// One scheduler tick: resend the oldest unacknowledged message if it timed out.
+    pub async fn resend_tick(&self) {
+        if self.paused.load(Ordering::SeqCst) {
+            return;
+        }
+        let frame = {
+            let mut st = lock(&self.inner);
+            let rto = st.rto;
+            match st.buffer.front_mut() {
+                Some(head) if head.last_sent.elapsed() > rto => {
+                    head.last_sent = Instant::now();
+                    Some(head.frame.clone())
+                }
+                _ => None,
+            }
+        };
+        if let Some(frame) = frame {
+            Stats::add(&self.state.stats.agent_retransmissions);
+            self.session.send_to_client(frame).await;
+        }
+    }
+
+    /// Wait (at most `limit`) for the client to acknowledge everything, as the agent
+    /// does for 2 s before it closes the channel (§9).
+    pub async fn drain(&self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while self.unacked() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.unacked() == 0
+    }
+}

@@ -1,0 +1,270 @@
+//! Shell-type plugins (§8): Standard_Stream and InteractiveCommands run in a real pty
+//! (echo, CRLF, ^C as a signal), NonInteractiveCommands runs the command directly with
+//! no stdin and sends its merged output after it exits.
+
+use super::channel::Outgoing;
+use super::InputResult;
+use ssm_proto::{PayloadType, SizeData, STREAM_DATA_PAYLOAD_SIZE};
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+pub struct Pty {
+    writer: pty_process::OwnedWritePty,
+}
+
+/// Environment every shell-type process gets, as the agent sets it (§8.1).
+fn base_env(home: &Option<PathBuf>) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("TERM".to_string(), "xterm-256color".to_string()),
+        ("LANG".to_string(), "C.UTF-8".to_string()),
+    ];
+    if let Some(h) = home {
+        env.push(("HOME".to_string(), h.display().to_string()));
+    }
+    env
+}
+
+impl Pty {
+    /// `command: None` is the default shell session.
+    pub fn start(
+        out: Arc<Outgoing>,
+        command: Option<&str>,
+        home: Option<PathBuf>,
+        quirks: bool,
+        done: mpsc::Sender<String>,
+        cancel: CancellationToken,
+    ) -> Result<Pty, String> {
+        let (pty, pts) = pty_process::open().map_err(|e| e.to_string())?;
+        let _ = pty.resize(pty_process::Size::new(100, 300));
+        let mut cmd = pty_process::Command::new("sh");
+        if let Some(c) = command {
+            cmd = cmd.arg("-c").arg(c);
+        }
+        cmd = cmd.envs(base_env(&home)).kill_on_drop(true);
+        if let Some(h) = &home {
+            cmd = cmd.current_dir(h);
+        }
+        let mut child = cmd.spawn(pts).map_err(|e| e.to_string())?;
+        let (mut reader, writer) = pty.into_split();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; STREAM_DATA_PAYLOAD_SIZE];
+            let mut carry = Vec::new();
+            loop {
+                out.wait_active().await;
+                let n = tokio::select! {
+                    r = reader.read(&mut buf) => r.unwrap_or(0),
+                    _ = cancel.cancelled() => { let _ = child.kill().await; return; }
+                };
+                if n == 0 {
+                    break; // EIO once the last process holding the pts exited
+                }
+                let chunk = process_output(&mut carry, &buf[..n], quirks);
+                out.send(PayloadType::Output, chunk).await;
+                out.pace().await;
+            }
+            if !quirks && !carry.is_empty() {
+                out.send(PayloadType::Output, std::mem::take(&mut carry))
+                    .await;
+            }
+            let _ = child.wait().await;
+            let _ = done.send(String::new()).await;
+        });
+        Ok(Pty { writer })
+    }
+
+    pub async fn input(&mut self, payload: &[u8]) -> InputResult {
+        match self.writer.write_all(payload).await {
+            Ok(()) => InputResult::Ok,
+            Err(e) => InputResult::Failed(e.to_string()),
+        }
+    }
+
+    pub fn resize(&mut self, size: SizeData) {
+        let rows = size.rows.min(u16::MAX as u32) as u16;
+        let cols = size.cols.min(u16::MAX as u32) as u16;
+        let _ = self.writer.resize(pty_process::Size::new(rows, cols));
+    }
+}
+
+pub struct Exec {
+    pid: Option<u32>,
+}
+
+impl Exec {
+    /// The command line is split like a shell would (no shell runs) and exec'd with no
+    /// stdin; stdout and stderr go to one file that is sent after exit (§8.1).
+    pub fn start(
+        out: Arc<Outgoing>,
+        command: &str,
+        home: Option<PathBuf>,
+        quirks: bool,
+        done: mpsc::Sender<String>,
+        cancel: CancellationToken,
+    ) -> Result<Exec, String> {
+        let argv = shlex::split(command)
+            .filter(|a| !a.is_empty())
+            .ok_or_else(|| format!("invalid command: {command}"))?;
+        let file = tempfile_for_output()?;
+        let mut cmd = tokio::process::Command::new(&argv[0]);
+        cmd.args(&argv[1..])
+            .envs(base_env(&home))
+            .stdin(std::process::Stdio::null())
+            .stdout(file.try_clone().map_err(|e| e.to_string())?)
+            .stderr(file.try_clone().map_err(|e| e.to_string())?)
+            .kill_on_drop(true);
+        if let Some(h) = &home {
+            cmd.current_dir(h);
+        }
+        let (mut child, pid) = match cmd.spawn() {
+            Ok(c) => {
+                let pid = c.id();
+                (c, pid)
+            }
+            Err(e) => {
+                // Errors before the command starts reach the client as StdErr text.
+                let msg = format!("failed to run commands: {e}");
+                let out2 = out.clone();
+                tokio::spawn(async move {
+                    out2.send(PayloadType::StdErr, msg.into_bytes()).await;
+                    let _ = done.send(String::new()).await;
+                });
+                return Ok(Exec { pid: None });
+            }
+        };
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = child.wait() => {}
+                _ = cancel.cancelled() => { let _ = child.kill().await; return; }
+            }
+            let mut file = tokio::fs::File::from_std(file);
+            let _ = file.rewind_to_start().await;
+            let mut buf = vec![0u8; STREAM_DATA_PAYLOAD_SIZE];
+            let mut carry = Vec::new();
+            loop {
+                out.wait_active().await;
+                let n = file.read(&mut buf).await.unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                let chunk = process_output(&mut carry, &buf[..n], quirks);
+                out.send(PayloadType::Output, chunk).await;
+                out.pace().await;
+            }
+            let _ = done.send(String::new()).await;
+        });
+        Ok(Exec { pid })
+    }
+
+    /// No stdin: only ^C and ^\ mean anything, as signals to the process.
+    pub fn input(&mut self, payload: &[u8]) -> InputResult {
+        use nix::sys::signal::{kill, Signal};
+        use nix::unistd::Pid;
+        if let Some(pid) = self.pid {
+            for b in payload {
+                let sig = match b {
+                    0x03 => Signal::SIGINT,
+                    0x1c => Signal::SIGQUIT,
+                    _ => continue,
+                };
+                let _ = kill(Pid::from_raw(pid as i32), sig);
+            }
+        }
+        InputResult::Ok
+    }
+}
+
+trait Rewind {
+    async fn rewind_to_start(&mut self) -> std::io::Result<u64>;
+}
+
+impl Rewind for tokio::fs::File {
+    async fn rewind_to_start(&mut self) -> std::io::Result<u64> {
+        use tokio::io::AsyncSeekExt;
+        self.seek(std::io::SeekFrom::Start(0)).await
+    }
+}
+
+fn tempfile_for_output() -> Result<std::fs::File, String> {
+    tempfile::tempfile().map_err(|e| e.to_string())
+}
+
+/// The agent's UTF-8 pass over each output chunk (§8.3): valid characters go through;
+/// an invalid byte goes through as-is unless it lies in the last three bytes, in which
+/// case the rest is carried into the next chunk (so payloads reach 1027 bytes). With
+/// `quirks`, a valid U+FFFD is mistaken for an error (only its first byte survives).
+pub fn process_output(carry: &mut Vec<u8>, chunk: &[u8], quirks: bool) -> Vec<u8> {
+    let mut buf = std::mem::take(carry);
+    buf.extend_from_slice(chunk);
+    let mut out = Vec::with_capacity(buf.len());
+    let mut i = 0;
+    while i < buf.len() {
+        let (valid, size) = decode_one(&buf[i..]);
+        let looks_bad = !valid || (quirks && size == 3 && buf[i..i + 3] == [0xef, 0xbf, 0xbd]);
+        if looks_bad {
+            if buf.len() - i < 4 {
+                carry.extend_from_slice(&buf[i..]);
+                break;
+            }
+            out.push(buf[i]);
+        } else {
+            out.extend_from_slice(&buf[i..i + size]);
+        }
+        i += size;
+    }
+    out
+}
+
+/// Decode one UTF-8 character: (valid, bytes consumed); invalid input consumes one.
+fn decode_one(b: &[u8]) -> (bool, usize) {
+    let want = match b[0] {
+        0x00..=0x7f => 1,
+        0xc2..=0xdf => 2,
+        0xe0..=0xef => 3,
+        0xf0..=0xf4 => 4,
+        _ => return (false, 1),
+    };
+    if b.len() >= want && std::str::from_utf8(&b[..want]).is_ok() {
+        (true, want)
+    } else {
+        (false, 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::process_output;
+
+    #[test]
+    fn ascii_passes_through() {
+        let mut c = Vec::new();
+        assert_eq!(process_output(&mut c, b"hello\r\n", true), b"hello\r\n");
+        assert!(c.is_empty());
+    }
+
+    #[test]
+    fn split_character_is_carried() {
+        let mut c = Vec::new();
+        let e = "é".as_bytes(); // c3 a9
+        assert_eq!(process_output(&mut c, &[b'a', e[0]], true), b"a");
+        assert_eq!(c, [e[0]]);
+        assert_eq!(process_output(&mut c, &[e[1], b'b'], true), "éb".as_bytes());
+    }
+
+    #[test]
+    fn replacement_character_is_mangled_with_quirks() {
+        let mut c = Vec::new();
+        let mut input = "\u{fffd}".as_bytes().to_vec();
+        input.extend_from_slice(b"tail");
+        assert_eq!(process_output(&mut c, &input, true), b"\xeftail");
+        assert_eq!(process_output(&mut c, &input, false), input);
+    }
+
+    #[test]
+    fn invalid_byte_early_is_emitted() {
+        let mut c = Vec::new();
+        assert_eq!(process_output(&mut c, b"\xffabcd", true), b"\xffabcd");
+    }
+}

@@ -1,0 +1,173 @@
+//! The SSM JSON 1.1 API over HTTP: SigV4-checked, dispatched on `X-Amz-Target`, answered
+//! in AWS's shapes (errors as `{"__type", "message"}` with status 400).
+
+pub mod sigv4;
+pub mod ssm;
+
+use crate::state::{lock, SimState};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+/// Largest request body accepted; SSM requests are small JSON documents.
+const MAX_BODY: usize = 1 << 20;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: u16,
+    pub code: String,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(code: &str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: 400,
+            code: code.to_string(),
+            message: message.into(),
+        }
+    }
+
+    pub fn validation(message: impl Into<String>) -> ApiError {
+        ApiError::new("ValidationException", message)
+    }
+}
+
+pub type ApiResult = Result<Value, ApiError>;
+
+pub async fn serve(listener: TcpListener, state: Arc<SimState>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| handle(state.clone(), req));
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+async fn handle(
+    state: Arc<SimState>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+    let (parts, body) = req.into_parts();
+    let body = match Limited::new(body, MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return Ok(error_response(&ApiError::validation(
+                "Request body is too large or unreadable.",
+            )))
+        }
+    };
+    let uri = parts.uri.to_string();
+    let result = match sigv4::verify(parts.method.as_str(), &uri, &parts.headers, &body, "ssm") {
+        Err(e) => Err(ApiError::new(e.code, e.message)),
+        Ok(_region) => {
+            let target = parts
+                .headers
+                .get("x-amz-target")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            match target.strip_prefix("AmazonSSM.") {
+                Some(op) => dispatch(&state, op, &body).await,
+                None => Err(ApiError::new(
+                    "UnknownOperationException",
+                    format!("Unknown operation {target}"),
+                )),
+            }
+        }
+    };
+    Ok(match result {
+        Ok(v) => json_response(200, &v),
+        Err(e) => error_response(&e),
+    })
+}
+
+async fn dispatch(state: &Arc<SimState>, op: &str, body: &[u8]) -> ApiResult {
+    let input: Value = if body.is_empty() {
+        Value::Object(Default::default())
+    } else {
+        serde_json::from_slice(body)
+            .map_err(|_| ApiError::new("SerializationException", "Request body is not JSON."))?
+    };
+    throttle(state, op)?;
+    match op {
+        "StartSession" => ssm::start_session(state, &input),
+        "ResumeSession" => ssm::resume_session(state, &input),
+        "TerminateSession" => ssm::terminate_session(state, &input).await,
+        "DescribeSessions" => ssm::describe_sessions(state, &input),
+        "DescribeInstanceInformation" => ssm::describe_instance_information(state, &input),
+        other => Err(ApiError::new(
+            "UnknownOperationException",
+            format!("The simulator does not implement {other}."),
+        )),
+    }
+}
+
+fn throttle(state: &SimState, op: &str) -> Result<(), ApiError> {
+    let Some((_, limit)) = state.config.throttle.iter().find(|(a, _)| a == op) else {
+        return Ok(());
+    };
+    let mut counts = lock(&state.throttled);
+    let n = counts.entry(op.to_string()).or_default();
+    if *n < *limit {
+        *n += 1;
+        return Err(ApiError::new("ThrottlingException", "Rate exceeded"));
+    }
+    Ok(())
+}
+
+/// AccessDenied in AWS's own wording when a deny rule matches `action` on `resource`.
+pub fn check_deny(
+    state: &SimState,
+    action: &str,
+    resource_arn: &str,
+    resource_id: &str,
+) -> Result<(), ApiError> {
+    let denied = state.config.deny.iter().any(|r| {
+        r.action == action
+            && r.resource_contains
+                .as_deref()
+                .is_none_or(|p| resource_id.contains(p))
+    });
+    if denied {
+        return Err(ApiError::new(
+            "AccessDeniedException",
+            format!(
+                "User: {} is not authorized to perform: {action} on resource: {resource_arn} \
+                 because no identity-based policy allows the {action} action",
+                state.config.identity.arn
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn json_response(status: u16, v: &Value) -> Response<Full<Bytes>> {
+    let body = serde_json::to_vec(v).unwrap_or_default();
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/x-amz-json-1.1")
+        .header("x-amzn-requestid", uuid::Uuid::new_v4().to_string())
+        .body(Full::new(Bytes::from(body)))
+        .unwrap_or_default()
+}
+
+fn error_response(e: &ApiError) -> Response<Full<Bytes>> {
+    let mut r = json_response(
+        e.status,
+        &serde_json::json!({"__type": e.code, "message": e.message}),
+    );
+    if let Ok(v) = e.code.parse() {
+        r.headers_mut().insert("x-amzn-errortype", v);
+    }
+    r
+}

@@ -1,0 +1,330 @@
+//! The Session Manager operations and DescribeInstanceInformation.
+
+use super::{check_deny, ApiError, ApiResult};
+use crate::config::ACCOUNT_ID;
+use crate::documents::{self, DocumentError};
+use crate::state::{lock, EndReason, Session, SimState};
+use crate::stats::Stats;
+use rand::Rng;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+fn epoch_secs(t: SystemTime) -> f64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+fn required<'a>(input: &'a Value, field: &str) -> Result<&'a str, ApiError> {
+    input[field].as_str().filter(|s| !s.is_empty()).ok_or_else(|| {
+        ApiError::validation(format!(
+            "1 validation error detected: Value null at '{}' failed to satisfy constraint: Member must not be null",
+            lower_first(field)
+        ))
+    })
+}
+
+fn lower_first(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_lowercase().collect::<String>() + c.as_str())
+        .unwrap_or_default()
+}
+
+fn random_token() -> String {
+    let mut rng = rand::rng();
+    (0..96)
+        .map(|_| {
+            let i = rng.random_range(0..62u8);
+            (match i {
+                0..=9 => b'0' + i,
+                10..=35 => b'a' + i - 10,
+                _ => b'A' + i - 36,
+            }) as char
+        })
+        .collect()
+}
+
+fn session_arn(state: &SimState, id: &str) -> String {
+    format!(
+        "arn:aws:ssm:{}:{ACCOUNT_ID}:session/{id}",
+        state.config.region
+    )
+}
+
+fn stream_url(state: &SimState, id: &str) -> String {
+    format!(
+        "{}/v1/data-channel/{id}?role=publish_subscribe",
+        lock(&state.gateway_base)
+    )
+}
+
+pub fn start_session(state: &Arc<SimState>, input: &Value) -> ApiResult {
+    let target = required(input, "Target")?;
+    let resource = if target.starts_with("mi-") {
+        format!(
+            "arn:aws:ssm:{}:{ACCOUNT_ID}:managed-instance/{target}",
+            state.config.region
+        )
+    } else {
+        format!(
+            "arn:aws:ec2:{}:{ACCOUNT_ID}:instance/{target}",
+            state.config.region
+        )
+    };
+    check_deny(state, "ssm:StartSession", &resource, target)?;
+    let params: HashMap<String, Vec<String>> =
+        serde_json::from_value(input["Parameters"].clone()).unwrap_or_default();
+    let doc = documents::resolve(input["DocumentName"].as_str(), &params).map_err(|e| match e {
+        DocumentError::NotFound(n) => ApiError::new(
+            "InvalidDocument",
+            format!("Document with name {n} does not exist."),
+        ),
+        DocumentError::InvalidParameters(m) => ApiError::new("InvalidParameters", m),
+    })?;
+    let instance = match state.instance(target) {
+        Some(i) if i.ping_status == "Online" => i,
+        _ => {
+            return Err(ApiError::new(
+                "TargetNotConnected",
+                format!("{target} is not connected."),
+            ))
+        }
+    };
+    let suffix: u128 = rand::rng().random::<u128>() & ((1u128 << 68) - 1);
+    let id = format!("{}-{:017x}", state.config.identity.session_prefix, suffix);
+    let token = random_token();
+    let session = Session::new(
+        id.clone(),
+        target.to_string(),
+        doc,
+        instance,
+        state.config.identity.arn.clone(),
+        input["Reason"].as_str().map(str::to_string),
+        token.clone(),
+    );
+    lock(&state.sessions).insert(id.clone(), Arc::new(session));
+    Stats::add(&state.stats.sessions_started);
+    Ok(json!({"SessionId": id, "TokenValue": token, "StreamUrl": stream_url(state, &id)}))
+}
+
+pub fn resume_session(state: &Arc<SimState>, input: &Value) -> ApiResult {
+    let id = required(input, "SessionId")?;
+    check_deny(state, "ssm:ResumeSession", &session_arn(state, id), id)?;
+    let Some(session) = state.session(id) else {
+        return Err(ApiError::new(
+            "DoesNotExistException",
+            format!("Session with id {id} does not exist."),
+        ));
+    };
+    if session.is_ended() {
+        // The plugin reads a null token as "session timed out" (§1.2).
+        return Ok(json!({"SessionId": id}));
+    }
+    let token = random_token();
+    session.set_token(token.clone());
+    Stats::add(&state.stats.resumes);
+    Ok(json!({"SessionId": id, "TokenValue": token, "StreamUrl": stream_url(state, id)}))
+}
+
+pub async fn terminate_session(state: &Arc<SimState>, input: &Value) -> ApiResult {
+    let id = required(input, "SessionId")?;
+    check_deny(state, "ssm:TerminateSession", &session_arn(state, id), id)?;
+    if let Some(session) = state.session(id) {
+        session.end(state, EndReason::Api, "").await;
+    }
+    Ok(json!({"SessionId": id}))
+}
+
+fn session_status(s: &Session) -> &'static str {
+    match s.end_info() {
+        Some(_) => "Terminated",
+        None if s.connections.load(std::sync::atomic::Ordering::Relaxed) > 0 => "Connected",
+        None => "Connecting",
+    }
+}
+
+pub fn describe_sessions(state: &Arc<SimState>, input: &Value) -> ApiResult {
+    let want_active = match input["State"].as_str() {
+        Some("Active") => true,
+        Some("History") => false,
+        _ => {
+            return Err(ApiError::validation(
+                "1 validation error detected: Value at 'state' failed to satisfy constraint: \
+                 Member must satisfy enum value set: [Active, History]",
+            ))
+        }
+    };
+    let filters: Vec<(String, String)> = input["Filters"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|f| {
+                    Some((
+                        f["key"].as_str()?.to_string(),
+                        f["value"].as_str()?.to_string(),
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut sessions: Vec<Arc<Session>> = lock(&state.sessions).values().cloned().collect();
+    sessions.sort_by_key(|s| s.start_date);
+    let list: Vec<Value> = sessions
+        .iter()
+        .filter(|s| s.is_ended() != want_active)
+        .filter(|s| {
+            filters.iter().all(|(k, v)| match k.as_str() {
+                "Target" => &s.target == v,
+                "Owner" => &s.owner == v,
+                "SessionId" => &s.id == v,
+                "Status" => session_status(s) == v,
+                _ => true,
+            })
+        })
+        .map(|s| {
+            let mut v = json!({
+                "SessionId": s.id,
+                "Target": s.target,
+                "Status": session_status(s),
+                "StartDate": epoch_secs(s.start_date),
+                "DocumentName": s.document.name,
+                "Owner": s.owner,
+            });
+            if let Some(r) = &s.reason {
+                v["Reason"] = json!(r);
+            }
+            if let Some((_, end)) = s.end_info() {
+                v["EndDate"] = json!(epoch_secs(end));
+            }
+            v
+        })
+        .collect();
+    page(list, input, "Sessions", 200)
+}
+
+/// Key/values from both filter shapes: `Filters` ({Key, Values}) and the older
+/// `InstanceInformationFilterList` ({key, valueSet}).
+fn instance_filters(input: &Value) -> Result<Vec<(String, Vec<String>)>, ApiError> {
+    let mut out = Vec::new();
+    for (list, k, vs) in [
+        ("Filters", "Key", "Values"),
+        ("InstanceInformationFilterList", "key", "valueSet"),
+    ] {
+        for f in input[list].as_array().into_iter().flatten() {
+            let key = f[k]
+                .as_str()
+                .ok_or_else(|| ApiError::validation("Filter key is required."))?;
+            let values: Vec<String> = f[vs]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect();
+            if values.is_empty() {
+                return Err(ApiError::validation("Filter values must not be empty."));
+            }
+            out.push((key.to_string(), values));
+        }
+    }
+    Ok(out)
+}
+
+pub fn describe_instance_information(state: &Arc<SimState>, input: &Value) -> ApiResult {
+    let filters = instance_filters(input)?;
+    let instances = lock(&state.instances).clone();
+    let mut list = Vec::new();
+    for i in &instances {
+        let matches = filters.iter().all(|(k, vals)| {
+            let any = |x: &str| vals.iter().any(|v| glob_match(v, x));
+            match k.as_str() {
+                "InstanceIds" => any(&i.id),
+                "PingStatus" => any(&i.ping_status),
+                "PlatformTypes" => any(&i.platform_type),
+                "AgentVersion" => any(&i.agent_version),
+                "ResourceType" => any(if i.id.starts_with("mi-") {
+                    "ManagedInstance"
+                } else {
+                    "EC2Instance"
+                }),
+                "tag-key" => i.tags.iter().any(|(tk, _)| any(tk)),
+                key => match key.strip_prefix("tag:") {
+                    Some(tk) => i.tags.iter().any(|(k2, v2)| k2 == tk && any(v2)),
+                    None => false,
+                },
+            }
+        });
+        if !matches {
+            continue;
+        }
+        let managed = i.id.starts_with("mi-");
+        list.push(json!({
+            "InstanceId": i.id,
+            "PingStatus": i.ping_status,
+            "LastPingDateTime": epoch_secs(SystemTime::now()),
+            "AgentVersion": i.agent_version,
+            "IsLatestVersion": false,
+            "PlatformType": i.platform_type,
+            "PlatformName": i.platform_name,
+            "PlatformVersion": "2023",
+            "ResourceType": if managed { "ManagedInstance" } else { "EC2Instance" },
+            "IPAddress": "127.0.0.1",
+            "ComputerName": format!("{}.sim.internal", i.id),
+            "Name": i.tags.iter().find(|(k, _)| k == "Name").map(|(_, v)| v.clone()).unwrap_or_default(),
+        }));
+    }
+    page(list, input, "InstanceInformationList", 50)
+}
+
+/// `*` wildcards as the tag filters accept them.
+fn glob_match(pattern: &str, s: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == s,
+        Some((pre, rest)) => {
+            s.starts_with(pre)
+                && (0..=s.len() - pre.len()).any(|i| {
+                    s.is_char_boundary(pre.len() + i) && glob_match(rest, &s[pre.len() + i..])
+                })
+        }
+    }
+}
+
+fn page(list: Vec<Value>, input: &Value, field: &str, default_max: usize) -> ApiResult {
+    let max = input["MaxResults"]
+        .as_u64()
+        .map(|m| m as usize)
+        .unwrap_or(default_max)
+        .max(1);
+    let start: usize = match input["NextToken"].as_str() {
+        Some(t) => t
+            .parse()
+            .map_err(|_| ApiError::new("InvalidNextToken", "The specified token isn't valid."))?,
+        None => 0,
+    };
+    let end = (start + max).min(list.len());
+    let items: Vec<Value> = list
+        .get(start..end)
+        .map(<[Value]>::to_vec)
+        .unwrap_or_default();
+    let mut out = json!({ field: items });
+    if end < list.len() {
+        out["NextToken"] = json!(end.to_string());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob_match;
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("web-*", "web-1"));
+        assert!(glob_match("*", ""));
+        assert!(glob_match("a*c", "abbc"));
+        assert!(!glob_match("web-*", "db-1"));
+        assert!(glob_match("exact", "exact"));
+    }
+}

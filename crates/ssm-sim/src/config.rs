@@ -1,0 +1,171 @@
+//! What a simulator instance is set up with: instances, identity, deny rules, faults,
+//! pacing and timeouts. Everything a test wants to vary is here, so that each test builds
+//! its own simulator and nothing is shared between tests.
+
+use std::time::Duration;
+
+/// Test credentials every request must be signed with.
+pub const ACCESS_KEY_ID: &str = "AKIASSMSIMEXAMPLE000";
+pub const SECRET_ACCESS_KEY: &str = "ssm-sim/secret/key/that/is/not/secret00";
+pub const ACCOUNT_ID: &str = "123456789012";
+pub const DEFAULT_INSTANCE: &str = "i-0123456789abcdef0";
+pub const DEFAULT_AGENT_VERSION: &str = "3.3.987.0";
+
+#[derive(Debug, Clone)]
+pub struct InstanceConfig {
+    pub id: String,
+    /// `Online`, `ConnectionLost` or `Inactive`. Sessions to a node that is not Online
+    /// fail with TargetNotConnected.
+    pub ping_status: String,
+    pub agent_version: String,
+    pub platform_type: String,
+    pub platform_name: String,
+    pub tags: Vec<(String, String)>,
+}
+
+impl InstanceConfig {
+    pub fn new(id: &str) -> InstanceConfig {
+        InstanceConfig {
+            id: id.to_string(),
+            ping_status: "Online".into(),
+            agent_version: DEFAULT_AGENT_VERSION.into(),
+            platform_type: "Linux".into(),
+            platform_name: "Amazon Linux".into(),
+            tags: Vec::new(),
+        }
+    }
+
+    pub fn agent_version(mut self, v: &str) -> Self {
+        self.agent_version = v.into();
+        self
+    }
+
+    pub fn offline(mut self) -> Self {
+        self.ping_status = "ConnectionLost".into();
+        self
+    }
+
+    pub fn tag(mut self, k: &str, v: &str) -> Self {
+        self.tags.push((k.into(), v.into()));
+        self
+    }
+}
+
+/// Who the caller is, as STS would say, and what AWS names in its error messages.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub arn: String,
+    pub user_id: String,
+    /// The name a session id starts with: the user name, or the role session name.
+    pub session_prefix: String,
+}
+
+impl Identity {
+    pub fn iam_user(name: &str) -> Identity {
+        Identity {
+            arn: format!("arn:aws:iam::{ACCOUNT_ID}:user/{name}"),
+            user_id: "AIDASSMSIMUSER000001".into(),
+            session_prefix: name.into(),
+        }
+    }
+
+    /// An IAM Identity Center (SSO) role session: `${aws:username}` is undefined for it.
+    pub fn sso_role(role: &str, user: &str) -> Identity {
+        Identity {
+            arn: format!("arn:aws:sts::{ACCOUNT_ID}:assumed-role/{role}/{user}"),
+            user_id: format!("AROASSMSIMROLE00001:{user}"),
+            session_prefix: user.into(),
+        }
+    }
+}
+
+/// Answer one API action (optionally only for one resource id) with AccessDenied.
+#[derive(Debug, Clone)]
+pub struct DenyRule {
+    /// e.g. `ssm:TerminateSession`.
+    pub action: String,
+    /// Only deny when the request's target / session id contains this.
+    pub resource_contains: Option<String>,
+}
+
+impl DenyRule {
+    pub fn action(action: &str) -> DenyRule {
+        DenyRule {
+            action: action.into(),
+            resource_contains: None,
+        }
+    }
+}
+
+/// Faults on one direction of the data channel. Probabilities are in percent and apply to
+/// stream data and acknowledgements only: dropping `channel_closed` would model a
+/// different failure (a lost connection), which `cut_after_bytes` covers.
+#[derive(Debug, Clone, Default)]
+pub struct DirectionFaults {
+    pub drop_pct: f64,
+    pub duplicate_pct: f64,
+    /// Hold a message back and deliver it after the next one.
+    pub reorder_pct: f64,
+    pub delay: Duration,
+    pub jitter: Duration,
+    /// Cap in bytes per second of frames through the gateway; 0 is unlimited.
+    pub bandwidth: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    pub seed: u64,
+    pub to_client: DirectionFaults,
+    pub to_agent: DirectionFaults,
+    /// Cut the client's websocket when this many agent→client bytes have crossed it,
+    /// counted over the whole session; each point fires once.
+    pub cut_after_bytes: Vec<u64>,
+    /// Close every client websocket this long after it opened, like the service's
+    /// connection lifetime limit.
+    pub connection_max_age: Option<Duration>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub region: String,
+    pub instances: Vec<InstanceConfig>,
+    pub identity: Identity,
+    pub deny: Vec<DenyRule>,
+    /// Answer this many calls of the named action with ThrottlingException first.
+    pub throttle: Vec<(String, u32)>,
+    pub faults: Faults,
+    /// Sleep 1 ms after every output message, as the real agent does (§12).
+    pub pacing: bool,
+    pub idle_timeout: Duration,
+    /// How long the agent waits for the HandshakeResponse (15 s in the real agent).
+    pub handshake_timeout: Duration,
+    /// Send `channel_closed` with the 112-byte header some gateways use (§3).
+    pub short_channel_closed: bool,
+    /// Reproduce the agent's shell-output UTF-8 quirks (§8.3).
+    pub utf8_quirks: bool,
+    /// Home directory per instance for command sessions; `None` keeps the process's own.
+    pub home_root: Option<std::path::PathBuf>,
+    /// Delay before a basic-mode port session's destination is connected; input
+    /// arriving meanwhile is refused (not acknowledged), forcing client resends.
+    pub port_ready_delay: Duration,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            region: "us-east-1".into(),
+            instances: vec![InstanceConfig::new(DEFAULT_INSTANCE)],
+            identity: Identity::iam_user("alice"),
+            deny: Vec::new(),
+            throttle: Vec::new(),
+            faults: Faults::default(),
+            pacing: true,
+            idle_timeout: Duration::from_secs(20 * 60),
+            handshake_timeout: Duration::from_secs(15),
+            short_channel_closed: false,
+            utf8_quirks: true,
+            home_root: None,
+            port_ready_delay: Duration::ZERO,
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! `ssm-sim`: run the simulator until SIGINT/SIGTERM and print the environment that
+//! points AWS clients at it.
+
+use clap::Parser;
+use ssm_sim::{DenyRule, InstanceConfig, Sim, SimConfig};
+use std::io::Write;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "A local AWS Systems Manager Session Manager for tests"
+)]
+struct Args {
+    /// Register a managed instance (repeatable); default: i-0123456789abcdef0.
+    #[arg(long = "instance", value_name = "ID")]
+    instances: Vec<String>,
+    /// Agent version the instances report.
+    #[arg(long, default_value = ssm_sim::config::DEFAULT_AGENT_VERSION)]
+    agent_version: String,
+    /// Turn off the agent's 1 ms-per-message output pacing.
+    #[arg(long)]
+    fast: bool,
+    /// Deny an API action, e.g. ssm:TerminateSession (repeatable).
+    #[arg(long = "deny", value_name = "ACTION")]
+    deny: Vec<String>,
+    /// End sessions idle for this many seconds.
+    #[arg(long, default_value_t = 1200)]
+    idle_timeout: u64,
+    /// Give each instance its own home directory under this folder.
+    #[arg(long)]
+    home_root: Option<std::path::PathBuf>,
+}
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env("SSM_SIM_LOG"))
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let mut config = SimConfig {
+        pacing: !args.fast,
+        idle_timeout: Duration::from_secs(args.idle_timeout),
+        home_root: args.home_root,
+        deny: args.deny.iter().map(|a| DenyRule::action(a)).collect(),
+        ..SimConfig::default()
+    };
+    if !args.instances.is_empty() {
+        config.instances = args
+            .instances
+            .iter()
+            .map(|i| InstanceConfig::new(i))
+            .collect();
+    }
+    for i in &mut config.instances {
+        i.agent_version = args.agent_version.clone();
+    }
+    let sim = match Sim::start(config).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("ssm-sim: cannot listen on 127.0.0.1: {e}");
+            std::process::exit(1);
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    for (k, v) in sim.env() {
+        let _ = writeln!(out, "export {k}={v}");
+    }
+    let _ = out.flush();
+    drop(out);
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("ssm-sim: cannot watch SIGTERM: {e}");
+            std::process::exit(1);
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

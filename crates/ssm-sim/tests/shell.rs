@@ -1,0 +1,167 @@
+//! Shell-type sessions with real processes: a pty for Standard_Stream and
+//! InteractiveCommands, direct exec for NonInteractiveCommands.
+
+mod common;
+use common::*;
+use ssm_proto::{MessageType, PayloadType};
+use ssm_sim::{Sim, SimConfig};
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[tokio::test]
+async fn default_shell_starts_without_handshake_and_echoes_in_a_pty() {
+    let sim = Sim::start(SimConfig::default()).await.unwrap();
+    let s = start(&sim, None, &[]).await;
+    let mut c = RawClient::connect(&s).await;
+    // No handshake: the first message is output, seq 0 with SYN.
+    let first = c.recv_data(WAIT).await.unwrap();
+    assert_eq!(first.sequence_number, 0);
+    assert_eq!(first.flags, 1);
+    assert_eq!(first.payload_type, PayloadType::Output.as_u32());
+    c.ack(&first).await;
+    c.send_data(PayloadType::Size, br#"{"cols":80,"rows":24}"#)
+        .await;
+    c.send_data(PayloadType::Output, b"stty size; echo done-$((6*7))\r")
+        .await;
+    let out = c.read_until(|b| text(b).contains("done-42")).await;
+    let t = text(&out);
+    assert!(t.contains("stty size"), "pty echoes input: {t:?}");
+    assert!(t.contains("24 80\r\n"), "size applied, CRLF output: {t:?}");
+    c.send_data(PayloadType::Output, b"exit\r").await;
+    loop {
+        let m = c.recv_data(WAIT).await.expect("channel_closed");
+        if m.message_type == MessageType::ChannelClosed {
+            break;
+        }
+        c.ack(&m).await;
+    }
+    assert!(sim.wait_sessions_closed(WAIT).await);
+    assert_eq!(sim.stats().ended_by_agent, 1);
+}
+
+#[tokio::test]
+async fn interactive_command_gets_ctrl_c_as_a_signal() {
+    let sim = Sim::start(SimConfig::default()).await.unwrap();
+    let cmd = "trap 'echo got-INT; exit 3' INT; echo armed; while :; do sleep 0.05; done";
+    let s = start(
+        &sim,
+        Some("AWS-StartInteractiveCommand"),
+        &[("command", cmd)],
+    )
+    .await;
+    let mut c = RawClient::connect(&s).await;
+    c.read_until(|b| text(b).contains("armed")).await;
+    c.send_data(PayloadType::Output, &[0x03]).await;
+    c.read_until(|b| text(b).contains("got-INT")).await;
+    assert!(sim.wait_sessions_closed(WAIT).await);
+}
+
+#[tokio::test]
+async fn interactive_command_flags_are_ignored() {
+    let sim = Sim::start(SimConfig::default()).await.unwrap();
+    let s = start(
+        &sim,
+        Some("AWS-StartInteractiveCommand"),
+        &[("command", "cat")],
+    )
+    .await;
+    let mut c = RawClient::connect(&s).await;
+    c.send_data(
+        PayloadType::Flag,
+        &ssm_proto::Flag::TerminateSession.encode(),
+    )
+    .await;
+    c.send_data(PayloadType::Output, b"still-here\r").await;
+    c.read_until(|b| text(b).matches("still-here").count() >= 2)
+        .await;
+    assert_eq!(sim.stats().sessions_open(), 1);
+}
+
+#[tokio::test]
+async fn non_interactive_command_handshakes_and_sends_output_after_exit() {
+    let sim = Sim::start(SimConfig::default()).await.unwrap();
+    let s = start(
+        &sim,
+        Some("AWS-StartNonInteractiveCommand"),
+        &[(
+            "command",
+            "sh -c 'echo out; echo err >&2; sleep 0.3; echo end'",
+        )],
+    )
+    .await;
+    let mut c = RawClient::connect(&s).await;
+    let req = c.handshake(ssm_proto::CLIENT_VERSION).await;
+    assert_eq!(
+        req.session_type().unwrap().session_type,
+        "NonInteractiveCommands"
+    );
+    assert!(req.session_type().unwrap().properties.is_null());
+    // stdin is not connected: this is read by nobody.
+    c.send_data(PayloadType::Output, b"ignored\n").await;
+    let out = c.read_until(|b| text(b).contains("end")).await;
+    assert_eq!(text(&out), "out\nerr\nend\n", "merged, no pty, no CRLF");
+    assert!(sim.wait_sessions_closed(WAIT).await);
+    assert_eq!(sim.stats().protocol_violations(), 0);
+}
+
+#[tokio::test]
+async fn non_interactive_ctrl_c_signals_the_process() {
+    let sim = Sim::start(SimConfig::default()).await.unwrap();
+    let s = start(
+        &sim,
+        Some("AWS-StartNonInteractiveCommand"),
+        &[("command", "sh -c 'trap \"echo int; exit 0\" INT; sleep 0.2; kill -0 $$; while :; do sleep 0.05; done'")],
+    )
+    .await;
+    let mut c = RawClient::connect(&s).await;
+    c.handshake(ssm_proto::CLIENT_VERSION).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    c.send_data(PayloadType::Output, &[0x03]).await;
+    let out = c.read_until(|b| text(b).contains("int")).await;
+    assert_eq!(text(&out), "int\n");
+}
+
+#[tokio::test]
+async fn data_before_handshake_complete_is_acked_and_discarded() {
+    let sim = Sim::start(SimConfig::default()).await.unwrap();
+    let s = start(
+        &sim,
+        Some("AWS-StartNonInteractiveCommand"),
+        &[("command", "true")],
+    )
+    .await;
+    let mut c = RawClient::connect(&s).await;
+    let early = c.send_data(PayloadType::Output, b"too early").await;
+    assert!(c.wait_ack(early.sequence_number, WAIT).await);
+    assert_eq!(sim.stats().data_before_handshake_complete, 1);
+}
+
+#[tokio::test]
+async fn idle_sessions_time_out_with_channel_closed() {
+    let cfg = SimConfig {
+        idle_timeout: std::time::Duration::from_millis(300),
+        ..SimConfig::default()
+    };
+    let sim = Sim::start(cfg).await.unwrap();
+    let s = start(
+        &sim,
+        Some("AWS-StartInteractiveCommand"),
+        &[("command", "cat")],
+    )
+    .await;
+    let mut c = RawClient::connect(&s).await;
+    let closed = loop {
+        let m = c.recv_data(WAIT).await.expect("channel_closed");
+        if m.message_type == MessageType::ChannelClosed {
+            break m;
+        }
+    };
+    let body: ssm_proto::ChannelClosed = serde_json::from_slice(&closed.payload).unwrap();
+    assert!(
+        body.output.contains("timed out due to inactivity"),
+        "{body:?}"
+    );
+    assert_eq!(sim.stats().ended_by_idle_timeout, 1);
+}
