@@ -1,1 +1,45 @@
-fn main() {}
+//! ssmcp's entry point: parse, dispatch, map the outcome to an exit code.
+
+use clap::Parser;
+use ssmcp::cli::{Cli, Command};
+use ssmcp::commands;
+
+fn main() {
+    let cli = Cli::parse();
+    let level = match (cli.global.quiet, cli.global.verbose) {
+        (true, _) => "error",
+        (_, 0) => "warn",
+        (_, 1) => "ssmcp=info",
+        _ => "ssmcp=debug",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SSMCP_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
+        )
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ssmcp: cannot start the async runtime: {e}");
+            std::process::exit(70);
+        }
+    };
+    let result = runtime.block_on(async {
+        match &cli.command {
+            Command::Forward(a) => commands::forward::run(&cli.global, a).await,
+            Command::Exec(a) => commands::exec::run(&cli.global, a).await,
+        }
+    });
+    // Don't wait for stray tasks (a best-effort terminate may still be in flight).
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("ssmcp: {e}");
+            std::process::exit(e.kind.exit_code());
+        }
+    }
+}

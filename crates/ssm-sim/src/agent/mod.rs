@@ -378,10 +378,15 @@ impl Agent {
         let plugin = match doc.session_type {
             SessionType::Port => {
                 let local = doc.properties["type"] == "LocalPortForwarding";
-                // §7.2: smux iff LocalPortForwarding and client ≥ 1.1.70; keepalive
-                // stays on unless the client is newer than 1.2.331.0 (§7.4).
-                if local && agent_compare(version, "1.1.70") != Ordering::Less {
-                    let keepalive = agent_compare(version, "1.2.331.0") != Ordering::Greater;
+                let agent = self.session.instance.agent_version.as_str();
+                // §7.2: smux iff LocalPortForwarding and client ≥ 1.1.70 — on agents
+                // that have it (3.0.222.0, RELEASENOTES). Keepalive stays on unless the
+                // client is newer than 1.2.331.0, a rule agents have since 3.1.1446.0.
+                let agent_has_mux = agent_compare(agent, "3.0.222.0") != Ordering::Less;
+                if local && agent_has_mux && agent_compare(version, "1.1.70") != Ordering::Less {
+                    let agent_can_disable = agent_compare(agent, "3.1.1446.0") != Ordering::Less;
+                    let keepalive = !agent_can_disable
+                        || agent_compare(version, "1.2.331.0") != Ordering::Greater;
                     Plugin::Mux(port::Mux::start(
                         out,
                         &doc.properties,

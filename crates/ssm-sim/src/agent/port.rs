@@ -195,6 +195,7 @@ pub struct Mux {
     frames: mpsc::Sender<Frame>,
     last_frame: Arc<Mutex<Instant>>,
     cancel: CancellationToken,
+    done: mpsc::Sender<String>,
 }
 
 impl Mux {
@@ -212,7 +213,7 @@ impl Mux {
             tokio::spawn(keepalive_loop(
                 frames.clone(),
                 last_frame.clone(),
-                done,
+                done.clone(),
                 cancel.clone(),
             ));
         }
@@ -224,6 +225,7 @@ impl Mux {
             frames,
             last_frame,
             cancel,
+            done,
         }
     }
 
@@ -234,7 +236,10 @@ impl Mux {
                 Ok(Some(f)) => f,
                 Ok(None) => return InputResult::Ok,
                 // smux closes the whole session on a bad frame.
-                Err(e) => return InputResult::Failed(e.to_string()),
+                Err(e) => {
+                    let _ = self.done.try_send(format!("smux session failed: {e}"));
+                    return InputResult::Failed(e.to_string());
+                }
             };
             *crate::state::lock(&self.last_frame) = Instant::now();
             match frame.cmd {

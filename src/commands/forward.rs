@@ -1,0 +1,115 @@
+//! `ssmcp forward TARGET [LOCAL:]REMOTE`: like `aws ssm start-session` with a port
+//! forwarding document, several local connections at once (mux mode).
+
+use super::{shutdown_signal, Context};
+use crate::cli::{ForwardArgs, Global};
+use crate::error::{Error, Result};
+use crate::session::channel::ChannelConfig;
+use crate::session::handshake::{self, Start};
+use crate::session::port::{Ended, PortSession};
+use crate::session::{self, SessionSpec};
+use tokio::net::TcpListener;
+
+fn parse_ports(spec: &str) -> Result<(u16, u16)> {
+    let bad = || {
+        Error::usage(format!("'{spec}' is not a port specification"))
+            .hint("use REMOTE_PORT or LOCAL_PORT:REMOTE_PORT, e.g. 8080:80")
+    };
+    let (local, remote) = match spec.split_once(':') {
+        Some((l, r)) => (l.parse().map_err(|_| bad())?, r.parse().map_err(|_| bad())?),
+        None => (0, spec.parse().map_err(|_| bad())?),
+    };
+    if remote == 0 {
+        return Err(bad());
+    }
+    Ok((local, remote))
+}
+
+pub async fn run(global: &Global, args: &ForwardArgs) -> Result<i32> {
+    let (local, remote) = parse_ports(&args.ports)?;
+    let ctx = Context::new(global, &args.target).await?;
+    let listener = TcpListener::bind((args.bind.as_str(), local))
+        .await
+        .map_err(|e| {
+            Error::usage(format!("cannot listen on {}:{local}: {e}", args.bind))
+                .hint("pick another local port, or 0 for any free one")
+        })?;
+    let local_addr = listener
+        .local_addr()
+        .map_err(|e| Error::usage(format!("cannot listen: {e}")))?;
+    let mut params = vec![("portNumber".to_string(), remote.to_string())];
+    let document = match &args.remote_host {
+        Some(h) => {
+            params.push(("host".to_string(), h.clone()));
+            "AWS-StartPortForwardingSessionToRemoteHost"
+        }
+        None => "AWS-StartPortForwardingSession",
+    };
+    let spec = SessionSpec {
+        target: ctx.target.instance_id.clone(),
+        document: document.into(),
+        parameters: params,
+    };
+    let (session, mut channel) = session::start(&ctx.ssm, &spec, ChannelConfig::default()).await?;
+    let info = match handshake::perform(&mut channel).await {
+        Ok(Start::Handshaken(info)) => info,
+        Ok(Start::NoHandshake(_)) => {
+            let _ = session.end(Some(&mut channel)).await;
+            return Err(Error::protocol("the agent did not handshake a port session"));
+        }
+        Err(e) => {
+            let _ = session.end(Some(&mut channel)).await;
+            return Err(e);
+        }
+    };
+    let ports = PortSession::start(channel, &info);
+    ctx.info(&format!(
+        "Port {} opened for session {} ({:?} mode, agent {}). Ctrl-C to stop.",
+        local_addr.port(),
+        session.id,
+        ports.mode,
+        info.agent_version
+    ));
+    let outcome = tokio::select! {
+        _ = shutdown_signal() => Ok(0),
+        ended = ports.closed() => match ended {
+            Ended::Failed(e) => Err(e),
+            _ => Ok(0),
+        },
+        r = accept_loop(&listener, &ports) => r,
+    };
+    ports.terminate().await;
+    let end = session.end(None).await;
+    if let Some(w) = end.warning {
+        ctx.warn(&w);
+    }
+    outcome
+}
+
+async fn accept_loop(listener: &TcpListener, ports: &PortSession) -> Result<i32> {
+    loop {
+        let (mut tcp, _) = listener
+            .accept()
+            .await
+            .map_err(|e| Error::transfer(format!("accepting a local connection failed: {e}")))?;
+        let _ = tcp.set_nodelay(true);
+        let mut stream = ports.open_stream().await?;
+        tokio::spawn(async move {
+            let _ = tokio::io::copy_bidirectional(&mut tcp, &mut stream).await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_ports;
+
+    #[test]
+    fn port_specs() {
+        assert_eq!(parse_ports("80").unwrap(), (0, 80));
+        assert_eq!(parse_ports("8080:80").unwrap(), (8080, 80));
+        assert!(parse_ports("0").is_err());
+        assert!(parse_ports("x:80").is_err());
+        assert!(parse_ports("70000").is_err());
+    }
+}

@@ -1,0 +1,62 @@
+//! One module per subcommand, each a short orchestration over session/ and friends.
+
+pub mod exec;
+pub mod forward;
+
+use crate::aws::{self, AwsOptions};
+use crate::cli::Global;
+use crate::error::Result;
+use crate::target::Target;
+
+pub struct Context {
+    pub ssm: aws_sdk_ssm::Client,
+    pub target: Target,
+    pub quiet: bool,
+}
+
+impl Context {
+    /// Resolve the target and load AWS configuration; region and profile given in the
+    /// target (`i-….REGION.PROFILE`) win over the global flags.
+    pub async fn new(global: &Global, target: &str) -> Result<Context> {
+        let target = Target::parse(target)?;
+        let opts = AwsOptions {
+            region: target.region.clone().or_else(|| global.region.clone()),
+            profile: target.profile.clone().or_else(|| global.profile.clone()),
+            endpoint_url: global.endpoint_url.clone(),
+        };
+        let conf = aws::load(&opts).await;
+        Ok(Context {
+            ssm: aws::ssm_client(&conf),
+            target,
+            quiet: global.quiet,
+        })
+    }
+
+    pub fn info(&self, msg: &str) {
+        if !self.quiet {
+            eprintln!("ssmcp: {msg}");
+        }
+    }
+
+    pub fn warn(&self, msg: &str) {
+        if !self.quiet {
+            eprintln!("ssmcp: warning: {msg}");
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}

@@ -1,0 +1,89 @@
+//! One error type for everything a user can hit: a kind (which decides the exit code), a
+//! sentence saying what happened, and a hint saying what to do. Secrets never go in.
+
+use std::fmt;
+
+/// Failure classes and their exit codes (sysexits-style, so they never collide with the
+/// small codes remote commands return through `ssmcp exec`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Bad command line or arguments.
+    Usage,
+    /// Credentials missing/expired or an IAM policy denies an action.
+    Auth,
+    /// The instance is unknown, offline, or not managed by SSM.
+    Target,
+    /// AWS endpoints could not be reached, or throttled us past retries.
+    Unavailable,
+    /// The session or transfer failed: connection lost, integrity check failed.
+    Transfer,
+    /// The remote side refused or failed to write.
+    RemoteWrite,
+    /// The agent or gateway broke the protocol (or asked for something unsupported).
+    Protocol,
+    /// SIGINT / SIGTERM.
+    Interrupted,
+}
+
+impl Kind {
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Kind::Usage => 64,
+            Kind::Target => 68,
+            Kind::Unavailable => 69,
+            Kind::RemoteWrite => 73,
+            Kind::Transfer => 74,
+            Kind::Protocol => 76,
+            Kind::Auth => 77,
+            Kind::Interrupted => 130,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Error {
+    pub kind: Kind,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    pub fn new(kind: Kind, message: impl Into<String>) -> Error {
+        Error {
+            kind,
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    pub fn hint(mut self, hint: impl Into<String>) -> Error {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    pub fn usage(message: impl Into<String>) -> Error {
+        Error::new(Kind::Usage, message)
+    }
+
+    pub fn transfer(message: impl Into<String>) -> Error {
+        Error::new(Kind::Transfer, message)
+    }
+
+    pub fn protocol(message: impl Into<String>) -> Error {
+        Error::new(Kind::Protocol, message)
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.message)?;
+        if let Some(h) = &self.hint {
+            write!(f, "\n  hint: {h}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Error {}

@@ -1,0 +1,552 @@
+//! The client's reliable data channel: one task that owns the websocket and knows
+//! nothing about files or ports. It numbers and remembers what it sends until acked,
+//! retransmits *every* expired message (the official plugin only resends the head, §5.5),
+//! acknowledges every data message including duplicates (§5.3), delivers agent data in
+//! order, honours pause/start publication, and after a lost connection calls
+//! ResumeSession and carries on with its sequence state (§10).
+//!
+//! Memory is bounded by configuration: the unacknowledged window (back-pressure, never
+//! dropping), the out-of-order buffer, and the delivery queue.
+
+use crate::error::{Error, Kind, Result};
+use futures_util::{SinkExt, StreamExt};
+use ssm_proto::{
+    AcknowledgeContent, ChannelClosed, Message, MessageType, OpenDataChannelInput, PayloadType,
+};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message as Ws;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use uuid::Uuid;
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+type SocketReader = futures_util::stream::SplitStream<Socket>;
+type FrameQueue = mpsc::Sender<Ws>;
+
+/// Asks the service for a fresh token after a lost connection; `Ok(None)` means the
+/// session is over (ResumeSession returned no token).
+pub type Resumer =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<Option<String>>> + Send>> + Send + Sync>;
+
+#[derive(Debug, Clone)]
+pub struct ChannelConfig {
+    /// Bytes sent but not yet acknowledged before senders wait.
+    pub window_bytes: usize,
+    /// Largest Output payload per message (the official sides use 1024, §5.6).
+    pub max_payload: usize,
+    /// How long to keep trying to reconnect after the websocket is lost.
+    pub resume_timeout: Duration,
+}
+
+impl Default for ChannelConfig {
+    fn default() -> Self {
+        ChannelConfig {
+            window_bytes: 4 << 20,
+            max_payload: ssm_proto::STREAM_DATA_PAYLOAD_SIZE,
+            resume_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What the channel hands up, in the agent's order.
+#[derive(Debug)]
+pub enum Inbound {
+    Data(PayloadType, Vec<u8>),
+    /// The service closed the channel (`channel_closed`), with its reason text.
+    Closed(String),
+    /// The channel failed for good.
+    Failed(Error),
+}
+
+/// The sending side, cheap to clone.
+#[derive(Clone)]
+pub struct ChannelSender {
+    tx: mpsc::Sender<(PayloadType, Vec<u8>)>,
+    max_payload: usize,
+}
+
+impl ChannelSender {
+    /// Queue one message; waits while the window is full.
+    pub async fn send(&self, payload_type: PayloadType, payload: Vec<u8>) -> Result<()> {
+        self.tx
+            .send((payload_type, payload))
+            .await
+            .map_err(|_| Error::transfer("the session's data channel is closed"))
+    }
+
+    /// Queue bytes as Output messages of at most `max_payload` bytes each.
+    pub async fn send_output(&self, bytes: &[u8]) -> Result<()> {
+        for chunk in bytes.chunks(self.max_payload) {
+            self.send(PayloadType::Output, chunk.to_vec()).await?;
+        }
+        Ok(())
+    }
+
+    pub fn max_payload(&self) -> usize {
+        self.max_payload
+    }
+}
+
+pub struct Channel {
+    pub sender: ChannelSender,
+    pub inbound: mpsc::Receiver<Inbound>,
+}
+
+/// Messages queued from senders before the task takes them.
+const SEND_QUEUE: usize = 64;
+/// Frames waiting for the socket writer. The task never awaits a socket write (a
+/// blocked write must not stop it reading, or both ends can wait on each other), so
+/// this queue is where back-pressure from the socket shows up.
+const WRITE_QUEUE: usize = 1024;
+/// Keep this many queue slots for acks and retransmissions.
+const WRITE_RESERVE: usize = 256;
+/// In-order messages waiting for the consumer.
+const DELIVERY_QUEUE: usize = 256;
+/// Out-of-order agent messages kept (beyond this they are dropped unacked, and the
+/// agent resends them).
+const EARLY_CAPACITY: usize = 4096;
+/// In-order messages acknowledged but not yet taken by the consumer. While there is
+/// room the task keeps reading the socket — acks must flow even when the consumer is
+/// slow — and beyond it the task stops reading, like a full TCP receive buffer.
+const READY_CAPACITY: usize = 4096;
+const TICK: Duration = Duration::from_millis(20);
+const PING_INTERVAL: Duration = Duration::from_secs(300);
+/// Floor for the RTO. The §5.5 formula goes down to SRTT + 10 ms, which on a fast path
+/// resends messages that are merely queued behind a burst; the agent's own scheduler
+/// ticks at 100 ms, so nothing is gained below that.
+const MIN_RTO: Duration = Duration::from_millis(100);
+const MAX_RTO: Duration = Duration::from_secs(1);
+
+pub async fn connect(url: &str) -> Result<Socket> {
+    let (ws, _) = tokio_tungstenite::connect_async(url).await.map_err(|e| {
+        Error::new(
+            Kind::Unavailable,
+            format!("cannot open the Session Manager data channel: {}", redact_ws_error(&e)),
+        )
+        .hint("check network access to ssmmessages.<region>.amazonaws.com (port 443) and any proxy settings")
+    })?;
+    if let MaybeTlsStream::Plain(s) = ws.get_ref() {
+        let _ = s.set_nodelay(true);
+    }
+    Ok(ws)
+}
+
+/// Open the websocket at `url`, send OpenDataChannel with `token`, and start the task.
+pub async fn open(
+    url: String,
+    token: String,
+    resumer: Resumer,
+    config: ChannelConfig,
+) -> Result<Channel> {
+    let client_id = Uuid::new_v4().to_string();
+    let ws = open_socket(&url, &token, &client_id).await?;
+    let (frames, reader) = spawn_writer(ws);
+    let (tx, rx) = mpsc::channel(SEND_QUEUE);
+    let (in_tx, in_rx) = mpsc::channel(DELIVERY_QUEUE);
+    let max_payload = config.max_payload;
+    let task = Task {
+        url,
+        client_id,
+        resumer,
+        config,
+        frames,
+        reader,
+        next_seq: 0,
+        unacked: BTreeMap::new(),
+        unacked_bytes: 0,
+        expected: 0,
+        early: BTreeMap::new(),
+        srtt: 0.1,
+        rttvar: 0.0,
+        rto: Duration::from_millis(200),
+        paused: false,
+        rx,
+        in_tx,
+        ready: std::collections::VecDeque::new(),
+        last_ping: Instant::now(),
+    };
+    tokio::spawn(task.run());
+    Ok(Channel {
+        sender: ChannelSender { tx, max_payload },
+        inbound: in_rx,
+    })
+}
+
+/// Give the socket's sending half to its own task; return its queue and the reading half.
+fn spawn_writer(ws: Socket) -> (FrameQueue, SocketReader) {
+    let (mut sink, reader) = ws.split();
+    let (tx, mut rx) = mpsc::channel::<Ws>(WRITE_QUEUE);
+    tokio::spawn(async move {
+        while let Some(first) = rx.recv().await {
+            if sink.feed(first).await.is_err() {
+                return;
+            }
+            // Batch whatever else is ready into one flush.
+            while let Ok(more) = rx.try_recv() {
+                if sink.feed(more).await.is_err() {
+                    return;
+                }
+            }
+            if sink.flush().await.is_err() {
+                return;
+            }
+        }
+        let _ = sink.close().await;
+    });
+    (tx, reader)
+}
+
+async fn open_socket(url: &str, token: &str, client_id: &str) -> Result<Socket> {
+    let mut ws = connect(url).await?;
+    let open = OpenDataChannelInput {
+        message_schema_version: "1.0".into(),
+        request_id: Uuid::new_v4().to_string(),
+        token_value: token.to_string(),
+        client_id: client_id.to_string(),
+        client_version: ssm_proto::CLIENT_VERSION.into(),
+    };
+    ws.send(Ws::Text(open.to_json().into()))
+        .await
+        .map_err(|e| Error::transfer(format!("cannot open the data channel: {}", redact_ws_error(&e))))?;
+    // The plugin pings right after opening (§2.4).
+    let _ = ws.send(Ws::Ping(b"keepalive".to_vec().into())).await;
+    Ok(ws)
+}
+
+/// Websocket errors can quote the URL, whose query may carry credentials in real AWS;
+/// keep only the error's kind.
+fn redact_ws_error(e: &tokio_tungstenite::tungstenite::Error) -> String {
+    use tokio_tungstenite::tungstenite::Error as E;
+    match e {
+        E::Http(r) => format!("HTTP {}", r.status()),
+        E::Io(io) => io.to_string(),
+        E::Tls(t) => format!("TLS: {t}"),
+        other => {
+            let s = other.to_string();
+            s.split('?').next().unwrap_or_default().to_string()
+        }
+    }
+}
+
+struct Pending {
+    frame: Vec<u8>,
+    len: usize,
+    last_sent: Instant,
+    retries: u32,
+}
+
+struct Task {
+    url: String,
+    client_id: String,
+    resumer: Resumer,
+    config: ChannelConfig,
+    frames: FrameQueue,
+    reader: SocketReader,
+    next_seq: i64,
+    unacked: BTreeMap<i64, Pending>,
+    unacked_bytes: usize,
+    expected: i64,
+    early: BTreeMap<i64, Message>,
+    srtt: f64,
+    rttvar: f64,
+    rto: Duration,
+    paused: bool,
+    rx: mpsc::Receiver<(PayloadType, Vec<u8>)>,
+    in_tx: mpsc::Sender<Inbound>,
+    ready: std::collections::VecDeque<Inbound>,
+    last_ping: Instant,
+}
+
+enum Step {
+    Continue,
+    /// The websocket is gone: reconnect.
+    Lost,
+    /// The channel is finished (closed by the service or nobody listens any more).
+    Done,
+}
+
+impl Task {
+    async fn run(mut self) {
+        let mut tick = tokio::time::interval(TICK);
+        let mut senders_open = true;
+        loop {
+            let can_send = senders_open
+                && !self.paused
+                && self.unacked_bytes < self.config.window_bytes
+                && self.frames.capacity() > WRITE_RESERVE;
+            // A clone, so that a delivery permit does not borrow the whole task.
+            let in_tx = self.in_tx.clone();
+            let step = tokio::select! {
+                cmd = self.rx.recv(), if can_send => match cmd {
+                    Some(first) => self.send_batch(first).await,
+                    None => { senders_open = false; Step::Continue }
+                },
+                permit = in_tx.reserve(), if !self.ready.is_empty() => match permit {
+                    Ok(p) => {
+                        if let Some(m) = self.ready.pop_front() {
+                            p.send(m);
+                        }
+                        Step::Continue
+                    }
+                    Err(_) => Step::Done, // nobody listens any more
+                },
+                frame = self.reader.next(), if self.ready.len() < READY_CAPACITY => match frame {
+                    Some(Ok(Ws::Binary(b))) => self.on_frame(&b).await,
+                    Some(Ok(Ws::Text(t))) => self.on_frame(t.as_bytes()).await,
+                    Some(Ok(Ws::Close(_))) | None | Some(Err(_)) => Step::Lost,
+                    Some(Ok(_)) => Step::Continue,
+                },
+                _ = tick.tick() => self.on_tick().await,
+            };
+            match step {
+                Step::Continue => {}
+                Step::Done => return,
+                Step::Lost => {
+                    if let Err(e) = self.reconnect().await {
+                        let _ = self.in_tx.send(Inbound::Failed(e)).await;
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    fn build(&mut self, payload_type: PayloadType, payload: Vec<u8>) -> (i64, Vec<u8>) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let msg = Message::new(
+            MessageType::InputStreamData,
+            seq,
+            0,
+            payload_type.as_u32(),
+            payload,
+            Uuid::new_v4(),
+            now_millis(),
+        );
+        (seq, msg.encode().unwrap_or_default())
+    }
+
+    /// Queue the message and as many more as are ready and fit the window.
+    async fn send_batch(&mut self, first: (PayloadType, Vec<u8>)) -> Step {
+        let mut next = Some(first);
+        while let Some((pt, payload)) = next.take() {
+            let len = payload.len();
+            let (seq, frame) = self.build(pt, payload);
+            let step = self.queue(frame.clone());
+            self.remember(seq, frame, len);
+            if !matches!(step, Step::Continue) {
+                return step;
+            }
+            if self.unacked_bytes < self.config.window_bytes
+                && self.frames.capacity() > WRITE_RESERVE
+            {
+                next = self.rx.try_recv().ok();
+            }
+        }
+        Step::Continue
+    }
+
+    /// Hand a frame to the writer without waiting. A full queue drops it: data frames
+    /// are retransmitted, acks are repeated when the agent resends.
+    fn queue(&self, frame: Vec<u8>) -> Step {
+        match self.frames.try_send(Ws::Binary(frame.into())) {
+            Ok(()) => Step::Continue,
+            Err(mpsc::error::TrySendError::Full(_)) => Step::Continue,
+            Err(mpsc::error::TrySendError::Closed(_)) => Step::Lost,
+        }
+    }
+
+    fn remember(&mut self, seq: i64, frame: Vec<u8>, len: usize) {
+        self.unacked_bytes += len;
+        self.unacked.insert(
+            seq,
+            Pending {
+                frame,
+                len,
+                last_sent: Instant::now(),
+                retries: 0,
+            },
+        );
+    }
+
+    async fn on_tick(&mut self) -> Step {
+        if self.last_ping.elapsed() > PING_INTERVAL {
+            self.last_ping = Instant::now();
+            if self.frames.try_send(Ws::Ping(b"keepalive".to_vec().into())).is_err() {
+                return Step::Continue;
+            }
+        }
+        if self.paused {
+            return Step::Continue;
+        }
+        let rto = self.rto;
+        let now = Instant::now();
+        // Every expired message, not only the oldest: the agent accepts any order.
+        for p in self.unacked.values_mut() {
+            if now.duration_since(p.last_sent) <= rto {
+                continue;
+            }
+            match self.frames.try_send(Ws::Binary(p.frame.clone().into())) {
+                Ok(()) => {
+                    p.last_sent = now;
+                    p.retries += 1;
+                }
+                Err(mpsc::error::TrySendError::Full(_)) => break, // next tick
+                Err(mpsc::error::TrySendError::Closed(_)) => return Step::Lost,
+            }
+        }
+        Step::Continue
+    }
+
+    async fn on_frame(&mut self, frame: &[u8]) -> Step {
+        let Ok(msg) = Message::decode(frame) else {
+            tracing::debug!("dropping undecodable frame of {} bytes", frame.len());
+            return Step::Continue;
+        };
+        // The plugin's checks (§3): a failing message is dropped unacked and resent.
+        if msg.validate().is_err() {
+            tracing::debug!(seq = msg.sequence_number, "dropping invalid {}", msg.message_type);
+            return Step::Continue;
+        }
+        match msg.message_type {
+            MessageType::Acknowledge => {
+                if let Ok(a) = serde_json::from_slice::<AcknowledgeContent>(&msg.payload) {
+                    self.on_ack(a.acknowledged_message_sequence_number);
+                }
+                Step::Continue
+            }
+            MessageType::OutputStreamData => self.on_data(msg).await,
+            MessageType::ChannelClosed => {
+                let body: ChannelClosed = serde_json::from_slice(&msg.payload).unwrap_or_default();
+                // Everything delivered before it stays in order ahead of the close.
+                while let Some(m) = self.ready.pop_front() {
+                    if self.in_tx.send(m).await.is_err() {
+                        return Step::Done;
+                    }
+                }
+                let _ = self.in_tx.send(Inbound::Closed(body.output)).await;
+                Step::Done
+            }
+            MessageType::PausePublication => {
+                self.paused = true;
+                Step::Continue
+            }
+            MessageType::StartPublication => {
+                self.paused = false;
+                Step::Continue
+            }
+            _ => Step::Continue, // agent_session_state and unknown types: ignored
+        }
+    }
+
+    fn on_ack(&mut self, seq: i64) {
+        let Some(p) = self.unacked.remove(&seq) else {
+            return; // a duplicate ack
+        };
+        self.unacked_bytes -= p.len;
+        if p.retries == 0 {
+            // Karn's rule: only unambiguous samples feed the estimator (§5.5 formula).
+            let r = p.last_sent.elapsed().as_secs_f64();
+            self.rttvar = 0.75 * self.rttvar + 0.25 * (self.srtt - r).abs();
+            self.srtt = 0.875 * self.srtt + 0.125 * r;
+            let rto = Duration::from_secs_f64(self.srtt + (4.0 * self.rttvar).max(0.010));
+            self.rto = rto.clamp(MIN_RTO, MAX_RTO);
+        }
+    }
+
+    fn ack(&mut self, msg: &Message) -> bool {
+        let ack = Message::ack_for(msg, Uuid::new_v4(), now_millis());
+        match ack.encode() {
+            Ok(f) => !matches!(self.queue(f), Step::Lost),
+            Err(_) => true,
+        }
+    }
+
+    async fn on_data(&mut self, msg: Message) -> Step {
+        let seq = msg.sequence_number;
+        if seq < self.expected {
+            // Re-acknowledge duplicates: a lost ack would otherwise stall the agent.
+            return if self.ack(&msg) { Step::Continue } else { Step::Lost };
+        }
+        if seq > self.expected {
+            if self.early.len() >= EARLY_CAPACITY {
+                return Step::Continue;
+            }
+            let ok = self.ack(&msg);
+            self.early.insert(seq, msg);
+            return if ok { Step::Continue } else { Step::Lost };
+        }
+        if !self.ack(&msg) {
+            // Unacked: the agent will resend it; do not deliver twice.
+            return Step::Lost;
+        }
+        self.expected += 1;
+        self.deliver(msg);
+        while let Some(next) = self.early.remove(&self.expected) {
+            self.expected += 1;
+            self.deliver(next);
+        }
+        Step::Continue
+    }
+
+    fn deliver(&mut self, msg: Message) {
+        let pt = PayloadType::from_u32(msg.payload_type);
+        self.ready.push_back(Inbound::Data(pt, msg.payload));
+    }
+
+    /// ResumeSession, dial the original URL with the new token, and resend everything
+    /// unacknowledged; bounded in time.
+    async fn reconnect(&mut self) -> Result<()> {
+        let deadline = Instant::now() + self.config.resume_timeout;
+        let mut delay = Duration::from_millis(100 + (rand::random::<u64>() % 100));
+        loop {
+            tracing::debug!("data channel lost; resuming the session");
+            match (self.resumer)().await {
+                Ok(Some(token)) => match open_socket(&self.url, &token, &self.client_id).await {
+                    Ok(ws) => {
+                        let (frames, reader) = spawn_writer(ws);
+                        self.frames = frames;
+                        self.reader = reader;
+                        self.paused = false;
+                        // Everything in flight may be lost: resend at the next tick.
+                        let long_ago = Instant::now() - Duration::from_secs(3600);
+                        for p in self.unacked.values_mut() {
+                            p.last_sent = long_ago;
+                        }
+                        return Ok(());
+                    }
+                    Err(e) => tracing::debug!("reconnect failed: {e}"),
+                },
+                Ok(None) => {
+                    return Err(Error::transfer(
+                        "the session ended on the service side while reconnecting (it timed out or was terminated)",
+                    ))
+                }
+                Err(e) if e.kind == Kind::Auth => return Err(e),
+                Err(e) => tracing::debug!("ResumeSession failed: {e}"),
+            }
+            if Instant::now() + delay > deadline {
+                return Err(Error::transfer(format!(
+                    "lost the connection to Session Manager and could not resume within {} s",
+                    self.config.resume_timeout.as_secs()
+                ))
+                .hint("check the network path to ssmmessages.<region>.amazonaws.com and retry"));
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    }
+}
+
+pub fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(1)
+}

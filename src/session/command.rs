@@ -1,0 +1,176 @@
+//! Command sessions (§8). InteractiveCommands is the only type that streams output while
+//! the process runs, but it runs in a pty and reports no exit status, so the command is
+//! wrapped: echo and CR/LF translation are turned off, ^C still reaches the process as a
+//! signal, and the exit status comes back as a marker line the client strips.
+
+use super::channel::{Channel, Inbound};
+use crate::error::{Error, Result};
+use ssm_proto::PayloadType;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+pub const DOCUMENT: &str = "AWS-StartInteractiveCommand";
+
+/// Quote `s` for a POSIX shell.
+pub fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// The text that runs on the instance. `trap : INT` keeps the wrapper alive after ^C
+/// (a handler, not an ignore, so the command still gets the default action) so that it
+/// can report the command's status.
+pub fn wrap(command: &str, nonce: &str) -> String {
+    format!(
+        "trap : INT; stty -echo -onlcr 2>/dev/null; sh -c {}; printf '\\036SSMCP-EXIT-{nonce}:%d\\n' \"$?\"",
+        shell_quote(command)
+    )
+}
+
+/// Finds the exit-status marker in the output stream, passing everything else through.
+/// Bytes that might be the start of a marker are held back until they can be decided.
+pub struct MarkerScanner {
+    marker: Vec<u8>,
+    held: Vec<u8>,
+    code: Option<i32>,
+}
+
+impl MarkerScanner {
+    pub fn new(nonce: &str) -> MarkerScanner {
+        MarkerScanner {
+            marker: format!("\x1eSSMCP-EXIT-{nonce}:").into_bytes(),
+            held: Vec::new(),
+            code: None,
+        }
+    }
+
+    pub fn code(&self) -> Option<i32> {
+        self.code
+    }
+
+    /// Returns the bytes that are certainly command output.
+    pub fn push(&mut self, bytes: &[u8]) -> Vec<u8> {
+        if self.code.is_some() {
+            return Vec::new(); // nothing after the marker is the command's
+        }
+        self.held.extend_from_slice(bytes);
+        if let Some(pos) = find(&self.held, &self.marker) {
+            let after = &self.held[pos + self.marker.len()..];
+            if let Some(nl) = after.iter().position(|&b| b == b'\n') {
+                let digits = String::from_utf8_lossy(&after[..nl]).trim().to_string();
+                self.code = digits.parse().ok();
+                let out = self.held[..pos].to_vec();
+                self.held.clear();
+                return out;
+            }
+            // Marker seen, status not complete yet: keep holding from the marker on.
+            let out = self.held[..pos].to_vec();
+            self.held.drain(..pos);
+            return out;
+        }
+        // Release all but a tail that could still grow into the marker.
+        let keep = (1..self.marker.len().min(self.held.len() + 1))
+            .rev()
+            .find(|&k| self.held.ends_with(&self.marker[..k]))
+            .unwrap_or(0);
+        let cut = self.held.len() - keep;
+        self.held.drain(..cut).collect()
+    }
+
+    /// What is left when the stream ends without a marker.
+    pub fn finish(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.held)
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Relay the session's output to `out` until it ends; forward each `interrupts` item as
+/// a ^C byte. Returns the remote exit status.
+pub async fn relay<W: AsyncWrite + Unpin>(
+    channel: &mut Channel,
+    first: Option<Inbound>,
+    nonce: &str,
+    out: &mut W,
+    mut interrupts: mpsc::Receiver<()>,
+) -> Result<i32> {
+    let mut scanner = MarkerScanner::new(nonce);
+    let mut next = first;
+    let mut interrupts_open = true;
+    loop {
+        let m = match next.take() {
+            Some(m) => m,
+            None => tokio::select! {
+                m = channel.inbound.recv() => match m {
+                    Some(m) => m,
+                    None => Inbound::Closed(String::new()),
+                },
+                i = interrupts.recv(), if interrupts_open => {
+                    match i {
+                        Some(()) => channel.sender.send(PayloadType::Output, vec![0x03]).await?,
+                        None => interrupts_open = false,
+                    }
+                    continue;
+                }
+            },
+        };
+        match m {
+            Inbound::Data(PayloadType::Output | PayloadType::StdErr, bytes) => {
+                let text = scanner.push(&bytes);
+                write(out, &text).await?;
+            }
+            Inbound::Data(_, _) => {}
+            Inbound::Closed(reason) => {
+                let rest = scanner.finish();
+                write(out, &rest).await?;
+                return scanner.code().ok_or_else(|| {
+                    let why = if reason.is_empty() { String::new() } else { format!(" ({reason})") };
+                    Error::transfer(format!("the remote command ended without reporting its exit status{why}"))
+                        .hint("the session may have been terminated or timed out on the service side")
+                });
+            }
+            Inbound::Failed(e) => return Err(e),
+        }
+    }
+}
+
+async fn write<W: AsyncWrite + Unpin>(out: &mut W, bytes: &[u8]) -> Result<()> {
+    if bytes.is_empty() {
+        return Ok(());
+    }
+    out.write_all(bytes).await.map_err(|e| Error::transfer(format!("cannot write output: {e}")))?;
+    out.flush().await.map_err(|e| Error::transfer(format!("cannot write output: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quote_survives_single_quotes() {
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+    }
+
+    #[test]
+    fn marker_is_found_across_chunk_boundaries() {
+        let mut s = MarkerScanner::new("abc");
+        let stream = b"hello\nworld\x1eSSMCP-EXIT-abc:42\n";
+        let mut out = Vec::new();
+        for b in stream.chunks(3) {
+            out.extend(s.push(b));
+        }
+        assert_eq!(out, b"hello\nworld");
+        assert_eq!(s.code(), Some(42));
+    }
+
+    #[test]
+    fn near_misses_are_released() {
+        let mut s = MarkerScanner::new("abc");
+        let mut out = s.push(b"x\x1eSSMCP-EX");
+        out.extend(s.push(b"AMPLE\n"));
+        out.extend(s.finish());
+        assert_eq!(out, b"x\x1eSSMCP-EXAMPLE\n");
+        assert_eq!(s.code(), None);
+    }
+}

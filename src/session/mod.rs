@@ -1,0 +1,141 @@
+//! Session Manager sessions that ssmcp owns from start to end: StartSession, the data
+//! channel, and an end that always happens — the in-band TerminateSession flag (needs no
+//! IAM) and then the TerminateSession API, whose denial is reported, not fatal.
+
+pub mod channel;
+pub mod command;
+pub mod handshake;
+pub mod port;
+
+use crate::aws_error;
+use crate::error::{Error, Result};
+use channel::{Channel, ChannelConfig, Inbound, Resumer};
+use ssm_proto::{Flag, PayloadType};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct SessionSpec {
+    pub target: String,
+    pub document: String,
+    pub parameters: Vec<(String, String)>,
+}
+
+/// A started session. Call [`Session::end`]; if it is dropped without that, the guard
+/// still asks the service to terminate it.
+pub struct Session {
+    pub id: String,
+    ssm: aws_sdk_ssm::Client,
+    ended: bool,
+}
+
+/// How the end went; `warning` is for the user when the API call was refused.
+#[derive(Debug, Default)]
+pub struct EndOutcome {
+    pub warning: Option<String>,
+}
+
+pub async fn start(
+    ssm: &aws_sdk_ssm::Client,
+    spec: &SessionSpec,
+    config: ChannelConfig,
+) -> Result<(Session, Channel)> {
+    let mut req = ssm
+        .start_session()
+        .target(&spec.target)
+        .document_name(&spec.document)
+        .reason(format!("ssmcp {}", env!("CARGO_PKG_VERSION")));
+    for (k, v) in &spec.parameters {
+        req = req.parameters(k, vec![v.clone()]);
+    }
+    let out = req
+        .send()
+        .await
+        .map_err(|e| aws_error::from_sdk("StartSession", e))?;
+    let (Some(id), Some(token), Some(url)) = (out.session_id(), out.token_value(), out.stream_url())
+    else {
+        return Err(Error::protocol("StartSession returned no session id, token or stream URL"));
+    };
+    let session = Session {
+        id: id.to_string(),
+        ssm: ssm.clone(),
+        ended: false,
+    };
+    let resumer = resumer(ssm.clone(), id.to_string());
+    let channel = channel::open(url.to_string(), token.to_string(), resumer, config).await?;
+    tracing::debug!(session = %session.id, "session started");
+    Ok((session, channel))
+}
+
+fn resumer(ssm: aws_sdk_ssm::Client, id: String) -> Resumer {
+    Arc::new(move || {
+        let ssm = ssm.clone();
+        let id = id.clone();
+        Box::pin(async move {
+            let out = ssm
+                .resume_session()
+                .session_id(&id)
+                .send()
+                .await
+                .map_err(|e| aws_error::from_sdk("ResumeSession", e))?;
+            Ok(out.token_value().map(str::to_string))
+        })
+    })
+}
+
+/// How long the in-band end waits for the service's channel_closed.
+const FLAG_WAIT: Duration = Duration::from_secs(3);
+
+impl Session {
+    /// End the session. With a `channel`, send the TerminateSession flag (port sessions
+    /// honour it) and wait briefly for channel_closed; then call the API either way.
+    pub async fn end(mut self, channel: Option<&mut Channel>) -> EndOutcome {
+        self.ended = true;
+        if let Some(ch) = channel {
+            if ch
+                .sender
+                .send(PayloadType::Flag, Flag::TerminateSession.encode())
+                .await
+                .is_ok()
+            {
+                let _ = tokio::time::timeout(FLAG_WAIT, async {
+                    while let Some(m) = ch.inbound.recv().await {
+                        if matches!(m, Inbound::Closed(_) | Inbound::Failed(_)) {
+                            break;
+                        }
+                    }
+                })
+                .await;
+            }
+        }
+        match self.ssm.terminate_session().session_id(&self.id).send().await {
+            Ok(_) => EndOutcome::default(),
+            Err(e) => {
+                let err = aws_error::from_sdk("TerminateSession", e);
+                tracing::debug!("TerminateSession failed: {err}");
+                EndOutcome {
+                    warning: Some(format!(
+                        "session {} was ended in-band, but the TerminateSession API call failed: {}",
+                        self.id, err
+                    )),
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if self.ended {
+            return;
+        }
+        // Last resort on an early return or panic: ask the service to end it.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let ssm = self.ssm.clone();
+            let id = self.id.clone();
+            rt.spawn(async move {
+                let _ = ssm.terminate_session().session_id(id).send().await;
+            });
+        }
+    }
+}

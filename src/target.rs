@@ -1,0 +1,63 @@
+//! Target syntax: `i-0abc…`, `mi-0abc…`, and `i-0abc….REGION[.PROFILE]` (the region and
+//! profile ride along with the id, as in ssh config aliases).
+
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub instance_id: String,
+    pub region: Option<String>,
+    pub profile: Option<String>,
+}
+
+impl Target {
+    pub fn parse(s: &str) -> Result<Target> {
+        let mut parts = s.splitn(3, '.');
+        let id = parts.next().unwrap_or_default();
+        let region = parts.next().map(str::to_string);
+        let profile = parts.next().map(str::to_string);
+        if !is_instance_id(id) {
+            return Err(Error::usage(format!(
+                "'{s}' is not an instance target"
+            ))
+            .hint("use an EC2 instance id (i-0123456789abcdef0), a managed node id (mi-…), optionally followed by .REGION or .REGION.PROFILE"));
+        }
+        if region.as_deref() == Some("") || profile.as_deref() == Some("") {
+            return Err(Error::usage(format!("'{s}' has an empty region or profile part")));
+        }
+        Ok(Target {
+            instance_id: id.to_string(),
+            region,
+            profile,
+        })
+    }
+}
+
+/// `i-` or `mi-` followed by 8 or 17 hex digits, as EC2 and SSM issue them.
+pub fn is_instance_id(s: &str) -> bool {
+    let hex = s.strip_prefix("i-").or_else(|| s.strip_prefix("mi-"));
+    matches!(hex, Some(h) if (h.len() == 8 || h.len() == 17) && h.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_plain_and_qualified_targets() {
+        let t = Target::parse("i-0123456789abcdef0").unwrap();
+        assert_eq!(t.instance_id, "i-0123456789abcdef0");
+        assert_eq!(t.region, None);
+        let t = Target::parse("mi-0123456789abcdef0.eu-west-1.prod").unwrap();
+        assert_eq!(t.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(t.profile.as_deref(), Some("prod"));
+        assert!(Target::parse("i-12345678").is_ok());
+    }
+
+    #[test]
+    fn rejects_non_ids() {
+        for bad in ["web-1", "i-xyz", "i-0123", "i-0123456789abcdef0.", "", "i-0123456789abcdef0..p"] {
+            assert!(Target::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

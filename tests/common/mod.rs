@@ -1,0 +1,173 @@
+//! Helpers for end-to-end tests: the real `ssmcp` binary against an in-process ssm-sim,
+//! started from a cleared environment so nothing of the machine's AWS setup leaks in.
+
+#![allow(dead_code)]
+
+use sha2::{Digest, Sha256};
+use ssm_sim::{Sim, SimConfig};
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::process::{Child, Command};
+
+pub const INSTANCE: &str = ssm_sim::config::DEFAULT_INSTANCE;
+
+pub fn fast() -> SimConfig {
+    SimConfig {
+        pacing: false,
+        ..SimConfig::default()
+    }
+}
+
+pub struct Harness {
+    pub sim: Sim,
+    pub home: tempfile::TempDir,
+}
+
+impl Harness {
+    pub async fn new(config: SimConfig) -> Harness {
+        Harness {
+            sim: Sim::start(config).await.expect("simulator starts"),
+            home: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn ssmcp(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_ssmcp"));
+        c.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", self.home.path())
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .envs(self.sim.env())
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        c
+    }
+
+    /// Run ssmcp to completion: (exit code, stdout, stderr).
+    pub async fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let out = tokio::time::timeout(Duration::from_secs(120), self.ssmcp().args(args).output())
+            .await
+            .expect("ssmcp finished in time")
+            .expect("ssmcp ran");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Start `ssmcp forward` and wait for its "Port N opened" line.
+    pub async fn forward(&self, args: &[&str]) -> (Child, u16) {
+        let mut child = self
+            .ssmcp()
+            .arg("forward")
+            .args(args)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn ssmcp forward");
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let port = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if let Some(rest) = line.strip_prefix("ssmcp: Port ") {
+                    return rest.split_whitespace().next().unwrap().parse::<u16>().unwrap();
+                }
+                eprintln!("ssmcp: {line}");
+            }
+            panic!("ssmcp forward exited before opening its port");
+        })
+        .await
+        .expect("forward ready in time");
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                eprintln!("[forward] {line}");
+            }
+        });
+        (child, port)
+    }
+
+    pub async fn assert_no_sessions_left(&self) {
+        assert!(
+            self.sim.wait_sessions_closed(Duration::from_secs(10)).await,
+            "sessions left open: {:?}",
+            self.sim.stats()
+        );
+    }
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+pub fn sha(b: &[u8]) -> String {
+    hex::encode(Sha256::digest(b))
+}
+
+/// A server that, per connection, sends `pattern(seed, n)` while reading `n` bytes, and
+/// reports the SHA-256 of what it read.
+pub async fn exchange_server(n: usize, seed: u64) -> (u16, tokio::sync::mpsc::Receiver<String>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.into_split();
+                let send = tokio::spawn(async move {
+                    let data = pattern(seed, n);
+                    let _ = w.write_all(&data).await;
+                    w
+                });
+                let mut got = vec![0u8; n];
+                if r.read_exact(&mut got).await.is_ok() {
+                    let _ = tx.send(sha(&got)).await;
+                }
+                let _w = send.await; // keep the socket open until both directions finish
+            });
+        }
+    });
+    (port, rx)
+}
+
+/// The client side of `exchange_server`: returns the SHA-256 of what it read.
+pub async fn exchange_client(port: u16, n: usize, seed: u64) -> String {
+    let s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let (mut r, mut w) = s.into_split();
+    let send = tokio::spawn(async move {
+        w.write_all(&pattern(seed, n)).await.unwrap();
+        w
+    });
+    let mut got = vec![0u8; n];
+    r.read_exact(&mut got).await.expect("read the server's bytes");
+    let _w = send.await.unwrap();
+    sha(&got)
+}
+
+pub fn interrupt(child: &Child) {
+    if let Some(pid) = child.id() {
+        let _ = nix_kill(pid);
+    }
+}
+
+fn nix_kill(pid: u32) -> std::io::Result<()> {
+    let st = std::process::Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()?;
+    if st.success() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other("kill failed"))
+    }
+}

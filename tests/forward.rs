@@ -1,0 +1,128 @@
+//! `ssmcp forward` end to end: bytes identical both ways in smux and basic mode, several
+//! connections at once, faults, and no session left behind.
+
+mod common;
+use common::*;
+use ssm_sim::{DirectionFaults, Faults, InstanceConfig, SimConfig};
+use std::time::Duration;
+
+const MIB: usize = 1 << 20;
+
+async fn exchange_through_forward(h: &Harness, n: usize, conns: usize) {
+    let (server_port, mut server_shas) = exchange_server(n, 7).await;
+    let (mut child, local) = h.forward(&[INSTANCE, &format!("0:{server_port}")]).await;
+    let mut clients = Vec::new();
+    for _ in 0..conns {
+        clients.push(tokio::spawn(exchange_client(local, n, 9)));
+    }
+    for c in clients {
+        assert_eq!(c.await.unwrap(), sha(&pattern(7, n)), "client received the server's bytes");
+        let s = tokio::time::timeout(Duration::from_secs(60), server_shas.recv()).await.unwrap().unwrap();
+        assert_eq!(s, sha(&pattern(9, n)), "server received the client's bytes");
+    }
+    interrupt(&child);
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait()).await.unwrap().unwrap();
+    assert_eq!(status.code(), Some(0));
+    h.assert_no_sessions_left().await;
+    let st = h.sim.stats();
+    assert_eq!(st.protocol_violations(), 0, "{st:?}");
+    assert_eq!(st.ended_by_flag, 1, "ended in-band: {st:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smux_64_mib_each_way() {
+    let h = Harness::new(fast()).await;
+    exchange_through_forward(&h, 64 * MIB, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smux_several_connections_at_once() {
+    let h = Harness::new(fast()).await;
+    exchange_through_forward(&h, 4 * MIB, 4).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_mode_64_mib_each_way_with_an_old_agent() {
+    let cfg = SimConfig {
+        instances: vec![InstanceConfig::new(INSTANCE).agent_version("3.0.161.0")],
+        ..fast()
+    };
+    let h = Harness::new(cfg).await;
+    exchange_through_forward(&h, 64 * MIB, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn survives_loss_duplication_reordering_and_two_cuts() {
+    let dir = DirectionFaults {
+        drop_pct: 5.0,
+        duplicate_pct: 5.0,
+        reorder_pct: 5.0,
+        ..Default::default()
+    };
+    let cfg = SimConfig {
+        faults: Faults {
+            seed: 7,
+            to_client: dir.clone(),
+            to_agent: dir,
+            cut_after_bytes: vec![400_000, 1_200_000],
+            connection_max_age: None,
+        },
+        ..fast()
+    };
+    let h = Harness::new(cfg).await;
+    exchange_through_forward(&h, MIB, 1).await;
+    let st = h.sim.stats();
+    assert_eq!(st.websocket_connections, 3, "{st:?}");
+    assert!(st.resumes >= 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminate_denied_still_exits_zero_with_one_explanation() {
+    let cfg = SimConfig {
+        identity: ssm_sim::Identity::sso_role("AWSReservedSSO_Dev_abc", "alice"),
+        deny: vec![ssm_sim::DenyRule::action("ssm:TerminateSession")],
+        ..fast()
+    };
+    let h = Harness::new(cfg).await;
+    let (code, out, err) = h.run(&["exec", INSTANCE, "--", "echo", "hi"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "hi\n");
+    assert_eq!(err.matches("${aws:userid}").count(), 1, "{err}");
+    assert!(err.contains("ssm:TerminateSession"), "{err}");
+    h.assert_no_sessions_left().await;
+}
+
+#[tokio::test]
+async fn start_denied_names_action_resource_and_fix() {
+    let cfg = SimConfig {
+        deny: vec![ssm_sim::DenyRule::action("ssm:StartSession")],
+        ..fast()
+    };
+    let h = Harness::new(cfg).await;
+    let (code, _, err) = h.run(&["forward", INSTANCE, "80"]).await;
+    assert_eq!(code, 77, "{err}");
+    assert!(err.contains("ssm:StartSession"), "{err}");
+    assert!(err.contains(&format!("instance/{INSTANCE}")), "{err}");
+    assert!(err.contains("hint: grant ssm:StartSession"), "{err}");
+    assert_eq!(h.sim.stats().sessions_started, 0);
+}
+
+#[tokio::test]
+async fn offline_target_is_a_target_error() {
+    let cfg = SimConfig {
+        instances: vec![InstanceConfig::new(INSTANCE).offline()],
+        ..fast()
+    };
+    let h = Harness::new(cfg).await;
+    let (code, _, err) = h.run(&["exec", INSTANCE, "--", "true"]).await;
+    assert_eq!(code, 68, "{err}");
+    assert!(err.contains("not reachable through SSM"), "{err}");
+}
+
+#[tokio::test]
+async fn bad_target_is_a_usage_error() {
+    let h = Harness::new(fast()).await;
+    let (code, _, err) = h.run(&["exec", "web-1", "--", "true"]).await;
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("not an instance target"), "{err}");
+}
