@@ -5,7 +5,8 @@ use crate::error::{Error, Kind};
 use aws_sdk_ssm::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 
 /// The policy snippet users need when `${aws:username}` scoping locks out SSO roles.
-pub const USERID_POLICY_HINT: &str = "policies that scope ssm:TerminateSession / ssm:ResumeSession to \
+pub const USERID_POLICY_HINT: &str =
+    "policies that scope ssm:TerminateSession / ssm:ResumeSession to \
 \"arn:aws:ssm:*:*:session/${aws:username}-*\" never match SSO or federated roles, which have no \
 aws:username; scope them by \"arn:aws:ssm:*:*:session/${aws:userid}-*\" instead (see docs/iam.md)";
 
@@ -17,7 +18,11 @@ where
     match &err {
         SdkError::ServiceError(se) => {
             let e = se.err();
-            from_code(operation, e.code().unwrap_or("Unknown"), e.message().unwrap_or(""))
+            from_code(
+                operation,
+                e.code().unwrap_or("Unknown"),
+                e.message().unwrap_or(""),
+            )
         }
         SdkError::TimeoutError(_) => Error::new(
             Kind::Unavailable,
@@ -30,8 +35,9 @@ where
                 Error::new(Kind::Auth, format!("{operation}: no usable AWS credentials were found"))
                     .hint("configure credentials (aws configure, aws sso login --profile P, or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY), or pass --profile")
             } else if text.contains("region") {
-                Error::usage(format!("{operation}: no AWS region is configured"))
-                    .hint("pass --region, set AWS_REGION, or add the region to the target as i-….REGION")
+                Error::usage(format!("{operation}: no AWS region is configured")).hint(
+                    "pass --region, set AWS_REGION, or add the region to the target as i-….REGION",
+                )
             } else {
                 Error::new(
                     Kind::Unavailable,

@@ -23,7 +23,9 @@ impl Target {
             .hint("use an EC2 instance id (i-0123456789abcdef0), a managed node id (mi-…), optionally followed by .REGION or .REGION.PROFILE"));
         }
         if region.as_deref() == Some("") || profile.as_deref() == Some("") {
-            return Err(Error::usage(format!("'{s}' has an empty region or profile part")));
+            return Err(Error::usage(format!(
+                "'{s}' has an empty region or profile part"
+            )));
         }
         Ok(Target {
             instance_id: id.to_string(),
@@ -56,7 +58,14 @@ mod tests {
 
     #[test]
     fn rejects_non_ids() {
-        for bad in ["web-1", "i-xyz", "i-0123", "i-0123456789abcdef0.", "", "i-0123456789abcdef0..p"] {
+        for bad in [
+            "web-1",
+            "i-xyz",
+            "i-0123",
+            "i-0123456789abcdef0.",
+            "",
+            "i-0123456789abcdef0..p",
+        ] {
             assert!(Target::parse(bad).is_err(), "{bad}");
         }
     }

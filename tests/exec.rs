@@ -10,7 +10,12 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 async fn returns_output_and_exit_status() {
     let h = Harness::new(fast()).await;
     let (code, out, err) = h
-        .run(&["exec", INSTANCE, "--", "echo out; echo err >&2; printf 'no newline'; exit 3"])
+        .run(&[
+            "exec",
+            INSTANCE,
+            "--",
+            "echo out; echo err >&2; printf 'no newline'; exit 3",
+        ])
         .await;
     assert_eq!(code, 3, "{err}");
     assert_eq!(out, "out\nerr\nno newline");
@@ -20,7 +25,9 @@ async fn returns_output_and_exit_status() {
 #[tokio::test]
 async fn arguments_are_joined_like_ssh() {
     let h = Harness::new(fast()).await;
-    let (code, out, _) = h.run(&["exec", INSTANCE, "--", "printf", "'%s-%s\\n'", "a b", "c"]).await;
+    let (code, out, _) = h
+        .run(&["exec", INSTANCE, "--", "printf", "'%s-%s\\n'", "a b", "c"])
+        .await;
     assert_eq!(code, 0);
     assert_eq!(out, "a-b\nc-\n");
 }
@@ -30,7 +37,12 @@ async fn ctrl_c_reaches_the_remote_command() {
     let h = Harness::new(fast()).await;
     let mut child = h
         .ssmcp()
-        .args(["exec", INSTANCE, "--", "echo started; sleep 30; echo not-reached"])
+        .args([
+            "exec",
+            INSTANCE,
+            "--",
+            "echo started; sleep 30; echo not-reached",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -42,7 +54,10 @@ async fn ctrl_c_reaches_the_remote_command() {
         .unwrap();
     assert_eq!(first.as_deref(), Some("started"));
     interrupt(&child);
-    let status = tokio::time::timeout(Duration::from_secs(20), child.wait()).await.unwrap().unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(status.code(), Some(130), "sleep died of SIGINT");
     assert_eq!(lines.next_line().await.unwrap(), None);
     h.assert_no_sessions_left().await;

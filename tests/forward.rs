@@ -16,12 +16,22 @@ async fn exchange_through_forward(h: &Harness, n: usize, conns: usize) {
         clients.push(tokio::spawn(exchange_client(local, n, 9)));
     }
     for c in clients {
-        assert_eq!(c.await.unwrap(), sha(&pattern(7, n)), "client received the server's bytes");
-        let s = tokio::time::timeout(Duration::from_secs(60), server_shas.recv()).await.unwrap().unwrap();
+        assert_eq!(
+            c.await.unwrap(),
+            sha(&pattern(7, n)),
+            "client received the server's bytes"
+        );
+        let s = tokio::time::timeout(Duration::from_secs(60), server_shas.recv())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(s, sha(&pattern(9, n)), "server received the client's bytes");
     }
     interrupt(&child);
-    let status = tokio::time::timeout(Duration::from_secs(20), child.wait()).await.unwrap().unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(status.code(), Some(0));
     h.assert_no_sessions_left().await;
     let st = h.sim.stats();
@@ -125,4 +135,94 @@ async fn bad_target_is_a_usage_error() {
     let (code, _, err) = h.run(&["exec", "web-1", "--", "true"]).await;
     assert_eq!(code, 64, "{err}");
     assert!(err.contains("not an instance target"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn survives_the_service_closing_connections_on_a_timer() {
+    // The service drops data-channel websockets after a fixed lifetime (60 minutes in
+    // AWS). Here each connection lives 1.5 s while a paced (real-agent speed) transfer
+    // runs for several seconds, so it crosses more than one.
+    let n = 3 * MIB;
+    let cfg = SimConfig {
+        faults: Faults {
+            connection_max_age: Some(Duration::from_millis(1500)),
+            ..Default::default()
+        },
+        ..SimConfig::default()
+    };
+    let h = Harness::new(cfg).await;
+    let (server_port, mut shas) = exchange_server(n, 1).await;
+    let (mut child, local) = h.forward(&[INSTANCE, &format!("{server_port}")]).await;
+    let got = exchange_client(local, n, 2).await;
+    assert_eq!(got, sha(&pattern(1, n)));
+    assert_eq!(shas.recv().await.unwrap(), sha(&pattern(2, n)));
+    interrupt(&child);
+    child.wait().await.unwrap();
+    h.assert_no_sessions_left().await;
+    let st = h.sim.stats();
+    assert!(st.resumes >= 1, "{st:?}");
+    assert_eq!(st.protocol_violations(), 0, "{st:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_publication_holds_sending_until_start() {
+    let n = 32 * MIB;
+    let h = Harness::new(fast()).await;
+    let (server_port, mut shas) = exchange_server(n, 3).await;
+    let (mut child, local) = h.forward(&[INSTANCE, &format!("{server_port}")]).await;
+    let id = h.sim.session_ids().pop().unwrap();
+    let frame = |t: ssm_proto::MessageType| {
+        ssm_proto::Message::new(t, 0, 0, 0, vec![], uuid::Uuid::new_v4(), 1)
+            .encode()
+            .unwrap()
+    };
+    let client = tokio::spawn(exchange_client(local, n, 4));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    h.sim
+        .send_to_client(&id, frame(ssm_proto::MessageType::PausePublication))
+        .await;
+    // Let what was already on its way arrive, then watch for new data.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let before = h.sim.stats().client_stream_messages;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let during = h.sim.stats().client_stream_messages - before;
+    h.sim
+        .send_to_client(&id, frame(ssm_proto::MessageType::StartPublication))
+        .await;
+    assert_eq!(client.await.unwrap(), sha(&pattern(3, n)));
+    assert_eq!(shas.recv().await.unwrap(), sha(&pattern(4, n)));
+    // Paused, the client sends acks only: no new data and no retransmissions.
+    assert!(
+        during < 20,
+        "client kept sending data while paused: {during}"
+    );
+    assert!(
+        before < (n / 1024) as u64,
+        "the upload finished before the pause"
+    );
+    interrupt(&child);
+    child.wait().await.unwrap();
+    h.assert_no_sessions_left().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_host_document_is_used() {
+    let h = Harness::new(fast()).await;
+    let (server_port, mut shas) = exchange_server(64 * 1024, 5).await;
+    let (mut child, local) = h
+        .forward(&[
+            INSTANCE,
+            &format!("{server_port}"),
+            "--remote-host",
+            "127.0.0.1",
+        ])
+        .await;
+    assert_eq!(
+        exchange_client(local, 64 * 1024, 6).await,
+        sha(&pattern(5, 64 * 1024))
+    );
+    assert_eq!(shas.recv().await.unwrap(), sha(&pattern(6, 64 * 1024)));
+    interrupt(&child);
+    child.wait().await.unwrap();
+    h.assert_no_sessions_left().await;
 }

@@ -55,7 +55,9 @@ pub async fn run(global: &Global, args: &ForwardArgs) -> Result<i32> {
         Ok(Start::Handshaken(info)) => info,
         Ok(Start::NoHandshake(_)) => {
             let _ = session.end(Some(&mut channel)).await;
-            return Err(Error::protocol("the agent did not handshake a port session"));
+            return Err(Error::protocol(
+                "the agent did not handshake a port session",
+            ));
         }
         Err(e) => {
             let _ = session.end(Some(&mut channel)).await;

@@ -213,7 +213,12 @@ async fn open_socket(url: &str, token: &str, client_id: &str) -> Result<Socket> 
     };
     ws.send(Ws::Text(open.to_json().into()))
         .await
-        .map_err(|e| Error::transfer(format!("cannot open the data channel: {}", redact_ws_error(&e))))?;
+        .map_err(|e| {
+            Error::transfer(format!(
+                "cannot open the data channel: {}",
+                redact_ws_error(&e)
+            ))
+        })?;
     // The plugin pings right after opening (§2.4).
     let _ = ws.send(Ws::Ping(b"keepalive".to_vec().into())).await;
     Ok(ws)
@@ -378,7 +383,11 @@ impl Task {
     async fn on_tick(&mut self) -> Step {
         if self.last_ping.elapsed() > PING_INTERVAL {
             self.last_ping = Instant::now();
-            if self.frames.try_send(Ws::Ping(b"keepalive".to_vec().into())).is_err() {
+            if self
+                .frames
+                .try_send(Ws::Ping(b"keepalive".to_vec().into()))
+                .is_err()
+            {
                 return Step::Continue;
             }
         }
@@ -411,7 +420,11 @@ impl Task {
         };
         // The plugin's checks (§3): a failing message is dropped unacked and resent.
         if msg.validate().is_err() {
-            tracing::debug!(seq = msg.sequence_number, "dropping invalid {}", msg.message_type);
+            tracing::debug!(
+                seq = msg.sequence_number,
+                "dropping invalid {}",
+                msg.message_type
+            );
             return Step::Continue;
         }
         match msg.message_type {
@@ -472,7 +485,11 @@ impl Task {
         let seq = msg.sequence_number;
         if seq < self.expected {
             // Re-acknowledge duplicates: a lost ack would otherwise stall the agent.
-            return if self.ack(&msg) { Step::Continue } else { Step::Lost };
+            return if self.ack(&msg) {
+                Step::Continue
+            } else {
+                Step::Lost
+            };
         }
         if seq > self.expected {
             if self.early.len() >= EARLY_CAPACITY {

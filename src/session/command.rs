@@ -125,9 +125,15 @@ pub async fn relay<W: AsyncWrite + Unpin>(
                 let rest = scanner.finish();
                 write(out, &rest).await?;
                 return scanner.code().ok_or_else(|| {
-                    let why = if reason.is_empty() { String::new() } else { format!(" ({reason})") };
-                    Error::transfer(format!("the remote command ended without reporting its exit status{why}"))
-                        .hint("the session may have been terminated or timed out on the service side")
+                    let why = if reason.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({reason})")
+                    };
+                    Error::transfer(format!(
+                        "the remote command ended without reporting its exit status{why}"
+                    ))
+                    .hint("the session may have been terminated or timed out on the service side")
                 });
             }
             Inbound::Failed(e) => return Err(e),
@@ -139,8 +145,12 @@ async fn write<W: AsyncWrite + Unpin>(out: &mut W, bytes: &[u8]) -> Result<()> {
     if bytes.is_empty() {
         return Ok(());
     }
-    out.write_all(bytes).await.map_err(|e| Error::transfer(format!("cannot write output: {e}")))?;
-    out.flush().await.map_err(|e| Error::transfer(format!("cannot write output: {e}")))
+    out.write_all(bytes)
+        .await
+        .map_err(|e| Error::transfer(format!("cannot write output: {e}")))?;
+    out.flush()
+        .await
+        .map_err(|e| Error::transfer(format!("cannot write output: {e}")))
 }
 
 #[cfg(test)]

@@ -33,8 +33,11 @@ pub async fn perform(channel: &mut Channel) -> Result<Start> {
     let Inbound::Data(PayloadType::HandshakeRequest, payload) = first else {
         return Ok(Start::NoHandshake(first));
     };
-    let req: HandshakeRequest = serde_json::from_slice(&payload)
-        .map_err(|e| Error::protocol(format!("the agent sent an unreadable HandshakeRequest: {e}")))?;
+    let req: HandshakeRequest = serde_json::from_slice(&payload).map_err(|e| {
+        Error::protocol(format!(
+            "the agent sent an unreadable HandshakeRequest: {e}"
+        ))
+    })?;
     let mut info = HandshakeInfo {
         agent_version: req.agent_version.clone(),
         ..HandshakeInfo::default()
@@ -105,7 +108,10 @@ pub async fn perform(channel: &mut Channel) -> Result<Start> {
 }
 
 fn known_type(t: &str) -> bool {
-    matches!(t, "Port" | "Standard_Stream" | "InteractiveCommands" | "NonInteractiveCommands")
+    matches!(
+        t,
+        "Port" | "Standard_Stream" | "InteractiveCommands" | "NonInteractiveCommands"
+    )
 }
 
 async fn recv(channel: &mut Channel) -> Result<Inbound> {
@@ -121,7 +127,9 @@ async fn recv(channel: &mut Channel) -> Result<Inbound> {
 
 fn ended(m: Inbound) -> Error {
     match m {
-        Inbound::Closed(o) if !o.is_empty() => Error::transfer(format!("the session was closed: {o}")),
+        Inbound::Closed(o) if !o.is_empty() => {
+            Error::transfer(format!("the session was closed: {o}"))
+        }
         Inbound::Failed(e) => e,
         _ => Error::transfer("the session was closed by the service before it started"),
     }

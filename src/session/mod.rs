@@ -52,9 +52,12 @@ pub async fn start(
         .send()
         .await
         .map_err(|e| aws_error::from_sdk("StartSession", e))?;
-    let (Some(id), Some(token), Some(url)) = (out.session_id(), out.token_value(), out.stream_url())
+    let (Some(id), Some(token), Some(url)) =
+        (out.session_id(), out.token_value(), out.stream_url())
     else {
-        return Err(Error::protocol("StartSession returned no session id, token or stream URL"));
+        return Err(Error::protocol(
+            "StartSession returned no session id, token or stream URL",
+        ));
     };
     let session = Session {
         id: id.to_string(),
@@ -84,7 +87,7 @@ fn resumer(ssm: aws_sdk_ssm::Client, id: String) -> Resumer {
 }
 
 /// How long the in-band end waits for the service's channel_closed.
-const FLAG_WAIT: Duration = Duration::from_secs(3);
+pub(crate) const FLAG_WAIT: Duration = Duration::from_secs(3);
 
 impl Session {
     /// End the session. With a `channel`, send the TerminateSession flag (port sessions
@@ -108,7 +111,13 @@ impl Session {
                 .await;
             }
         }
-        match self.ssm.terminate_session().session_id(&self.id).send().await {
+        match self
+            .ssm
+            .terminate_session()
+            .session_id(&self.id)
+            .send()
+            .await
+        {
             Ok(_) => EndOutcome::default(),
             Err(e) => {
                 let err = aws_error::from_sdk("TerminateSession", e);

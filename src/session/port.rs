@@ -103,17 +103,24 @@ impl PortSession {
     fn end_error(&self) -> Error {
         match &*self.ended.borrow() {
             Ended::Failed(e) => e.clone(),
-            Ended::Closed(o) if !o.is_empty() => Error::transfer(format!("the session was closed: {o}")),
+            Ended::Closed(o) if !o.is_empty() => {
+                Error::transfer(format!("the session was closed: {o}"))
+            }
             _ => Error::transfer("the session was closed"),
         }
     }
 
-    /// Send the in-band TerminateSession flag (no IAM needed).
+    /// Send the in-band TerminateSession flag (no IAM needed) and wait a little for
+    /// the service to confirm with channel_closed; the flag may need retransmitting.
     pub async fn terminate(&self) {
-        let _ = self
+        if self
             .sender
             .send(PayloadType::Flag, Flag::TerminateSession.encode())
-            .await;
+            .await
+            .is_ok()
+        {
+            let _ = tokio::time::timeout(super::FLAG_WAIT, self.closed()).await;
+        }
     }
 }
 
@@ -186,12 +193,24 @@ impl Mux {
         };
         let (user, inner) = tokio::io::duplex(PIPE_BYTES);
         let (to_user, from_agent) = mpsc::channel(STREAM_QUEUE);
-        lock(&self.streams).insert(id, StreamSlot { to_user, got_data: false });
+        lock(&self.streams).insert(
+            id,
+            StreamSlot {
+                to_user,
+                got_data: false,
+            },
+        );
         self.frames
             .send(Frame::new(Cmd::Syn, id, vec![]))
             .await
             .map_err(|_| Error::transfer("the port session is closed"))?;
-        tokio::spawn(stream_pump(id, inner, from_agent, self.frames.clone(), self.streams.clone()));
+        tokio::spawn(stream_pump(
+            id,
+            inner,
+            from_agent,
+            self.frames.clone(),
+            self.streams.clone(),
+        ));
         Ok(user)
     }
 }
@@ -223,7 +242,11 @@ fn push_frame(buf: &mut Vec<u8>, f: &Frame) {
     }
 }
 
-async fn downlink(mut inbound: mpsc::Receiver<Inbound>, streams: Streams, ended: watch::Sender<Ended>) {
+async fn downlink(
+    mut inbound: mpsc::Receiver<Inbound>,
+    streams: Streams,
+    ended: watch::Sender<Ended>,
+) {
     let mut dec = FrameDecoder::new();
     let mut end = None;
     while let Some(m) = inbound.recv().await {
@@ -235,7 +258,9 @@ async fn downlink(mut inbound: mpsc::Receiver<Inbound>, streams: Streams, ended:
                         Ok(Some(f)) => dispatch(&streams, f).await,
                         Ok(None) => break,
                         Err(e) => {
-                            end = Some(Inbound::Failed(Error::protocol(format!("the agent's smux stream is corrupt: {e}"))));
+                            end = Some(Inbound::Failed(Error::protocol(format!(
+                                "the agent's smux stream is corrupt: {e}"
+                            ))));
                             break;
                         }
                     }
@@ -306,7 +331,11 @@ async fn stream_pump(
             match rd.read(&mut buf).await {
                 Ok(0) | Err(_) => return,
                 Ok(n) => {
-                    if up_frames.send(Frame::new(Cmd::Psh, id, buf[..n].to_vec())).await.is_err() {
+                    if up_frames
+                        .send(Frame::new(Cmd::Psh, id, buf[..n].to_vec()))
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                 }
@@ -358,7 +387,9 @@ impl Basic {
             // destination connection and are dropped, as the plugin does.
             let mut ever_connected = false;
             let end = loop {
-                let Some(m) = inbound.recv().await else { break None };
+                let Some(m) = inbound.recv().await else {
+                    break None;
+                };
                 match m {
                     Inbound::Data(PayloadType::Output, bytes) => {
                         let tx = loop {
@@ -376,7 +407,10 @@ impl Basic {
                                 ever_connected = true;
                                 let _ = tx.send(bytes).await;
                             }
-                            None => tracing::debug!("dropping {} bytes after the connection closed", bytes.len()),
+                            None => tracing::debug!(
+                                "dropping {} bytes after the connection closed",
+                                bytes.len()
+                            ),
                         }
                     }
                     Inbound::Data(_, _) => {}
@@ -413,7 +447,11 @@ impl Basic {
                     match rd.read(&mut buf).await {
                         Ok(0) | Err(_) => return,
                         Ok(n) => {
-                            if up_sender.send(PayloadType::Output, buf[..n].to_vec()).await.is_err() {
+                            if up_sender
+                                .send(PayloadType::Output, buf[..n].to_vec())
+                                .await
+                                .is_err()
+                            {
                                 return;
                             }
                         }
@@ -431,7 +469,9 @@ impl Basic {
             }
             up.abort();
             *lock(&current) = None;
-            let _ = sender.send(PayloadType::Flag, Flag::DisconnectToPort.encode()).await;
+            let _ = sender
+                .send(PayloadType::Flag, Flag::DisconnectToPort.encode())
+                .await;
             let _ = wr.shutdown().await;
         });
         Ok(user)

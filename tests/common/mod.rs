@@ -72,7 +72,12 @@ impl Harness {
         let port = tokio::time::timeout(Duration::from_secs(30), async {
             while let Some(line) = lines.next_line().await.unwrap() {
                 if let Some(rest) = line.strip_prefix("ssmcp: Port ") {
-                    return rest.split_whitespace().next().unwrap().parse::<u16>().unwrap();
+                    return rest
+                        .split_whitespace()
+                        .next()
+                        .unwrap()
+                        .parse::<u16>()
+                        .unwrap();
                 }
                 eprintln!("ssmcp: {line}");
             }
@@ -150,7 +155,9 @@ pub async fn exchange_client(port: u16, n: usize, seed: u64) -> String {
         w
     });
     let mut got = vec![0u8; n];
-    r.read_exact(&mut got).await.expect("read the server's bytes");
+    r.read_exact(&mut got)
+        .await
+        .expect("read the server's bytes");
     let _w = send.await.unwrap();
     sha(&got)
 }

@@ -33,6 +33,8 @@ counters! {
     rejected_tokens,
     resumes,
     client_messages,
+    /// input_stream_data messages the agent received, duplicates included.
+    client_stream_messages,
     agent_retransmissions,
     acks_sent,
     duplicate_client_messages,

@@ -288,3 +288,29 @@ async fn echo_survives_loss_duplication_reordering_and_cuts() {
     assert!(st.agent_retransmissions > 0);
     assert_eq!(st.protocol_violations(), 0);
 }
+
+#[tokio::test]
+async fn bandwidth_cap_and_delay_slow_the_agent_path() {
+    let cfg = SimConfig {
+        pacing: false,
+        faults: Faults {
+            to_client: DirectionFaults {
+                bandwidth: 200_000,
+                delay: Duration::from_millis(20),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+        ..SimConfig::default()
+    };
+    let sim = Sim::start(cfg).await.unwrap();
+    let t = std::time::Instant::now();
+    let got = echo_through_faults(&sim, &vec![1u8; 100_000]).await;
+    assert_eq!(got.len(), 100_000);
+    // 100 KB of payload plus headers and acks at 200 KB/s: at least half a second.
+    assert!(
+        t.elapsed() >= Duration::from_millis(500),
+        "{:?}",
+        t.elapsed()
+    );
+}

@@ -233,6 +233,7 @@ impl Agent {
                 }
             }
             MessageType::InputStreamData => {
+                Stats::add(&stats.client_stream_messages);
                 self.out.set_paused(false);
                 self.session.touch();
                 self.on_stream_data(msg).await;
