@@ -62,3 +62,92 @@ async fn ctrl_c_reaches_the_remote_command() {
     assert_eq!(lines.next_line().await.unwrap(), None);
     h.assert_no_sessions_left().await;
 }
+
+#[tokio::test]
+async fn endpoint_url_flag_replaces_the_environment_variable() {
+    let h = Harness::new(fast()).await;
+    let (code, out, err) = {
+        let mut c = h.ssmcp();
+        c.env_remove("AWS_ENDPOINT_URL_SSM");
+        let o = c
+            .args([
+                "--endpoint-url",
+                &h.sim.api_url,
+                "exec",
+                INSTANCE,
+                "--",
+                "echo",
+                "via-flag",
+            ])
+            .output()
+            .await
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out, "via-flag\n");
+}
+
+#[tokio::test]
+async fn region_and_profile_ride_along_with_the_target() {
+    let h = Harness::new(fast()).await;
+    let aws = h.home.path().join(".aws");
+    std::fs::create_dir_all(&aws).unwrap();
+    std::fs::write(
+        aws.join("credentials"),
+        format!(
+            "[simprof]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+            ssm_sim::config::ACCESS_KEY_ID,
+            ssm_sim::config::SECRET_ACCESS_KEY
+        ),
+    )
+    .unwrap();
+    let mut c = h.ssmcp();
+    c.env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_REGION");
+    let o = c
+        .args([
+            "exec",
+            &format!("{INSTANCE}.us-east-1.simprof"),
+            "--",
+            "echo",
+            "via-profile",
+        ])
+        .output()
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "via-profile\n");
+
+    // Without credentials at all: an auth-class error that says what to do.
+    let mut c = h.ssmcp();
+    c.env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY");
+    let o = c
+        .args(["exec", INSTANCE, "--", "true"])
+        .output()
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(77), "{err}");
+    assert!(err.contains("no usable AWS credentials"), "{err}");
+}
+
+#[tokio::test]
+async fn kms_required_sessions_are_refused_with_a_clear_error() {
+    let cfg = ssm_sim::SimConfig {
+        kms_key_id: Some("arn:aws:kms:us-east-1:123456789012:key/abc".into()),
+        ..fast()
+    };
+    let h = Harness::new(cfg).await;
+    let (code, _, err) = h.run(&["exec", INSTANCE, "--", "true"]).await;
+    assert_eq!(code, 76, "{err}");
+    assert!(err.contains("require KMS encryption"), "{err}");
+    h.assert_no_sessions_left().await;
+}

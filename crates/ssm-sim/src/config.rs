@@ -145,6 +145,9 @@ pub struct SimConfig {
     pub utf8_quirks: bool,
     /// Home directory per instance for command sessions; `None` keeps the process's own.
     pub home_root: Option<std::path::PathBuf>,
+    /// Session Manager preferences demand KMS encryption with this key: shell and
+    /// command sessions then handshake with a KMSEncryption action (§6.1, §6.4).
+    pub kms_key_id: Option<String>,
     /// Delay before a basic-mode port session's destination is connected; input
     /// arriving meanwhile is refused (not acknowledged), forcing client resends.
     pub port_ready_delay: Duration,
@@ -166,6 +169,7 @@ impl Default for SimConfig {
             utf8_quirks: true,
             home_root: None,
             port_ready_delay: Duration::ZERO,
+            kms_key_id: None,
         }
     }
 }

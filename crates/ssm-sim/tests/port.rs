@@ -58,13 +58,7 @@ async fn basic_mode_for_old_clients_echoes_and_redials_after_disconnect() {
         .send_data(PayloadType::Flag, &Flag::TerminateSession.encode())
         .await;
     let _ = m;
-    let closed = loop {
-        let m = c.recv_data(WAIT).await.expect("channel_closed");
-        if m.message_type == MessageType::ChannelClosed {
-            break m;
-        }
-    };
-    let body: ssm_proto::ChannelClosed = serde_json::from_slice(&closed.payload).unwrap();
+    let body = c.until_channel_closed().await;
     assert_eq!(body.session_id, _s.session_id);
     assert!(sim.wait_sessions_closed(WAIT).await);
     let st = sim.stats();

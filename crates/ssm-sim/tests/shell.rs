@@ -3,7 +3,7 @@
 
 mod common;
 use common::*;
-use ssm_proto::{MessageType, PayloadType};
+use ssm_proto::PayloadType;
 use ssm_sim::{Sim, SimConfig};
 
 fn text(b: &[u8]) -> String {
@@ -30,13 +30,7 @@ async fn default_shell_starts_without_handshake_and_echoes_in_a_pty() {
     assert!(t.contains("stty size"), "pty echoes input: {t:?}");
     assert!(t.contains("24 80\r\n"), "size applied, CRLF output: {t:?}");
     c.send_data(PayloadType::Output, b"exit\r").await;
-    loop {
-        let m = c.recv_data(WAIT).await.expect("channel_closed");
-        if m.message_type == MessageType::ChannelClosed {
-            break;
-        }
-        c.ack(&m).await;
-    }
+    c.until_channel_closed().await;
     assert!(sim.wait_sessions_closed(WAIT).await);
     assert_eq!(sim.stats().ended_by_agent, 1);
 }
@@ -152,16 +146,50 @@ async fn idle_sessions_time_out_with_channel_closed() {
     )
     .await;
     let mut c = RawClient::connect(&s).await;
-    let closed = loop {
-        let m = c.recv_data(WAIT).await.expect("channel_closed");
-        if m.message_type == MessageType::ChannelClosed {
-            break m;
-        }
-    };
-    let body: ssm_proto::ChannelClosed = serde_json::from_slice(&closed.payload).unwrap();
+    let body = c.until_channel_closed().await;
     assert!(
         body.output.contains("timed out due to inactivity"),
         "{body:?}"
     );
     assert_eq!(sim.stats().ended_by_idle_timeout, 1);
+}
+
+#[tokio::test]
+async fn kms_preference_makes_command_sessions_handshake() {
+    let cfg = SimConfig {
+        kms_key_id: Some("alias/ssm".into()),
+        ..SimConfig::default()
+    };
+    let sim = Sim::start(cfg).await.unwrap();
+    let s = start(
+        &sim,
+        Some("AWS-StartInteractiveCommand"),
+        &[("command", "true")],
+    )
+    .await;
+    let mut c = RawClient::connect(&s).await;
+    let req = c.recv_data(WAIT).await.unwrap();
+    assert_eq!(req.payload_type, PayloadType::HandshakeRequest.as_u32());
+    let r: ssm_proto::HandshakeRequest = serde_json::from_slice(&req.payload).unwrap();
+    let kinds: Vec<&str> = r
+        .requested_client_actions
+        .iter()
+        .map(|a| a.action_type.as_str())
+        .collect();
+    assert_eq!(kinds, ["SessionType", "KMSEncryption"]);
+    assert_eq!(
+        r.requested_client_actions[1].action_parameters["KMSKeyId"],
+        "alias/ssm"
+    );
+    // Port sessions never use KMS (§6.1): their handshake has no KMS action.
+    let p = start(
+        &sim,
+        Some("AWS-StartPortForwardingSession"),
+        &[("portNumber", "1")],
+    )
+    .await;
+    let mut pc = RawClient::connect(&p).await;
+    let preq = pc.recv_data(WAIT).await.unwrap();
+    let pr: ssm_proto::HandshakeRequest = serde_json::from_slice(&preq.payload).unwrap();
+    assert_eq!(pr.requested_client_actions.len(), 1);
 }

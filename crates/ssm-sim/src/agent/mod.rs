@@ -89,7 +89,7 @@ pub async fn run(state: Arc<SimState>, session: Arc<Session>) {
         done_tx,
         terminate: false,
     };
-    if session.document.session_type.requires_handshake() {
+    if agent.handshakes() {
         agent.send_handshake_request().await;
     } else if let Err(e) = agent.start_plugin(None).await {
         session.end(&state, EndReason::Agent, &e).await;
@@ -170,18 +170,37 @@ async fn idle_watchdog(state: Arc<SimState>, session: Arc<Session>) {
 }
 
 impl Agent {
+    /// KMS applies to every type but Port (§6.1).
+    fn kms_key(&self) -> Option<&str> {
+        match self.session.document.session_type {
+            SessionType::Port => None,
+            _ => self.state.config.kms_key_id.as_deref(),
+        }
+    }
+
+    fn handshakes(&self) -> bool {
+        self.session.document.session_type.requires_handshake() || self.kms_key().is_some()
+    }
+
     async fn send_handshake_request(&self) {
         let doc = &self.session.document;
+        let mut actions = vec![RequestedClientAction {
+            action_type: ACTION_SESSION_TYPE.into(),
+            action_parameters: serde_json::to_value(SessionTypeRequest {
+                session_type: doc.session_type.plugin_name().into(),
+                properties: doc.properties.clone(),
+            })
+            .unwrap_or_default(),
+        }];
+        if let Some(key) = self.kms_key() {
+            actions.push(RequestedClientAction {
+                action_type: ssm_proto::payload::ACTION_KMS_ENCRYPTION.into(),
+                action_parameters: serde_json::json!({"KMSKeyId": key, "Challenge": "c2ltdWxhdGVkY2hhbGxlbmdl"}),
+            });
+        }
         let req = HandshakeRequest {
             agent_version: self.session.instance.agent_version.clone(),
-            requested_client_actions: vec![RequestedClientAction {
-                action_type: ACTION_SESSION_TYPE.into(),
-                action_parameters: serde_json::to_value(SessionTypeRequest {
-                    session_type: doc.session_type.plugin_name().into(),
-                    properties: doc.properties.clone(),
-                })
-                .unwrap_or_default(),
-            }],
+            requested_client_actions: actions,
         };
         self.out
             .send(PayloadType::HandshakeRequest, req.to_json())
@@ -334,14 +353,25 @@ impl Agent {
                 .fail_handshake("Handshake response is not valid JSON.")
                 .await;
         };
-        let ok = resp
-            .processed_client_actions
-            .iter()
-            .any(|a| a.action_type == ACTION_SESSION_TYPE && a.action_status == 1);
-        if !ok {
+        let succeeded = |t: &str| {
+            resp.processed_client_actions
+                .iter()
+                .any(|a| a.action_type == t && a.action_status == 1)
+        };
+        if !succeeded(ACTION_SESSION_TYPE) {
             return self
                 .fail_handshake("Client failed the SessionType handshake action.")
                 .await;
+        }
+        if self.kms_key().is_some() {
+            // The simulator has no KMS: a client claiming success cannot have a key the
+            // agent could decrypt, so only a refusal is modelled, and it fails the session.
+            let why = if succeeded(ssm_proto::payload::ACTION_KMS_ENCRYPTION) {
+                "The simulator does not implement KMS session encryption."
+            } else {
+                "Client failed the KMSEncryption handshake action."
+            };
+            return self.fail_handshake(why).await;
         }
         let complete = HandshakeComplete {
             handshake_time_to_complete: started.elapsed().as_nanos() as i64,

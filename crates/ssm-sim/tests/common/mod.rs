@@ -285,6 +285,19 @@ impl RawClient {
         got
     }
 
+    /// Read (acking data) until the service's channel_closed, and return its body.
+    pub async fn until_channel_closed(&mut self) -> ssm_proto::ChannelClosed {
+        loop {
+            let m = self.recv_data(WAIT).await.expect("channel_closed");
+            if m.message_type == MessageType::ChannelClosed {
+                return serde_json::from_slice(&m.payload).expect("channel_closed JSON");
+            }
+            if m.message_type == MessageType::OutputStreamData {
+                self.ack(&m).await;
+            }
+        }
+    }
+
     pub async fn close(mut self) {
         let _ = self.ws.close(None).await;
     }
