@@ -62,6 +62,11 @@ pub struct ForwardArgs {
 pub struct ExecArgs {
     /// i-…, mi-…, or i-….REGION[.PROFILE]
     pub target: String,
+    /// Use your own NonInteractiveCommands session document that sets
+    /// separateOutputStream: stderr stays separate and the agent reports the exit code.
+    /// Default: AWS-StartInteractiveCommand (a pty; stderr merged into stdout).
+    #[arg(long)]
+    pub document: Option<String>,
     /// The command and its arguments, joined by spaces and run by sh, as ssh does.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
     pub command: Vec<String>,

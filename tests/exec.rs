@@ -151,3 +151,43 @@ async fn kms_required_sessions_are_refused_with_a_clear_error() {
     assert!(err.contains("require KMS encryption"), "{err}");
     h.assert_no_sessions_left().await;
 }
+
+#[tokio::test]
+async fn separate_streams_document_keeps_stderr_apart_and_reports_the_status() {
+    let cfg = ssm_sim::SimConfig {
+        documents: vec![ssm_sim::config::CommandDocument {
+            name: "Team-NonInteractiveSeparate".into(),
+            separate_output_stream: true,
+        }],
+        ..fast()
+    };
+    let h = Harness::new(cfg).await;
+    let (code, out, err) = h
+        .run(&[
+            "exec",
+            "--document",
+            "Team-NonInteractiveSeparate",
+            INSTANCE,
+            "--",
+            "echo out; echo err >&2; exit 5",
+        ])
+        .await;
+    assert_eq!(code, 5, "{err}");
+    assert_eq!(out, "out\n");
+    assert!(err.contains("err\n"), "{err}");
+    h.assert_no_sessions_left().await;
+
+    // The AWS-owned document merges output and reports no status: a clear error.
+    let (code, _, err) = h
+        .run(&[
+            "exec",
+            "--document",
+            "AWS-StartNonInteractiveCommand",
+            INSTANCE,
+            "--",
+            "true",
+        ])
+        .await;
+    assert_eq!(code, 74, "{err}");
+    assert!(err.contains("separateOutputStream"), "{err}");
+}

@@ -12,13 +12,25 @@ use tokio::sync::mpsc;
 pub async fn run(global: &Global, args: &ExecArgs) -> Result<i32> {
     let ctx = Context::new(global, &args.target).await?;
     let nonce = format!("{:016x}", rand::random::<u64>());
+    let line = args.command.join(" ");
+    // A NonInteractiveCommands document execs its command without a shell, so give it
+    // one; the interactive default gets the status-reporting wrapper instead.
+    let (document, text, status) = match &args.document {
+        Some(d) => (
+            d.clone(),
+            format!("sh -c {}", command::shell_quote(&line)),
+            command::StatusSource::Agent,
+        ),
+        None => (
+            command::DOCUMENT.to_string(),
+            command::wrap(&line, &nonce),
+            command::StatusSource::Marker(command::MarkerScanner::new(&nonce)),
+        ),
+    };
     let spec = SessionSpec {
         target: ctx.target.instance_id.clone(),
-        document: command::DOCUMENT.into(),
-        parameters: vec![(
-            "command".to_string(),
-            command::wrap(&args.command.join(" "), &nonce),
-        )],
+        document,
+        parameters: vec![("command".to_string(), text)],
     };
     let (session, mut channel) = session::start(&ctx.ssm, &spec, ChannelConfig::default()).await?;
     let first = match handshake::perform(&mut channel).await {
@@ -38,9 +50,9 @@ pub async fn run(global: &Global, args: &ExecArgs) -> Result<i32> {
         shutdown_signal().await;
         let _ = abort_tx.send(()).await;
     });
-    let mut stdout = tokio::io::stdout();
+    let (mut stdout, mut stderr) = (tokio::io::stdout(), tokio::io::stderr());
     let result = tokio::select! {
-        r = command::relay(&mut channel, first, &nonce, &mut stdout, int_rx) => r,
+        r = command::relay(&mut channel, first, status, &mut stdout, &mut stderr, int_rx) => r,
         _ = abort_rx.recv() => Err(Error::new(Kind::Interrupted, "interrupted")),
     };
     signals.abort();

@@ -86,16 +86,25 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-/// Relay the session's output to `out` until it ends; forward each `interrupts` item as
-/// a ^C byte. Returns the remote exit status.
-pub async fn relay<W: AsyncWrite + Unpin>(
+/// Where the exit status comes from.
+pub enum StatusSource {
+    /// InteractiveCommands: the wrapper's marker line (see [`wrap`]).
+    Marker(MarkerScanner),
+    /// NonInteractiveCommands with separateOutputStream: the agent's `EXIT_CODE: n`.
+    Agent,
+}
+
+/// Relay the session until it ends: Output to `out`, StdErr to `err`, each
+/// `interrupts` item forwarded as ^C. Returns the remote exit status.
+pub async fn relay<W: AsyncWrite + Unpin, E: AsyncWrite + Unpin>(
     channel: &mut Channel,
     first: Option<Inbound>,
-    nonce: &str,
+    mut status: StatusSource,
     out: &mut W,
+    err: &mut E,
     mut interrupts: mpsc::Receiver<()>,
 ) -> Result<i32> {
-    let mut scanner = MarkerScanner::new(nonce);
+    let mut reported = None;
     let mut next = first;
     let mut interrupts_open = true;
     loop {
@@ -116,24 +125,30 @@ pub async fn relay<W: AsyncWrite + Unpin>(
             },
         };
         match m {
-            Inbound::Data(PayloadType::Output | PayloadType::StdErr, bytes) => {
-                let text = scanner.push(&bytes);
-                write(out, &text).await?;
+            Inbound::Data(PayloadType::Output, bytes) => match &mut status {
+                StatusSource::Marker(scanner) => write(out, &scanner.push(&bytes)).await?,
+                StatusSource::Agent => write(out, &bytes).await?,
+            },
+            Inbound::Data(PayloadType::StdErr, bytes) => write(err, &bytes).await?,
+            Inbound::Data(PayloadType::ExitCode, bytes) => {
+                reported = String::from_utf8_lossy(&bytes)
+                    .trim()
+                    .strip_prefix("EXIT_CODE:")
+                    .and_then(|n| n.trim().parse().ok());
             }
             Inbound::Data(_, _) => {}
             Inbound::Closed(reason) => {
-                let rest = scanner.finish();
-                write(out, &rest).await?;
-                return scanner.code().ok_or_else(|| {
-                    let why = if reason.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" ({reason})")
-                    };
-                    Error::transfer(format!(
-                        "the remote command ended without reporting its exit status{why}"
-                    ))
-                    .hint("the session may have been terminated or timed out on the service side")
+                let code = match &mut status {
+                    StatusSource::Marker(scanner) => {
+                        write(out, &scanner.finish()).await?;
+                        scanner.code()
+                    }
+                    StatusSource::Agent => reported,
+                };
+                return code.ok_or_else(|| {
+                    let why = if reason.is_empty() { String::new() } else { format!(" ({reason})") };
+                    Error::transfer(format!("the remote command ended without reporting its exit status{why}"))
+                        .hint("the session may have been terminated or timed out on the service side; with --document, the document must set separateOutputStream")
                 });
             }
             Inbound::Failed(e) => return Err(e),

@@ -125,6 +125,14 @@ pub struct Faults {
     pub connection_max_age: Option<Duration>,
 }
 
+/// A customer-owned NonInteractiveCommands document, as made with CreateDocument:
+/// `command` parameter, and optionally `separateOutputStream` (§8.1).
+#[derive(Debug, Clone)]
+pub struct CommandDocument {
+    pub name: String,
+    pub separate_output_stream: bool,
+}
+
 #[derive(Debug, Clone)]
 pub struct SimConfig {
     pub region: String,
@@ -145,6 +153,8 @@ pub struct SimConfig {
     pub utf8_quirks: bool,
     /// Home directory per instance for command sessions; `None` keeps the process's own.
     pub home_root: Option<std::path::PathBuf>,
+    /// Customer documents known besides the AWS-owned ones.
+    pub documents: Vec<CommandDocument>,
     /// Session Manager preferences demand KMS encryption with this key: shell and
     /// command sessions then handshake with a KMSEncryption action (§6.1, §6.4).
     pub kms_key_id: Option<String>,
@@ -170,6 +180,7 @@ impl Default for SimConfig {
             home_root: None,
             port_ready_delay: Duration::ZERO,
             kms_key_id: None,
+            documents: Vec::new(),
         }
     }
 }

@@ -39,6 +39,9 @@ pub struct ResolvedDocument {
     pub properties: Value,
     /// For command types: the command line.
     pub command: Option<String>,
+    /// NonInteractiveCommands streams stdout (PT 1), stderr (PT 11) and the exit code
+    /// (PT 12) live instead of merged output after exit.
+    pub separate_output_stream: bool,
 }
 
 pub const DEFAULT_SHELL_DOCUMENT: &str = "SSM-SessionManagerRunShell";
@@ -53,9 +56,27 @@ pub enum DocumentError {
 pub fn resolve(
     name: Option<&str>,
     params: &HashMap<String, Vec<String>>,
+    custom: &[crate::config::CommandDocument],
 ) -> Result<ResolvedDocument, DocumentError> {
     let name = name.unwrap_or(DEFAULT_SHELL_DOCUMENT);
     let one = |k: &str| params.get(k).and_then(|v| v.first()).cloned();
+    if let Some(doc) = custom.iter().find(|d| d.name == name) {
+        if let Some(bad) = params.keys().find(|k| k.as_str() != "command") {
+            return Err(DocumentError::InvalidParameters(format!(
+                "Parameter \"{bad}\" is not defined in document {name}."
+            )));
+        }
+        let command = one("command").ok_or_else(|| {
+            DocumentError::InvalidParameters("Required parameter \"command\" is missing.".into())
+        })?;
+        return Ok(ResolvedDocument {
+            name: name.to_string(),
+            session_type: SessionType::NonInteractiveCommands,
+            properties: Value::Null,
+            command: Some(command),
+            separate_output_stream: doc.separate_output_stream,
+        });
+    }
     let allowed: &[&str] = match name {
         "AWS-StartPortForwardingSession" => &["portNumber", "localPortNumber"],
         "AWS-StartPortForwardingSessionToRemoteHost" => &["host", "portNumber", "localPortNumber"],
@@ -117,5 +138,6 @@ pub fn resolve(
         session_type,
         properties,
         command,
+        separate_output_stream: false,
     })
 }

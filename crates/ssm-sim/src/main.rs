@@ -30,6 +30,10 @@ struct Args {
     /// Give each instance its own home directory under this folder.
     #[arg(long)]
     home_root: Option<std::path::PathBuf>,
+    /// Register a customer NonInteractiveCommands document with separateOutputStream
+    /// (repeatable), e.g. for `ssmcp exec --document NAME`.
+    #[arg(long = "separate-streams-document", value_name = "NAME")]
+    separate_streams_documents: Vec<String>,
 }
 
 #[tokio::main]
@@ -44,6 +48,14 @@ async fn main() {
         idle_timeout: Duration::from_secs(args.idle_timeout),
         home_root: args.home_root,
         deny: args.deny.iter().map(|a| DenyRule::action(a)).collect(),
+        documents: args
+            .separate_streams_documents
+            .iter()
+            .map(|n| ssm_sim::config::CommandDocument {
+                name: n.clone(),
+                separate_output_stream: true,
+            })
+            .collect(),
         ..SimConfig::default()
     };
     if !args.instances.is_empty() {

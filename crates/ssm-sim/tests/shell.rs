@@ -193,3 +193,37 @@ async fn kms_preference_makes_command_sessions_handshake() {
     let pr: ssm_proto::HandshakeRequest = serde_json::from_slice(&preq.payload).unwrap();
     assert_eq!(pr.requested_client_actions.len(), 1);
 }
+
+#[tokio::test]
+async fn separate_output_stream_sends_stdout_stderr_and_exit_code() {
+    let cfg = SimConfig {
+        documents: vec![ssm_sim::config::CommandDocument {
+            name: "Custom-Separate".into(),
+            separate_output_stream: true,
+        }],
+        ..SimConfig::default()
+    };
+    let sim = Sim::start(cfg).await.unwrap();
+    let s = start(
+        &sim,
+        Some("Custom-Separate"),
+        &[("command", "sh -c 'echo o; echo e >&2; exit 4'")],
+    )
+    .await;
+    let mut c = RawClient::connect(&s).await;
+    c.handshake(ssm_proto::CLIENT_VERSION).await;
+    let (mut out, mut err, mut code) = (Vec::new(), Vec::new(), None);
+    while code.is_none() {
+        let m = c.recv_data(WAIT).await.expect("output");
+        c.ack(&m).await;
+        match PayloadType::from_u32(m.payload_type) {
+            PayloadType::Output => out.extend(m.payload),
+            PayloadType::StdErr => err.extend(m.payload),
+            PayloadType::ExitCode => code = Some(text(&m.payload)),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!((text(&out), text(&err)), ("o\n".into(), "e\n".into()));
+    assert_eq!(code.as_deref(), Some("EXIT_CODE: 4"));
+    c.until_channel_closed().await;
+}

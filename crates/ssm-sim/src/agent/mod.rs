@@ -448,6 +448,7 @@ impl Agent {
             SessionType::NonInteractiveCommands => Plugin::Exec(shell::Exec::start(
                 out,
                 doc.command.as_deref().unwrap_or_default(),
+                doc.separate_output_stream,
                 home,
                 cfg.utf8_quirks,
                 done,

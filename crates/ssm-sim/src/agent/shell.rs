@@ -95,10 +95,13 @@ pub struct Exec {
 
 impl Exec {
     /// The command line is split like a shell would (no shell runs) and exec'd with no
-    /// stdin; stdout and stderr go to one file that is sent after exit (§8.1).
+    /// stdin; stdout and stderr go to one file that is sent after exit (§8.1) — or, with
+    /// `separate`, stream live as Output and StdErr followed by `EXIT_CODE: n`.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         out: Arc<Outgoing>,
         command: &str,
+        separate: bool,
         home: Option<PathBuf>,
         quirks: bool,
         done: mpsc::Sender<String>,
@@ -107,6 +110,9 @@ impl Exec {
         let argv = shlex::split(command)
             .filter(|a| !a.is_empty())
             .ok_or_else(|| format!("invalid command: {command}"))?;
+        if separate {
+            return Exec::start_separate(out, &argv, home, done, cancel);
+        }
         let file = tempfile_for_output()?;
         let mut cmd = tokio::process::Command::new(&argv[0]);
         cmd.args(&argv[1..])
@@ -153,6 +159,68 @@ impl Exec {
                 out.send(PayloadType::Output, chunk).await;
                 out.pace().await;
             }
+            let _ = done.send(String::new()).await;
+        });
+        Ok(Exec { pid })
+    }
+
+    fn start_separate(
+        out: Arc<Outgoing>,
+        argv: &[String],
+        home: Option<PathBuf>,
+        done: mpsc::Sender<String>,
+        cancel: CancellationToken,
+    ) -> Result<Exec, String> {
+        let mut cmd = tokio::process::Command::new(&argv[0]);
+        cmd.args(&argv[1..])
+            .envs(base_env(&home))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        if let Some(h) = &home {
+            cmd.current_dir(h);
+        }
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("failed to run commands: {e}"))?;
+        let pid = child.id();
+        // These pipe readers do not sleep between messages, unlike every other agent
+        // sender (§12).
+        let pump = |r: Option<Box<dyn tokio::io::AsyncRead + Send + Unpin>>, pt: PayloadType| {
+            let out = out.clone();
+            tokio::spawn(async move {
+                let Some(mut r) = r else { return };
+                let mut buf = vec![0u8; STREAM_DATA_PAYLOAD_SIZE];
+                while let Ok(n) = r.read(&mut buf).await {
+                    if n == 0 {
+                        return;
+                    }
+                    out.send(pt, buf[..n].to_vec()).await;
+                }
+            })
+        };
+        let so = pump(
+            child.stdout.take().map(|r| Box::new(r) as _),
+            PayloadType::Output,
+        );
+        let se = pump(
+            child.stderr.take().map(|r| Box::new(r) as _),
+            PayloadType::StdErr,
+        );
+        tokio::spawn(async move {
+            let status = tokio::select! {
+                s = child.wait() => s,
+                _ = cancel.cancelled() => { let _ = child.kill().await; return; }
+            };
+            let _ = so.await;
+            let _ = se.await;
+            let code = status.ok().and_then(|s| s.code()).unwrap_or(-1);
+            out.send(
+                PayloadType::ExitCode,
+                format!("EXIT_CODE: {code}").into_bytes(),
+            )
+            .await;
             let _ = done.send(String::new()).await;
         });
         Ok(Exec { pid })

@@ -77,7 +77,12 @@ pub fn start_session(state: &Arc<SimState>, input: &Value) -> ApiResult {
     check_deny(state, "ssm:StartSession", &resource, target)?;
     let params: HashMap<String, Vec<String>> =
         serde_json::from_value(input["Parameters"].clone()).unwrap_or_default();
-    let doc = documents::resolve(input["DocumentName"].as_str(), &params).map_err(|e| match e {
+    let doc = documents::resolve(
+        input["DocumentName"].as_str(),
+        &params,
+        &state.config.documents,
+    )
+    .map_err(|e| match e {
         DocumentError::NotFound(n) => ApiError::new(
             "InvalidDocument",
             format!("Document with name {n} does not exist."),
