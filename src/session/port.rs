@@ -313,32 +313,42 @@ async fn dispatch(streams: &Streams, f: Frame) {
     }
 }
 
-/// One task per direction: what the agent sends must reach the user even while the
-/// user's own writes wait for window space (which needs acks, which need the channel
-/// to keep delivering).
 async fn stream_pump(
     id: u32,
     inner: DuplexStream,
-    mut from_agent: mpsc::Receiver<Vec<u8>>,
+    from_agent: mpsc::Receiver<Vec<u8>>,
     frames: mpsc::Sender<Frame>,
     streams: Streams,
 ) {
+    let up = frames.clone();
+    pipe(inner, from_agent, WRITE_FRAME, move |data| {
+        let up = up.clone();
+        async move { up.send(Frame::new(Cmd::Psh, id, data)).await.is_ok() }
+    })
+    .await;
+    // Either side ending ends the stream: smux has no usable half-close (§7.4).
+    let _ = frames.send(Frame::new(Cmd::Fin, id, vec![])).await;
+    lock(&streams).remove(&id);
+}
+
+/// Carry one connection until either direction ends. The two directions run in separate
+/// tasks: what the agent sends must reach the user even while the user's own writes wait
+/// for window space (which needs acks, which need the channel to keep delivering).
+async fn pipe<F, Fut>(
+    inner: DuplexStream,
+    mut from_agent: mpsc::Receiver<Vec<u8>>,
+    chunk: usize,
+    mut send_up: F,
+) where
+    F: FnMut(Vec<u8>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
     let (mut rd, mut wr) = tokio::io::split(inner);
-    let up_frames = frames.clone();
     let mut up = tokio::spawn(async move {
-        let mut buf = vec![0u8; WRITE_FRAME];
-        loop {
-            match rd.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => {
-                    if up_frames
-                        .send(Frame::new(Cmd::Psh, id, buf[..n].to_vec()))
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
+        let mut buf = vec![0u8; chunk];
+        while let Ok(n) = rd.read(&mut buf).await {
+            if n == 0 || !send_up(buf[..n].to_vec()).await {
+                return;
             }
         }
     });
@@ -350,16 +360,13 @@ async fn stream_pump(
                         break;
                     }
                 }
-                // Agent FIN (or session end): the destination is closed; so are we.
+                // The agent closed (FIN, disconnect or session end).
                 None => break,
             },
-            // The user closed its side: smux has no half-close, so this ends the stream.
             _ = &mut up => break,
         }
     }
     up.abort();
-    let _ = frames.send(Frame::new(Cmd::Fin, id, vec![])).await;
-    lock(&streams).remove(&id);
     let _ = wr.shutdown().await;
 }
 
@@ -432,47 +439,23 @@ impl Basic {
     async fn open_stream(&self) -> Result<DuplexStream> {
         let guard = self.busy.clone().lock_owned().await;
         let (user, inner) = tokio::io::duplex(PIPE_BYTES);
-        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(STREAM_QUEUE);
+        let (tx, rx) = mpsc::channel::<Vec<u8>>(STREAM_QUEUE);
         *lock(&self.current) = Some(tx);
         self.attached.notify_waiters();
         let sender = self.sender.clone();
         let current = self.current.clone();
         tokio::spawn(async move {
             let _guard = guard;
-            let (mut rd, mut wr) = tokio::io::split(inner);
-            let up_sender = sender.clone();
-            let mut up = tokio::spawn(async move {
-                let mut buf = vec![0u8; up_sender.max_payload()];
-                loop {
-                    match rd.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => {
-                            if up_sender
-                                .send(PayloadType::Output, buf[..n].to_vec())
-                                .await
-                                .is_err()
-                            {
-                                return;
-                            }
-                        }
-                    }
-                }
-            });
-            loop {
-                tokio::select! {
-                    data = rx.recv() => match data {
-                        Some(d) => if wr.write_all(&d).await.is_err() { break },
-                        None => break,
-                    },
-                    _ = &mut up => break,
-                }
-            }
-            up.abort();
+            let up = sender.clone();
+            pipe(inner, rx, sender.max_payload(), move |data| {
+                let up = up.clone();
+                async move { up.send(PayloadType::Output, data).await.is_ok() }
+            })
+            .await;
             *lock(&current) = None;
             let _ = sender
                 .send(PayloadType::Flag, Flag::DisconnectToPort.encode())
                 .await;
-            let _ = wr.shutdown().await;
         });
         Ok(user)
     }

@@ -162,19 +162,12 @@ pub async fn exchange_client(port: u16, n: usize, seed: u64) -> String {
     sha(&got)
 }
 
+/// SIGINT, as a user's Ctrl-C.
 pub fn interrupt(child: &Child) {
     if let Some(pid) = child.id() {
-        let _ = nix_kill(pid);
-    }
-}
-
-fn nix_kill(pid: u32) -> std::io::Result<()> {
-    let st = std::process::Command::new("kill")
-        .args(["-INT", &pid.to_string()])
-        .status()?;
-    if st.success() {
-        Ok(())
-    } else {
-        Err(std::io::Error::other("kill failed"))
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGINT,
+        );
     }
 }
