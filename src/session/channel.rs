@@ -125,11 +125,18 @@ const MAX_RTO: Duration = Duration::from_secs(1);
 
 pub async fn connect(url: &str) -> Result<Socket> {
     let (ws, _) = tokio_tungstenite::connect_async(url).await.map_err(|e| {
+        let tls = matches!(e, tokio_tungstenite::tungstenite::Error::Tls(_))
+            || e.to_string().contains("certificate");
+        let hint = if tls {
+            "the data-channel endpoint's TLS certificate was not trusted; if a proxy or firewall inspects TLS, add its CA certificate to the system trust store"
+        } else {
+            "check network access to ssmmessages.<region>.amazonaws.com (port 443) and any proxy settings"
+        };
         Error::new(
             Kind::Unavailable,
             format!("cannot open the Session Manager data channel: {}", redact_ws_error(&e)),
         )
-        .hint("check network access to ssmmessages.<region>.amazonaws.com (port 443) and any proxy settings")
+        .hint(hint)
     })?;
     if let MaybeTlsStream::Plain(s) = ws.get_ref() {
         let _ = s.set_nodelay(true);
