@@ -11,8 +11,14 @@ pub struct AwsOptions {
     pub endpoint_url: Option<String>,
 }
 
-pub async fn load(opts: &AwsOptions) -> aws_config::SdkConfig {
+pub async fn load(
+    opts: &AwsOptions,
+    http: Option<aws_sdk_ssm::config::SharedHttpClient>,
+) -> aws_config::SdkConfig {
     let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    if let Some(client) = http {
+        loader = loader.http_client(client);
+    }
     if let Some(p) = &opts.profile {
         loader = loader.profile_name(p);
     }

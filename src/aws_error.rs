@@ -34,6 +34,12 @@ where
             if text.contains("credential") || text.contains("Credentials") {
                 Error::new(Kind::Auth, format!("{operation}: no usable AWS credentials were found"))
                     .hint("configure credentials (aws configure, aws sso login --profile P, or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY), or pass --profile")
+            } else if text.contains("certificate") {
+                Error::new(
+                    Kind::Unavailable,
+                    format!("{operation}: the endpoint's TLS certificate was not trusted"),
+                )
+                .hint("if a proxy or firewall inspects TLS, set AWS_CA_BUNDLE to its CA certificate (PEM), as for the AWS CLI")
             } else if text.contains("region") {
                 Error::usage(format!("{operation}: no AWS region is configured")).hint(
                     "pass --region, set AWS_REGION, or add the region to the target as i-….REGION",

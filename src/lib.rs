@@ -8,3 +8,4 @@ pub mod commands;
 pub mod error;
 pub mod session;
 pub mod target;
+pub mod trust;

@@ -66,29 +66,18 @@ async fn ctrl_c_reaches_the_remote_command() {
 #[tokio::test]
 async fn endpoint_url_flag_replaces_the_environment_variable() {
     let h = Harness::new(fast()).await;
-    let (code, out, err) = {
-        let mut c = h.ssmcp();
-        c.env_remove("AWS_ENDPOINT_URL_SSM");
-        let o = c
-            .args([
-                "--endpoint-url",
-                &h.sim.api_url,
-                "exec",
-                INSTANCE,
-                "--",
-                "echo",
-                "via-flag",
-            ])
-            .output()
-            .await
-            .unwrap();
-        (
-            o.status.code(),
-            String::from_utf8_lossy(&o.stdout).into_owned(),
-            String::from_utf8_lossy(&o.stderr).into_owned(),
-        )
-    };
-    assert_eq!(code, Some(0), "{err}");
+    let url = h.sim.api_url.clone();
+    let args = [
+        "--endpoint-url",
+        &url,
+        "exec",
+        INSTANCE,
+        "--",
+        "echo",
+        "via-flag",
+    ];
+    let (code, out, err) = h.run_env(&[("AWS_ENDPOINT_URL_SSM", None)], &args).await;
+    assert_eq!(code, 0, "{err}");
     assert_eq!(out, "via-flag\n");
 }
 
@@ -106,36 +95,19 @@ async fn region_and_profile_ride_along_with_the_target() {
         ),
     )
     .unwrap();
-    let mut c = h.ssmcp();
-    c.env_remove("AWS_ACCESS_KEY_ID")
-        .env_remove("AWS_SECRET_ACCESS_KEY")
-        .env_remove("AWS_REGION");
-    let o = c
-        .args([
-            "exec",
-            &format!("{INSTANCE}.us-east-1.simprof"),
-            "--",
-            "echo",
-            "via-profile",
-        ])
-        .output()
-        .await
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(0), "{err}");
-    assert_eq!(String::from_utf8_lossy(&o.stdout), "via-profile\n");
+    let no_keys = [("AWS_ACCESS_KEY_ID", None), ("AWS_SECRET_ACCESS_KEY", None)];
+    let target = format!("{INSTANCE}.us-east-1.simprof");
+    let mut env = no_keys.to_vec();
+    env.push(("AWS_REGION", None));
+    let (code, out, err) = h
+        .run_env(&env, &["exec", &target, "--", "echo", "via-profile"])
+        .await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "via-profile\n");
 
     // Without credentials at all: an auth-class error that says what to do.
-    let mut c = h.ssmcp();
-    c.env_remove("AWS_ACCESS_KEY_ID")
-        .env_remove("AWS_SECRET_ACCESS_KEY");
-    let o = c
-        .args(["exec", INSTANCE, "--", "true"])
-        .output()
-        .await
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(77), "{err}");
+    let (code, _, err) = h.run_env(&no_keys, &["exec", INSTANCE, "--", "true"]).await;
+    assert_eq!(code, 77, "{err}");
     assert!(err.contains("no usable AWS credentials"), "{err}");
 }
 
@@ -190,4 +162,42 @@ async fn separate_streams_document_keeps_stderr_apart_and_reports_the_status() {
         .await;
     assert_eq!(code, 74, "{err}");
     assert!(err.contains("separateOutputStream"), "{err}");
+}
+
+#[tokio::test]
+async fn tls_endpoints_work_with_aws_ca_bundle_and_fail_clearly_without() {
+    let cfg = ssm_sim::SimConfig {
+        tls: true,
+        ..fast()
+    };
+    let h = Harness::new(cfg).await;
+    assert!(h.sim.api_url.starts_with("https://"));
+    assert!(h.sim.gateway_url.starts_with("wss://"));
+    let (code, out, err) = h.run(&["exec", INSTANCE, "--", "echo", "over-tls"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "over-tls\n");
+    h.assert_no_sessions_left().await;
+
+    // Without the CA the platform roots do not trust the simulator: say so.
+    let (code, _, err) = h
+        .run_env(
+            &[("AWS_CA_BUNDLE", None)],
+            &["exec", INSTANCE, "--", "true"],
+        )
+        .await;
+    assert_eq!(code, 69, "{err}");
+    assert!(err.contains("AWS_CA_BUNDLE"), "{err}");
+
+    // A bundle that is not PEM is a usage error naming the variable.
+    let bad = h.home.path().join("bad.pem");
+    std::fs::write(&bad, "not a certificate").unwrap();
+    let bad = bad.display().to_string();
+    let (code, _, err) = h
+        .run_env(
+            &[("AWS_CA_BUNDLE", Some(&bad))],
+            &["exec", INSTANCE, "--", "true"],
+        )
+        .await;
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("AWS_CA_BUNDLE"), "{err}");
 }

@@ -226,3 +226,13 @@ async fn remote_host_document_is_used() {
     child.wait().await.unwrap();
     h.assert_no_sessions_left().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_over_tls() {
+    let h = Harness::new(SimConfig {
+        tls: true,
+        ..fast()
+    })
+    .await;
+    exchange_through_forward(&h, 2 * MIB, 2).await;
+}

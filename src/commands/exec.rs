@@ -3,7 +3,6 @@
 use super::{shutdown_signal, Context};
 use crate::cli::{ExecArgs, Global};
 use crate::error::{Error, Kind, Result};
-use crate::session::channel::ChannelConfig;
 use crate::session::command;
 use crate::session::handshake::{self, Start};
 use crate::session::{self, SessionSpec};
@@ -32,7 +31,7 @@ pub async fn run(global: &Global, args: &ExecArgs) -> Result<i32> {
         document,
         parameters: vec![("command".to_string(), text)],
     };
-    let (session, mut channel) = session::start(&ctx.ssm, &spec, ChannelConfig::default()).await?;
+    let (session, mut channel) = session::start(&ctx.ssm, &spec, ctx.channel.clone()).await?;
     let first = match handshake::perform(&mut channel).await {
         Ok(Start::NoHandshake(first)) => Some(first),
         Ok(Start::Handshaken(_)) => None,

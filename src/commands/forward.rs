@@ -4,7 +4,6 @@
 use super::{shutdown_signal, Context};
 use crate::cli::{ForwardArgs, Global};
 use crate::error::{Error, Result};
-use crate::session::channel::ChannelConfig;
 use crate::session::handshake::{self, Start};
 use crate::session::port::{Ended, PortSession};
 use crate::session::{self, SessionSpec};
@@ -50,7 +49,7 @@ pub async fn run(global: &Global, args: &ForwardArgs) -> Result<i32> {
         document: document.into(),
         parameters: params,
     };
-    let (session, mut channel) = session::start(&ctx.ssm, &spec, ChannelConfig::default()).await?;
+    let (session, mut channel) = session::start(&ctx.ssm, &spec, ctx.channel.clone()).await?;
     let info = match handshake::perform(&mut channel).await {
         Ok(Start::Handshaken(info)) => info,
         Ok(Start::NoHandshake(_)) => {

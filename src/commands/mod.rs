@@ -6,12 +6,16 @@ pub mod forward;
 use crate::aws::{self, AwsOptions};
 use crate::cli::Global;
 use crate::error::Result;
+use crate::session::channel::ChannelConfig;
 use crate::target::Target;
+use crate::trust::Trust;
 
 pub struct Context {
     pub ssm: aws_sdk_ssm::Client,
     pub target: Target,
     pub quiet: bool,
+    /// Settings for every data channel this command opens (TLS trust included).
+    pub channel: ChannelConfig,
 }
 
 impl Context {
@@ -24,11 +28,16 @@ impl Context {
             profile: target.profile.clone().or_else(|| global.profile.clone()),
             endpoint_url: global.endpoint_url.clone(),
         };
-        let conf = aws::load(&opts).await;
+        let trust = Trust::from_env()?;
+        let conf = aws::load(&opts, trust.sdk_http_client()?).await;
         Ok(Context {
             ssm: aws::ssm_client(&conf),
             target,
             quiet: global.quiet,
+            channel: ChannelConfig {
+                tls: trust.websocket_tls()?,
+                ..ChannelConfig::default()
+            },
         })
     }
 

@@ -42,6 +42,8 @@ pub struct ChannelConfig {
     pub max_payload: usize,
     /// How long to keep trying to reconnect after the websocket is lost.
     pub resume_timeout: Duration,
+    /// TLS settings for wss:// (None: the platform's roots).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Default for ChannelConfig {
@@ -50,6 +52,7 @@ impl Default for ChannelConfig {
             window_bytes: 4 << 20,
             max_payload: ssm_proto::STREAM_DATA_PAYLOAD_SIZE,
             resume_timeout: Duration::from_secs(60),
+            tls: None,
         }
     }
 }
@@ -123,8 +126,11 @@ const PING_INTERVAL: Duration = Duration::from_secs(300);
 const MIN_RTO: Duration = Duration::from_millis(100);
 const MAX_RTO: Duration = Duration::from_secs(1);
 
-pub async fn connect(url: &str) -> Result<Socket> {
-    let (ws, _) = tokio_tungstenite::connect_async(url).await.map_err(|e| {
+pub async fn connect(url: &str, tls: Option<Arc<rustls::ClientConfig>>) -> Result<Socket> {
+    let connector = tls.map(tokio_tungstenite::Connector::Rustls);
+    // `true`: TCP_NODELAY — every message is small and latency-bound.
+    let connecting = tokio_tungstenite::connect_async_tls_with_config(url, None, true, connector);
+    let (ws, _) = connecting.await.map_err(|e| {
         let tls = matches!(e, tokio_tungstenite::tungstenite::Error::Tls(_))
             || e.to_string().contains("certificate");
         let hint = if tls {
@@ -138,9 +144,6 @@ pub async fn connect(url: &str) -> Result<Socket> {
         )
         .hint(hint)
     })?;
-    if let MaybeTlsStream::Plain(s) = ws.get_ref() {
-        let _ = s.set_nodelay(true);
-    }
     Ok(ws)
 }
 
@@ -152,7 +155,7 @@ pub async fn open(
     config: ChannelConfig,
 ) -> Result<Channel> {
     let client_id = Uuid::new_v4().to_string();
-    let ws = open_socket(&url, &token, &client_id).await?;
+    let ws = open_socket(&url, &token, &client_id, config.tls.clone()).await?;
     let (frames, reader) = spawn_writer(ws);
     let (tx, rx) = mpsc::channel(SEND_QUEUE);
     let (in_tx, in_rx) = mpsc::channel(DELIVERY_QUEUE);
@@ -209,8 +212,13 @@ fn spawn_writer(ws: Socket) -> (FrameQueue, SocketReader) {
     (tx, reader)
 }
 
-async fn open_socket(url: &str, token: &str, client_id: &str) -> Result<Socket> {
-    let mut ws = connect(url).await?;
+async fn open_socket(
+    url: &str,
+    token: &str,
+    client_id: &str,
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> Result<Socket> {
+    let mut ws = connect(url, tls).await?;
     let open = OpenDataChannelInput {
         message_schema_version: "1.0".into(),
         request_id: Uuid::new_v4().to_string(),
@@ -532,7 +540,7 @@ impl Task {
         loop {
             tracing::debug!("data channel lost; resuming the session");
             match (self.resumer)().await {
-                Ok(Some(token)) => match open_socket(&self.url, &token, &self.client_id).await {
+                Ok(Some(token)) => match open_socket(&self.url, &token, &self.client_id, self.config.tls.clone()).await {
                     Ok(ws) => {
                         let (frames, reader) = spawn_writer(ws);
                         self.frames = frames;

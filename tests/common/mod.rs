@@ -47,7 +47,23 @@ impl Harness {
 
     /// Run ssmcp to completion: (exit code, stdout, stderr).
     pub async fn run(&self, args: &[&str]) -> (i32, String, String) {
-        let out = tokio::time::timeout(Duration::from_secs(120), self.ssmcp().args(args).output())
+        self.run_env(&[], args).await
+    }
+
+    /// `run` with environment changes: `Some(v)` sets a variable, `None` removes it.
+    pub async fn run_env(
+        &self,
+        env: &[(&str, Option<&str>)],
+        args: &[&str],
+    ) -> (i32, String, String) {
+        let mut cmd = self.ssmcp();
+        for (k, v) in env {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        let out = tokio::time::timeout(Duration::from_secs(120), cmd.args(args).output())
             .await
             .expect("ssmcp finished in time")
             .expect("ssmcp ran");

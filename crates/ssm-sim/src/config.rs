@@ -153,6 +153,8 @@ pub struct SimConfig {
     pub utf8_quirks: bool,
     /// Home directory per instance for command sessions; `None` keeps the process's own.
     pub home_root: Option<std::path::PathBuf>,
+    /// Serve https:// and wss:// with a CA made at start (see `Sim::ca_bundle`).
+    pub tls: bool,
     /// Customer documents known besides the AWS-owned ones.
     pub documents: Vec<CommandDocument>,
     /// Session Manager preferences demand KMS encryption with this key: shell and
@@ -181,6 +183,7 @@ impl Default for SimConfig {
             port_ready_delay: Duration::ZERO,
             kms_key_id: None,
             documents: Vec::new(),
+            tls: false,
         }
     }
 }

@@ -10,9 +10,11 @@ use ssm_proto::OpenDataChannelInput;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
+use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -22,22 +24,34 @@ use tokio_tungstenite::WebSocketStream;
 /// How long a client has to send the OpenDataChannel frame.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub async fn serve(listener: TcpListener, state: Arc<SimState>) {
+pub async fn serve(listener: TcpListener, state: Arc<SimState>, tls: Option<TlsAcceptor>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
+        let _ = stream.set_nodelay(true);
         let state = state.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            if let Err(e) = handle(stream, state).await {
+            let result = match tls {
+                Some(acceptor) => match acceptor.accept(stream).await {
+                    Ok(s) => handle(s, state).await,
+                    Err(e) => Err(format!("TLS handshake: {e}")),
+                },
+                None => handle(stream, state).await,
+            };
+            if let Err(e) = result {
                 tracing::debug!("gateway connection: {e}");
             }
         });
     }
 }
 
-async fn handle(stream: TcpStream, state: Arc<SimState>) -> Result<(), String> {
-    let _ = stream.set_nodelay(true);
+/// The socket under a connection: plain TCP or TLS.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
+
+async fn handle<S: Io>(stream: S, state: Arc<SimState>) -> Result<(), String> {
     let mut path = String::new();
     // The callback's error type is tungstenite's, large by design; we never return it.
     #[allow(clippy::result_large_err)]
@@ -100,13 +114,13 @@ async fn handle(stream: TcpStream, state: Arc<SimState>) -> Result<(), String> {
     Ok(())
 }
 
-type Sink = futures_util::stream::SplitSink<WebSocketStream<TcpStream>, Ws>;
-type Stream = futures_util::stream::SplitStream<WebSocketStream<TcpStream>>;
+type Sink<S> = futures_util::stream::SplitSink<WebSocketStream<S>, Ws>;
+type Stream<S> = futures_util::stream::SplitStream<WebSocketStream<S>>;
 
-async fn read_loop(
+async fn read_loop<S: Io>(
     state: &SimState,
     session: &crate::state::Session,
-    mut stream: Stream,
+    mut stream: Stream<S>,
     mut faults: FaultLayer,
     cut: &tokio_util::sync::CancellationToken,
 ) {
@@ -138,10 +152,10 @@ async fn read_loop(
     }
 }
 
-async fn write_loop(
+async fn write_loop<S: Io>(
     state: Arc<SimState>,
     session: Arc<crate::state::Session>,
-    mut sink: Sink,
+    mut sink: Sink<S>,
     mut rx: mpsc::Receiver<Vec<u8>>,
     mut faults: FaultLayer,
     cut: tokio_util::sync::CancellationToken,
@@ -191,7 +205,7 @@ async fn write_loop(
     }
 }
 
-async fn reject(mut ws: WebSocketStream<TcpStream>, why: &str) -> Result<(), String> {
+async fn reject<S: Io>(mut ws: WebSocketStream<S>, why: &str) -> Result<(), String> {
     let _ = ws
         .send(Ws::Close(Some(CloseFrame {
             code: CloseCode::Policy,

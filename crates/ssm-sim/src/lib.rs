@@ -14,6 +14,7 @@ pub mod faults;
 pub mod gateway;
 pub mod state;
 pub mod stats;
+pub mod tls;
 
 pub use config::{DenyRule, DirectionFaults, Faults, Identity, InstanceConfig, SimConfig};
 pub use stats::StatsSnapshot;
@@ -29,33 +30,58 @@ pub struct Sim {
     state: Arc<SimState>,
     pub api_url: String,
     pub gateway_url: String,
+    /// With `tls`: the PEM file of the simulator's CA, for `AWS_CA_BUNDLE`.
+    pub ca_bundle: Option<std::path::PathBuf>,
+    _ca_dir: Option<tempfile::TempDir>,
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl Sim {
     /// Bind ephemeral ports on 127.0.0.1 and start serving.
     pub async fn start(config: SimConfig) -> std::io::Result<Sim> {
+        let tls = if config.tls {
+            Some(tls::generate().map_err(std::io::Error::other)?)
+        } else {
+            None
+        };
         let state = Arc::new(SimState::new(config));
         let api = TcpListener::bind("127.0.0.1:0").await?;
         let gw = TcpListener::bind("127.0.0.1:0").await?;
-        let api_url = format!("http://{}", api.local_addr()?);
-        let gateway_url = format!("ws://{}", gw.local_addr()?);
+        let (http, ws) = if tls.is_some() {
+            ("https", "wss")
+        } else {
+            ("http", "ws")
+        };
+        let api_url = format!("{http}://{}", api.local_addr()?);
+        let gateway_url = format!("{ws}://{}", gw.local_addr()?);
         *lock(&state.gateway_base) = gateway_url.clone();
+        let (ca_dir, ca_bundle) = match &tls {
+            Some(t) => {
+                let dir = tempfile::tempdir()?;
+                let path = dir.path().join("ssm-sim-ca.pem");
+                std::fs::write(&path, &t.ca_pem)?;
+                (Some(dir), Some(path))
+            }
+            None => (None, None),
+        };
+        let acceptor = tls.map(|t| t.acceptor);
         let tasks = vec![
-            tokio::spawn(api::serve(api, state.clone())),
-            tokio::spawn(gateway::serve(gw, state.clone())),
+            tokio::spawn(api::serve(api, state.clone(), acceptor.clone())),
+            tokio::spawn(gateway::serve(gw, state.clone(), acceptor)),
         ];
         Ok(Sim {
             state,
             api_url,
             gateway_url,
+            ca_bundle,
+            _ca_dir: ca_dir,
             tasks,
         })
     }
 
     /// The environment that points a standard AWS client at this simulator.
     pub fn env(&self) -> Vec<(String, String)> {
-        vec![
+        let mut env = vec![
             ("AWS_ENDPOINT_URL_SSM".into(), self.api_url.clone()),
             ("AWS_ACCESS_KEY_ID".into(), config::ACCESS_KEY_ID.into()),
             (
@@ -63,7 +89,11 @@ impl Sim {
                 config::SECRET_ACCESS_KEY.into(),
             ),
             ("AWS_REGION".into(), self.state.config.region.clone()),
-        ]
+        ];
+        if let Some(ca) = &self.ca_bundle {
+            env.push(("AWS_CA_BUNDLE".into(), ca.display().to_string()));
+        }
+        env
     }
 
     pub fn config(&self) -> &SimConfig {

@@ -30,6 +30,9 @@ struct Args {
     /// Give each instance its own home directory under this folder.
     #[arg(long)]
     home_root: Option<std::path::PathBuf>,
+    /// Serve https:// and wss:// with a fresh CA (exported as AWS_CA_BUNDLE).
+    #[arg(long)]
+    tls: bool,
     /// Register a customer NonInteractiveCommands document with separateOutputStream
     /// (repeatable), e.g. for `ssmcp exec --document NAME`.
     #[arg(long = "separate-streams-document", value_name = "NAME")]
@@ -47,6 +50,7 @@ async fn main() {
         pacing: !args.fast,
         idle_timeout: Duration::from_secs(args.idle_timeout),
         home_root: args.home_root,
+        tls: args.tls,
         deny: args.deny.iter().map(|a| DenyRule::action(a)).collect(),
         documents: args
             .separate_streams_documents

@@ -12,6 +12,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use std::sync::Arc;
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 
 /// Largest request body accepted; SSM requests are small JSON documents.
 const MAX_BODY: usize = 1 << 20;
@@ -39,19 +40,34 @@ impl ApiError {
 
 pub type ApiResult = Result<Value, ApiError>;
 
-pub async fn serve(listener: TcpListener, state: Arc<SimState>) {
+pub async fn serve(listener: TcpListener, state: Arc<SimState>, tls: Option<TlsAcceptor>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
         let state = state.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| handle(state.clone(), req));
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
+            match tls {
+                Some(acceptor) => {
+                    if let Ok(s) = acceptor.accept(stream).await {
+                        serve_io(s, state).await;
+                    }
+                }
+                None => serve_io(stream, state).await,
+            }
         });
     }
+}
+
+async fn serve_io<I>(io: I, state: Arc<SimState>)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |req| handle(state.clone(), req));
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(io), svc)
+        .await;
 }
 
 async fn handle(
