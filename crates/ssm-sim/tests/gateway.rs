@@ -43,13 +43,12 @@ async fn wrong_token_and_binary_first_frame_are_refused() {
 #[tokio::test]
 async fn resume_gives_a_new_token_and_keeps_sequence_state() {
     let sim = Sim::start(SimConfig::default()).await.unwrap();
-    let s = start(
+    let (s, mut c) = open(
         &sim,
         Some("AWS-StartInteractiveCommand"),
         &[("command", "cat")],
     )
     .await;
-    let mut c = RawClient::connect(&s).await;
     c.send_data(ssm_proto::PayloadType::Output, b"one\r").await;
     c.read_until(|b| String::from_utf8_lossy(b).matches("one").count() >= 2)
         .await;

@@ -169,13 +169,12 @@ async fn short_channel_closed_header_is_available() {
         ..SimConfig::default()
     };
     let sim = Sim::start(cfg).await.unwrap();
-    let s = start(
+    let (s, mut c) = open(
         &sim,
         Some("AWS-StartInteractiveCommand"),
         &[("command", "true")],
     )
     .await;
-    let mut c = RawClient::connect(&s).await;
     let closed = loop {
         let m = c.recv_data(WAIT).await.expect("channel_closed");
         if m.message_type == MessageType::ChannelClosed {
@@ -192,13 +191,12 @@ async fn short_channel_closed_header_is_available() {
 /// resending unacknowledged input, reconnecting with ResumeSession when cut.
 async fn echo_through_faults(sim: &Sim, data: &[u8]) -> Vec<u8> {
     let port = echo_server().await;
-    let s = start(
+    let (s, mut c) = open(
         sim,
         Some("AWS-StartPortForwardingSession"),
         &[("portNumber", &port.to_string())],
     )
     .await;
-    let mut c = RawClient::connect(&s).await;
     c.handshake("1.0.0.0").await;
     let msgs: Vec<Message> = data
         .chunks(1024)

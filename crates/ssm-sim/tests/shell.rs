@@ -13,8 +13,7 @@ fn text(b: &[u8]) -> String {
 #[tokio::test]
 async fn default_shell_starts_without_handshake_and_echoes_in_a_pty() {
     let sim = Sim::start(SimConfig::default()).await.unwrap();
-    let s = start(&sim, None, &[]).await;
-    let mut c = RawClient::connect(&s).await;
+    let (_s, mut c) = open(&sim, None, &[]).await;
     // No handshake: the first message is output, seq 0 with SYN.
     let first = c.recv_data(WAIT).await.unwrap();
     assert_eq!(first.sequence_number, 0);
@@ -39,13 +38,12 @@ async fn default_shell_starts_without_handshake_and_echoes_in_a_pty() {
 async fn interactive_command_gets_ctrl_c_as_a_signal() {
     let sim = Sim::start(SimConfig::default()).await.unwrap();
     let cmd = "trap 'echo got-INT; exit 3' INT; echo armed; while :; do sleep 0.05; done";
-    let s = start(
+    let (_s, mut c) = open(
         &sim,
         Some("AWS-StartInteractiveCommand"),
         &[("command", cmd)],
     )
     .await;
-    let mut c = RawClient::connect(&s).await;
     c.read_until(|b| text(b).contains("armed")).await;
     c.send_data(PayloadType::Output, &[0x03]).await;
     c.read_until(|b| text(b).contains("got-INT")).await;
@@ -55,13 +53,12 @@ async fn interactive_command_gets_ctrl_c_as_a_signal() {
 #[tokio::test]
 async fn interactive_command_flags_are_ignored() {
     let sim = Sim::start(SimConfig::default()).await.unwrap();
-    let s = start(
+    let (_s, mut c) = open(
         &sim,
         Some("AWS-StartInteractiveCommand"),
         &[("command", "cat")],
     )
     .await;
-    let mut c = RawClient::connect(&s).await;
     c.send_data(
         PayloadType::Flag,
         &ssm_proto::Flag::TerminateSession.encode(),
@@ -120,13 +117,12 @@ async fn non_interactive_ctrl_c_signals_the_process() {
 #[tokio::test]
 async fn data_before_handshake_complete_is_acked_and_discarded() {
     let sim = Sim::start(SimConfig::default()).await.unwrap();
-    let s = start(
+    let (_s, mut c) = open(
         &sim,
         Some("AWS-StartNonInteractiveCommand"),
         &[("command", "true")],
     )
     .await;
-    let mut c = RawClient::connect(&s).await;
     let early = c.send_data(PayloadType::Output, b"too early").await;
     assert!(c.wait_ack(early.sequence_number, WAIT).await);
     assert_eq!(sim.stats().data_before_handshake_complete, 1);
@@ -139,13 +135,12 @@ async fn idle_sessions_time_out_with_channel_closed() {
         ..SimConfig::default()
     };
     let sim = Sim::start(cfg).await.unwrap();
-    let s = start(
+    let (_s, mut c) = open(
         &sim,
         Some("AWS-StartInteractiveCommand"),
         &[("command", "cat")],
     )
     .await;
-    let mut c = RawClient::connect(&s).await;
     let body = c.until_channel_closed().await;
     assert!(
         body.output.contains("timed out due to inactivity"),
@@ -161,13 +156,12 @@ async fn kms_preference_makes_command_sessions_handshake() {
         ..SimConfig::default()
     };
     let sim = Sim::start(cfg).await.unwrap();
-    let s = start(
+    let (_s, mut c) = open(
         &sim,
         Some("AWS-StartInteractiveCommand"),
         &[("command", "true")],
     )
     .await;
-    let mut c = RawClient::connect(&s).await;
     let req = c.recv_data(WAIT).await.unwrap();
     assert_eq!(req.payload_type, PayloadType::HandshakeRequest.as_u32());
     let r: ssm_proto::HandshakeRequest = serde_json::from_slice(&req.payload).unwrap();

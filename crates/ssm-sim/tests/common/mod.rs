@@ -65,6 +65,13 @@ pub async fn start(sim: &Sim, doc: Option<&str>, params: &[(&str, &str)]) -> Sta
     }
 }
 
+/// Start a session and connect a raw client to it.
+pub async fn open(sim: &Sim, doc: Option<&str>, params: &[(&str, &str)]) -> (Started, RawClient) {
+    let s = start(sim, doc, params).await;
+    let c = RawClient::connect(&s).await;
+    (s, c)
+}
+
 pub fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
