@@ -17,8 +17,6 @@ pub enum Kind {
     Unavailable,
     /// The session or transfer failed: connection lost, integrity check failed.
     Transfer,
-    /// The remote side refused or failed to write.
-    RemoteWrite,
     /// The agent or gateway broke the protocol (or asked for something unsupported).
     Protocol,
     /// SIGINT / SIGTERM.
@@ -31,7 +29,6 @@ impl Kind {
             Kind::Usage => 64,
             Kind::Target => 68,
             Kind::Unavailable => 69,
-            Kind::RemoteWrite => 73,
             Kind::Transfer => 74,
             Kind::Protocol => 76,
             Kind::Auth => 77,

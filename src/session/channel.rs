@@ -9,6 +9,7 @@
 //! dropping), the out-of-order buffer, and the delivery queue.
 
 use crate::error::{Error, Kind, Result};
+use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use ssm_proto::{
     AcknowledgeContent, ChannelClosed, Message, MessageType, OpenDataChannelInput, PayloadType,
@@ -255,7 +256,8 @@ fn redact_ws_error(e: &tokio_tungstenite::tungstenite::Error) -> String {
 }
 
 struct Pending {
-    frame: Vec<u8>,
+    /// Shared with the writer queue: retransmitting clones a pointer, not the bytes.
+    frame: Bytes,
     len: usize,
     last_sent: Instant,
     retries: u32,
@@ -337,7 +339,7 @@ impl Task {
         }
     }
 
-    fn build(&mut self, payload_type: PayloadType, payload: Vec<u8>) -> (i64, Vec<u8>) {
+    fn build(&mut self, payload_type: PayloadType, payload: Vec<u8>) -> (i64, Bytes) {
         let seq = self.next_seq;
         self.next_seq += 1;
         let msg = Message::new(
@@ -349,7 +351,7 @@ impl Task {
             Uuid::new_v4(),
             now_millis(),
         );
-        (seq, msg.encode().unwrap_or_default())
+        (seq, Bytes::from(msg.encode().unwrap_or_default()))
     }
 
     /// Queue the message and as many more as are ready and fit the window.
@@ -374,15 +376,15 @@ impl Task {
 
     /// Hand a frame to the writer without waiting. A full queue drops it: data frames
     /// are retransmitted, acks are repeated when the agent resends.
-    fn queue(&self, frame: Vec<u8>) -> Step {
-        match self.frames.try_send(Ws::Binary(frame.into())) {
+    fn queue(&self, frame: Bytes) -> Step {
+        match self.frames.try_send(Ws::Binary(frame)) {
             Ok(()) => Step::Continue,
             Err(mpsc::error::TrySendError::Full(_)) => Step::Continue,
             Err(mpsc::error::TrySendError::Closed(_)) => Step::Lost,
         }
     }
 
-    fn remember(&mut self, seq: i64, frame: Vec<u8>, len: usize) {
+    fn remember(&mut self, seq: i64, frame: Bytes, len: usize) {
         self.unacked_bytes += len;
         self.unacked.insert(
             seq,
@@ -416,7 +418,7 @@ impl Task {
             if now.duration_since(p.last_sent) <= rto {
                 continue;
             }
-            match self.frames.try_send(Ws::Binary(p.frame.clone().into())) {
+            match self.frames.try_send(Ws::Binary(p.frame.clone())) {
                 Ok(()) => {
                     p.last_sent = now;
                     p.retries += 1;
@@ -491,7 +493,7 @@ impl Task {
     fn ack(&mut self, msg: &Message) -> bool {
         let ack = Message::ack_for(msg, Uuid::new_v4(), now_millis());
         match ack.encode() {
-            Ok(f) => !matches!(self.queue(f), Step::Lost),
+            Ok(f) => !matches!(self.queue(Bytes::from(f)), Step::Lost),
             Err(_) => true,
         }
     }

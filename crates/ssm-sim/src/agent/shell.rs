@@ -113,7 +113,7 @@ impl Exec {
         if separate {
             return Exec::start_separate(out, &argv, home, done, cancel);
         }
-        let file = tempfile_for_output()?;
+        let file = tempfile::tempfile().map_err(|e| e.to_string())?;
         let mut cmd = tokio::process::Command::new(&argv[0]);
         cmd.args(&argv[1..])
             .envs(base_env(&home))
@@ -146,7 +146,7 @@ impl Exec {
                 _ = cancel.cancelled() => { let _ = child.kill().await; return; }
             }
             let mut file = tokio::fs::File::from_std(file);
-            let _ = file.rewind_to_start().await;
+            let _ = tokio::io::AsyncSeekExt::rewind(&mut file).await;
             let mut buf = vec![0u8; STREAM_DATA_PAYLOAD_SIZE];
             let mut carry = Vec::new();
             loop {
@@ -242,21 +242,6 @@ impl Exec {
         }
         InputResult::Ok
     }
-}
-
-trait Rewind {
-    async fn rewind_to_start(&mut self) -> std::io::Result<u64>;
-}
-
-impl Rewind for tokio::fs::File {
-    async fn rewind_to_start(&mut self) -> std::io::Result<u64> {
-        use tokio::io::AsyncSeekExt;
-        self.seek(std::io::SeekFrom::Start(0)).await
-    }
-}
-
-fn tempfile_for_output() -> Result<std::fs::File, String> {
-    tempfile::tempfile().map_err(|e| e.to_string())
 }
 
 /// The agent's UTF-8 pass over each output chunk (§8.3): valid characters go through;
