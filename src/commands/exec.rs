@@ -1,6 +1,6 @@
 //! `ssmcp exec TARGET -- CMD…`: run a command, stream its output, return its status.
 
-use super::{shutdown_signal, Context};
+use super::{Context, Signals};
 use crate::cli::{ExecArgs, Global};
 use crate::error::{Error, Kind, Result};
 use crate::session::command;
@@ -9,6 +9,7 @@ use crate::session::{self, SessionSpec};
 use tokio::sync::mpsc;
 
 pub async fn run(global: &Global, args: &ExecArgs) -> Result<i32> {
+    let mut signals = Signals::register();
     let ctx = Context::new(global, &args.target).await?;
     let nonce = format!("{:016x}", rand::random::<u64>());
     let line = args.command.join(" ");
@@ -31,22 +32,30 @@ pub async fn run(global: &Global, args: &ExecArgs) -> Result<i32> {
         document,
         parameters: vec![("command".to_string(), text)],
     };
-    let (session, mut channel) = session::start(&ctx.ssm, &spec, ctx.channel.clone()).await?;
-    let first = match handshake::perform(&mut channel).await {
-        Ok(Start::NoHandshake(first)) => Some(first),
-        Ok(Start::Handshaken(_)) => None,
-        Err(e) => {
-            let _ = session.end(Some(&mut channel)).await;
-            return Err(e);
+    let opening = async {
+        let (session, mut channel) = session::start(&ctx.ssm, &spec, ctx.channel.clone()).await?;
+        match handshake::perform(&mut channel).await {
+            Ok(Start::NoHandshake(first)) => Ok((session, channel, Some(first))),
+            Ok(Start::Handshaken(_)) => Ok((session, channel, None)),
+            Err(e) => {
+                let _ = session.end(Some(&mut channel)).await;
+                Err(e)
+            }
         }
+    };
+    // ^C while the session opens gives up; a session already started is ended by its
+    // drop guard.
+    let (session, mut channel, first) = tokio::select! {
+        r = opening => r?,
+        _ = signals.recv() => return Err(Error::new(Kind::Interrupted, "interrupted")),
     };
     // First ^C goes to the remote command; a second one gives up on it.
     let (int_tx, int_rx) = mpsc::channel(4);
     let (abort_tx, mut abort_rx) = mpsc::channel::<()>(1);
-    let signals = tokio::spawn(async move {
-        shutdown_signal().await;
+    let watcher = tokio::spawn(async move {
+        signals.recv().await;
         let _ = int_tx.send(()).await;
-        shutdown_signal().await;
+        signals.recv().await;
         let _ = abort_tx.send(()).await;
     });
     let (mut stdout, mut stderr) = (tokio::io::stdout(), tokio::io::stderr());
@@ -54,7 +63,7 @@ pub async fn run(global: &Global, args: &ExecArgs) -> Result<i32> {
         r = command::relay(&mut channel, first, status, &mut stdout, &mut stderr, int_rx) => r,
         _ = abort_rx.recv() => Err(Error::new(Kind::Interrupted, "interrupted")),
     };
-    signals.abort();
+    watcher.abort();
     let end = session.end(None).await;
     if let Some(w) = end.warning {
         ctx.warn(&w);

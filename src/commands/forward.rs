@@ -1,7 +1,7 @@
 //! `ssmcp forward TARGET [LOCAL:]REMOTE`: like `aws ssm start-session` with a port
 //! forwarding document, several local connections at once (mux mode).
 
-use super::{shutdown_signal, Context};
+use super::{Context, Signals};
 use crate::cli::{ForwardArgs, Global};
 use crate::error::{Error, Result};
 use crate::session::handshake::{self, Start};
@@ -25,6 +25,7 @@ fn parse_ports(spec: &str) -> Result<(u16, u16)> {
 }
 
 pub async fn run(global: &Global, args: &ForwardArgs) -> Result<i32> {
+    let mut signals = Signals::register();
     let (local, remote) = parse_ports(&args.ports)?;
     let ctx = Context::new(global, &args.target).await?;
     let listener = TcpListener::bind((args.bind.as_str(), local))
@@ -72,7 +73,7 @@ pub async fn run(global: &Global, args: &ForwardArgs) -> Result<i32> {
         info.agent_version
     ));
     let outcome = tokio::select! {
-        _ = shutdown_signal() => Ok(0),
+        _ = signals.recv() => Ok(0),
         ended = ports.closed() => match ended {
             Ended::Failed(e) => Err(e),
             _ => Ok(0),

@@ -9,6 +9,7 @@ use crate::error::Result;
 use crate::session::channel::ChannelConfig;
 use crate::target::Target;
 use crate::trust::Trust;
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 pub struct Context {
     pub ssm: aws_sdk_ssm::Client,
@@ -54,18 +55,35 @@ impl Context {
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// SIGINT and SIGTERM, registered the moment this is created. Registering lazily (inside
+/// a future that has not been polled yet) leaves a window in which ^C kills the process
+/// with the default action and the session is never ended; CI hit exactly that.
+pub struct Signals {
+    int: Option<Signal>,
+    term: Option<Signal>,
+}
+
+impl Signals {
+    pub fn register() -> Signals {
+        Signals {
+            int: signal(SignalKind::interrupt()).ok(),
+            term: signal(SignalKind::terminate()).ok(),
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
+    }
+
+    /// Resolves on the next SIGINT or SIGTERM.
+    pub async fn recv(&mut self) {
+        async fn next(s: &mut Option<Signal>) {
+            match s {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        tokio::select! {
+            _ = next(&mut self.int) => {}
+            _ = next(&mut self.term) => {}
+        }
     }
 }
