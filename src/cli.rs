@@ -7,13 +7,55 @@ use clap::{Args, Parser, Subcommand};
     name = "ssmcp",
     version,
     about = "Copy files and forward ports to EC2 and hybrid instances through AWS Systems Manager, without SSH",
-    propagate_version = true
+    override_usage = "ssmcp [OPTIONS] SRC... DEST\n       ssmcp forward TARGET [LOCAL:]REMOTE_PORT\n       ssmcp exec TARGET -- COMMAND...",
+    after_help = "Remote paths are [user@]TARGET:PATH, TARGET being i-…, mi-…, i-….REGION[.PROFILE] or name:NAME (the Name tag).\nRelative remote paths and ~ are under the remote user's home. A source directory written with a trailing / copies its contents.",
+    propagate_version = true,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
 )]
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,
+    #[command(flatten)]
+    pub copy: CopyArgs,
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
+}
+
+/// `ssmcp [OPTIONS] SRC… DEST`, scp's flags where scp has them.
+#[derive(Args, Debug, Default)]
+pub struct CopyArgs {
+    /// Sources then the destination; either side may be remote ([user@]TARGET:PATH).
+    #[arg(value_name = "SRC... DEST", num_args = 2.., required = true)]
+    pub paths: Vec<std::ffi::OsString>,
+    /// Copy directories recursively.
+    #[arg(short = 'r', long)]
+    pub recursive: bool,
+    /// Preserve modes and modification times.
+    #[arg(short = 'p', long)]
+    pub preserve: bool,
+    /// Limit the bandwidth, in Kbit/s (as scp's -l).
+    #[arg(short = 'l', long, value_name = "KBITS")]
+    pub limit: Option<u64>,
+    /// Leave out files and directories matching this glob (name or relative path); repeatable.
+    #[arg(long, value_name = "PATTERN")]
+    pub exclude: Vec<String>,
+    /// Print what would be copied, copy nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Build each copied directory tree beside its destination and swap it in at the end,
+    /// so the tree appears at once (replacing what was there).
+    #[arg(long)]
+    pub atomic: bool,
+    /// On the instance, read and write as root through `sudo -n` (user@TARGET:PATH picks another user).
+    #[arg(long)]
+    pub sudo: bool,
+    /// Port sessions to stripe downloads over (the agent paces each one to ~1 MB/s).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=16))]
+    pub parallel: u16,
+    /// One JSON event per line on stdout: plan, progress, file, summary, error.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug, Clone)]

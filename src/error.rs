@@ -17,6 +17,9 @@ pub enum Kind {
     Unavailable,
     /// The session or transfer failed: connection lost, integrity check failed.
     Transfer,
+    /// The destination could not be written: permission denied, disk full, read-only
+    /// (on the instance for uploads, locally for downloads).
+    Write,
     /// The agent or gateway broke the protocol (or asked for something unsupported).
     Protocol,
     /// SIGINT / SIGTERM.
@@ -30,6 +33,7 @@ impl Kind {
             Kind::Target => 68,
             Kind::Unavailable => 69,
             Kind::Transfer => 74,
+            Kind::Write => 73,
             Kind::Protocol => 76,
             Kind::Auth => 77,
             Kind::Interrupted => 130,

@@ -3,9 +3,15 @@
 
 pub mod aws;
 pub mod aws_error;
+pub mod bundle;
 pub mod cli;
 pub mod commands;
 pub mod error;
+pub mod plan;
+pub mod progress;
+pub mod remote;
 pub mod session;
+pub mod sink;
 pub mod target;
+pub mod transport;
 pub mod trust;

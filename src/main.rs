@@ -29,8 +29,9 @@ fn main() {
     };
     let result = runtime.block_on(async {
         match &cli.command {
-            Command::Forward(a) => commands::forward::run(&cli.global, a).await,
-            Command::Exec(a) => commands::exec::run(&cli.global, a).await,
+            Some(Command::Forward(a)) => commands::forward::run(&cli.global, a).await,
+            Some(Command::Exec(a)) => commands::exec::run(&cli.global, a).await,
+            None => commands::copy::run(&cli.global, &cli.copy).await,
         }
     });
     // Don't wait for stray tasks (a best-effort terminate may still be in flight).

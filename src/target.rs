@@ -1,17 +1,34 @@
-//! Target syntax: `i-0abc…`, `mi-0abc…`, and `i-0abc….REGION[.PROFILE]` (the region and
-//! profile ride along with the id, as in ssh config aliases).
+//! Target syntax: `i-0abc…`, `mi-0abc…`, `i-0abc….REGION[.PROFILE]` (the region and
+//! profile ride along with the id, as in ssh config aliases), and `name:NAME` (the
+//! instance's Name tag, looked up when the command runs).
 
 use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
+    /// Empty until a `name:` target is resolved.
     pub instance_id: String,
+    /// The Name tag to look up, for `name:NAME`.
+    pub name: Option<String>,
     pub region: Option<String>,
     pub profile: Option<String>,
 }
 
 impl Target {
     pub fn parse(s: &str) -> Result<Target> {
+        if let Some(name) = s.strip_prefix("name:") {
+            if name.is_empty() {
+                return Err(Error::usage(
+                    "'name:' needs the instance's Name tag, e.g. name:web-1",
+                ));
+            }
+            return Ok(Target {
+                instance_id: String::new(),
+                name: Some(name.to_string()),
+                region: None,
+                profile: None,
+            });
+        }
         let mut parts = s.splitn(3, '.');
         let id = parts.next().unwrap_or_default();
         let region = parts.next().map(str::to_string);
@@ -29,6 +46,7 @@ impl Target {
         }
         Ok(Target {
             instance_id: id.to_string(),
+            name: None,
             region,
             profile,
         })

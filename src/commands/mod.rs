@@ -1,11 +1,12 @@
 //! One module per subcommand, each a short orchestration over session/ and friends.
 
+pub mod copy;
 pub mod exec;
 pub mod forward;
 
 use crate::aws::{self, AwsOptions};
 use crate::cli::Global;
-use crate::error::Result;
+use crate::error::{Error, Kind, Result};
 use crate::session::channel::ChannelConfig;
 use crate::target::Target;
 use crate::trust::Trust;
@@ -31,8 +32,13 @@ impl Context {
         };
         let trust = Trust::from_env()?;
         let conf = aws::load(&opts, trust.sdk_http_client()?).await;
+        let ssm = aws::ssm_client(&conf);
+        let mut target = target;
+        if let Some(name) = &target.name {
+            target.instance_id = resolve_name(&ssm, name).await?;
+        }
         Ok(Context {
-            ssm: aws::ssm_client(&conf),
+            ssm,
             target,
             quiet: global.quiet,
             channel: ChannelConfig {
@@ -52,6 +58,40 @@ impl Context {
         if !self.quiet {
             eprintln!("ssmcp: warning: {msg}");
         }
+    }
+}
+
+/// The one managed instance whose Name tag is `name`.
+async fn resolve_name(ssm: &aws_sdk_ssm::Client, name: &str) -> Result<String> {
+    let filter = aws_sdk_ssm::types::InstanceInformationStringFilter::builder()
+        .key("tag:Name")
+        .values(name)
+        .build()
+        .map_err(|e| Error::usage(format!("bad Name filter: {e}")))?;
+    let out = ssm
+        .describe_instance_information()
+        .filters(filter)
+        .send()
+        .await
+        .map_err(|e| crate::aws_error::from_sdk("DescribeInstanceInformation", e))?;
+    let ids: Vec<&str> = out
+        .instance_information_list()
+        .iter()
+        .filter_map(|i| i.instance_id())
+        .collect();
+    match ids.as_slice() {
+        [one] => Ok(one.to_string()),
+        [] => Err(Error::new(
+            Kind::Target,
+            format!("no managed instance has the Name tag '{name}'"),
+        )
+        .hint("check the name and the region; `aws ssm describe-instance-information` lists what Systems Manager manages")),
+        many => Err(Error::usage(format!(
+            "{} managed instances have the Name tag '{name}': {}",
+            many.len(),
+            many.join(", ")
+        ))
+        .hint("use the instance id instead")),
     }
 }
 

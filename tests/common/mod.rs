@@ -23,14 +23,39 @@ pub fn fast() -> SimConfig {
 pub struct Harness {
     pub sim: Sim,
     pub home: tempfile::TempDir,
+    /// Where the simulated instances' home directories live.
+    pub instances: tempfile::TempDir,
 }
 
 impl Harness {
     pub async fn new(config: SimConfig) -> Harness {
+        let instances = tempfile::tempdir().unwrap();
+        let config = SimConfig {
+            home_root: config
+                .home_root
+                .clone()
+                .or_else(|| Some(instances.path().to_path_buf())),
+            ..config
+        };
         Harness {
             sim: Sim::start(config).await.expect("simulator starts"),
             home: tempfile::tempdir().unwrap(),
+            instances,
         }
+    }
+
+    /// The default instance's home directory (the remote side of copies), created.
+    pub fn remote(&self) -> std::path::PathBuf {
+        let p = self.instances.path().join(INSTANCE);
+        std::fs::create_dir_all(&p).unwrap();
+        p
+    }
+
+    /// A scratch directory on "this machine".
+    pub fn local(&self) -> std::path::PathBuf {
+        let p = self.home.path().join("work");
+        std::fs::create_dir_all(&p).unwrap();
+        p
     }
 
     pub fn ssmcp(&self) -> Command {

@@ -1,0 +1,495 @@
+//! `ssmcp [OPTIONS] SRC… DEST`: scp-style copies to or from one instance over the stream
+//! transport. Every session opened here is ended on every path out, ^C included.
+
+use super::{Context, Signals};
+use crate::cli::{CopyArgs, Global};
+use crate::error::{Error, Kind, Result};
+use crate::plan::{self, Plan};
+use crate::progress::Reporter;
+use crate::remote::RunAs;
+use crate::target::Target;
+use crate::transport::stream::{self, Connection, Endpoint, Manifest, Pull, Push, Receiver};
+use crate::transport::{PlaceOptions, Progress, Summary};
+use serde_json::json;
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// One command-line operand.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Operand {
+    Local(PathBuf),
+    Remote {
+        user: Option<String>,
+        target: String,
+        path: Vec<u8>,
+    },
+}
+
+/// `[user@]TARGET:PATH` is remote when TARGET is an instance target (`name:NAME:PATH`
+/// included); anything else, or anything starting with `/` or `.`, is a local path.
+pub fn parse_operand(arg: &OsStr) -> Operand {
+    let b = arg.as_bytes();
+    let local = || Operand::Local(PathBuf::from(arg));
+    if b.starts_with(b"/") || b.starts_with(b".") {
+        return local();
+    }
+    let (user, rest) = match b.iter().position(|&c| c == b'@') {
+        Some(at) if !b[..at].contains(&b':') && !b[..at].contains(&b'/') => {
+            (Some(&b[..at]), &b[at + 1..])
+        }
+        _ => (None, b),
+    };
+    let (target, path) = if let Some(name) = rest.strip_prefix(b"name:") {
+        match name.iter().position(|&c| c == b':') {
+            Some(c) => (&rest[..5 + c], &name[c + 1..]),
+            None => return local(),
+        }
+    } else {
+        match rest.iter().position(|&c| c == b':') {
+            Some(c) => (&rest[..c], &rest[c + 1..]),
+            None => return local(),
+        }
+    };
+    let Ok(target) = std::str::from_utf8(target) else {
+        return local();
+    };
+    if Target::parse(target).is_err() {
+        return local();
+    }
+    let user = user.map(|u| String::from_utf8_lossy(u).into_owned());
+    Operand::Remote {
+        user: user.filter(|u| !u.is_empty()),
+        target: target.to_string(),
+        path: if path.is_empty() {
+            b"~".to_vec()
+        } else {
+            path.to_vec()
+        },
+    }
+}
+
+enum Job {
+    Upload {
+        sources: Vec<PathBuf>,
+        target: String,
+        user: Option<String>,
+        dest: Vec<u8>,
+    },
+    Download {
+        sources: Vec<Vec<u8>>,
+        target: String,
+        user: Option<String>,
+        dest: PathBuf,
+    },
+}
+
+fn job(paths: &[OsString]) -> Result<Job> {
+    let ops: Vec<Operand> = paths.iter().map(|p| parse_operand(p)).collect();
+    let Some((dest, sources)) = ops.split_last() else {
+        return Err(Error::usage("give at least one source and a destination"));
+    };
+    let remote_sources: Vec<_> = sources
+        .iter()
+        .filter(|o| matches!(o, Operand::Remote { .. }))
+        .collect();
+    match dest {
+        Operand::Remote { user, target, path } => {
+            if !remote_sources.is_empty() {
+                return Err(Error::usage(
+                    "copying from an instance to an instance is not supported",
+                )
+                .hint("copy to this machine first, then on to the other instance"));
+            }
+            let sources = sources
+                .iter()
+                .map(|o| match o {
+                    Operand::Local(p) => p.clone(),
+                    Operand::Remote { .. } => PathBuf::new(),
+                })
+                .collect();
+            Ok(Job::Upload {
+                sources,
+                target: target.clone(),
+                user: user.clone(),
+                dest: path.clone(),
+            })
+        }
+        Operand::Local(dest) => {
+            if remote_sources.is_empty() {
+                return Err(Error::usage("neither side is on an instance")
+                    .hint("write the remote side as TARGET:PATH, e.g. i-0123456789abcdef0:/tmp/; for local copies use cp"));
+            }
+            if remote_sources.len() != sources.len() {
+                return Err(Error::usage(
+                    "sources must all be local (upload) or all on one instance (download)",
+                ));
+            }
+            let mut target_user: Option<(String, Option<String>)> = None;
+            let mut paths = Vec::new();
+            for o in sources {
+                if let Operand::Remote { user, target, path } = o {
+                    match &target_user {
+                        Some((t, u)) if t != target || u != user => {
+                            return Err(Error::usage(
+                                "all remote sources must be on the same instance, as the same user",
+                            ))
+                        }
+                        _ => target_user = Some((target.clone(), user.clone())),
+                    }
+                    paths.push(path.clone());
+                }
+            }
+            let (target, user) = target_user.unwrap_or_default();
+            Ok(Job::Download {
+                sources: paths,
+                target,
+                user,
+                dest: dest.clone(),
+            })
+        }
+    }
+}
+
+fn run_as(user: &Option<String>, sudo: bool) -> RunAs {
+    match (user, sudo) {
+        (Some(u), _) => RunAs::Sudo(Some(u.clone())),
+        (None, true) => RunAs::Sudo(None),
+        (None, false) => RunAs::SessionUser,
+    }
+}
+
+fn interrupted() -> Error {
+    Error::new(
+        Kind::Interrupted,
+        "interrupted; nothing partial was left in place",
+    )
+}
+
+pub async fn run(global: &Global, args: &CopyArgs) -> Result<i32> {
+    let mut signals = Signals::register();
+    let reporter = Reporter::new(args.json, global.quiet, global.verbose > 0);
+    let started = Instant::now();
+    let outcome = match job(&args.paths) {
+        Ok(Job::Upload {
+            sources,
+            target,
+            user,
+            dest,
+        }) => {
+            let run_as = run_as(&user, args.sudo);
+            upload(
+                global,
+                args,
+                &target,
+                &run_as,
+                &sources,
+                &dest,
+                &mut signals,
+                &reporter,
+            )
+            .await
+            .map(|s| ("upload", s))
+        }
+        Ok(Job::Download {
+            sources,
+            target,
+            user,
+            dest,
+        }) => {
+            let run_as = run_as(&user, args.sudo);
+            download(
+                global,
+                args,
+                &target,
+                &run_as,
+                &sources,
+                &dest,
+                &mut signals,
+                &reporter,
+            )
+            .await
+            .map(|s| ("download", s))
+        }
+        Err(e) => Err(e),
+    };
+    reporter.finish();
+    match outcome {
+        Ok((direction, s)) => {
+            let secs = started.elapsed().as_secs_f64();
+            reporter.note(&format!(
+                "{direction}: {} files, {} bytes in {secs:.1} s",
+                s.files, s.bytes
+            ));
+            reporter.event(json!({
+                "event": "summary",
+                "direction": direction,
+                "files": s.files,
+                "bytes": s.bytes,
+                "seconds": secs,
+                "bytes_per_second": if secs > 0.0 { s.bytes as f64 / secs } else { 0.0 },
+                "dry_run": args.dry_run,
+            }));
+            Ok(0)
+        }
+        Err(e) => {
+            reporter.event(json!({
+                "event": "error",
+                "message": e.to_string(),
+                "exit_code": e.kind.exit_code(),
+            }));
+            Err(e)
+        }
+    }
+}
+
+fn endpoint(ctx: &Context) -> Endpoint {
+    Endpoint {
+        ssm: ctx.ssm.clone(),
+        instance: ctx.target.instance_id.clone(),
+        channel: ctx.channel.clone(),
+    }
+}
+
+/// Show the API-denied warnings of ended sessions once, not once per session.
+fn report_warnings(ctx: &Context, warnings: Vec<String>) {
+    if let Some(first) = warnings.first() {
+        ctx.warn(first);
+        if warnings.len() > 1 {
+            ctx.warn(&format!(
+                "the same happened for {} more session(s) of this copy",
+                warnings.len() - 1
+            ));
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn upload(
+    global: &Global,
+    args: &CopyArgs,
+    target: &str,
+    run_as: &RunAs,
+    sources: &[PathBuf],
+    dest: &[u8],
+    signals: &mut Signals,
+    reporter: &Reporter,
+) -> Result<Summary> {
+    let plan = plan::local(
+        sources,
+        &plan::Options {
+            recursive: args.recursive,
+            exclude: &args.exclude,
+        },
+    )?;
+    if args.dry_run {
+        print_plan(&plan, dest, reporter);
+        return Ok(Summary {
+            files: plan.files,
+            bytes: plan.bytes,
+        });
+    }
+    let ctx = Context::new(global, target).await?;
+    for w in &plan.warnings {
+        ctx.warn(w);
+    }
+    reporter.note(
+        "transport stream: a python3 receiver on the instance, one port session for the upload",
+    );
+    let endpoint = endpoint(&ctx);
+    let receiver = tokio::select! {
+        r = Receiver::start(&endpoint, run_as) => r?,
+        _ = signals.recv() => return Err(interrupted()),
+    };
+    let conn = tokio::select! {
+        c = receiver.connect() => c,
+        _ = signals.recv() => Err(interrupted()),
+    };
+    let mut conn = match conn {
+        Ok(c) => c,
+        Err(e) => {
+            report_warnings(&ctx, receiver.close().await);
+            return Err(e);
+        }
+    };
+    reporter.plan(plan.files, plan.bytes);
+    let job = Push {
+        plan: &plan,
+        dest,
+        place: PlaceOptions {
+            preserve: args.preserve,
+            atomic: args.atomic,
+        },
+        limit: args.limit.map(|kbit| kbit * 1000 / 8),
+    };
+    let outcome = tokio::select! {
+        r = stream::push(&mut conn, job, reporter) => r,
+        _ = signals.recv() => Err(interrupted()),
+    };
+    let mut warnings = conn.close().await;
+    warnings.extend(receiver.close().await);
+    report_warnings(&ctx, warnings);
+    outcome
+}
+
+fn print_plan(plan: &Plan, dest: &[u8], reporter: &Reporter) {
+    use crate::bundle::Record;
+    for e in &plan.entries {
+        let (kind, path, size) = match &e.record {
+            Record::Dir(m) => ("dir", &m.path, 0),
+            Record::File { meta, size } => ("file", &meta.path, *size),
+            Record::Link { meta, .. } => ("link", &meta.path, 0),
+            _ => continue,
+        };
+        let path = String::from_utf8_lossy(path);
+        if matches!(reporter, Reporter::Json(_)) {
+            reporter
+                .event(json!({"event": "plan-entry", "kind": kind, "path": path, "bytes": size}));
+        } else {
+            println!("{kind}\t{size}\t{path}");
+        }
+    }
+    if !matches!(reporter, Reporter::Json(_)) {
+        println!(
+            "would copy {} files, {} bytes to {}",
+            plan.files,
+            plan.bytes,
+            String::from_utf8_lossy(dest)
+        );
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn download(
+    global: &Global,
+    args: &CopyArgs,
+    target: &str,
+    run_as: &RunAs,
+    sources: &[Vec<u8>],
+    dest: &std::path::Path,
+    signals: &mut Signals,
+    reporter: &Reporter,
+) -> Result<Summary> {
+    let ctx = Context::new(global, target).await?;
+    let endpoint = endpoint(&ctx);
+    let receiver = tokio::select! {
+        r = Receiver::start(&endpoint, run_as) => r?,
+        _ = signals.recv() => return Err(interrupted()),
+    };
+    let job = Pull {
+        sources,
+        recursive: args.recursive,
+        dest,
+        preserve: args.preserve,
+    };
+    let mut conns: Vec<Connection> = Vec::new();
+    let outcome = tokio::select! {
+        r = fetch_all(&receiver, &mut conns, &job, args, &ctx, reporter) => r,
+        _ = signals.recv() => Err(interrupted()),
+    };
+    let closing = conns.into_iter().map(Connection::close);
+    let mut warnings: Vec<String> = futures_util::future::join_all(closing)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    warnings.extend(receiver.close().await);
+    report_warnings(&ctx, warnings);
+    outcome
+}
+
+/// List on one connection, then open up to `--parallel` connections and fetch.
+async fn fetch_all(
+    receiver: &Receiver,
+    conns: &mut Vec<Connection>,
+    job: &Pull<'_>,
+    args: &CopyArgs,
+    ctx: &Context,
+    reporter: &Reporter,
+) -> Result<Summary> {
+    conns.push(receiver.connect().await?);
+    let manifest: Manifest = stream::list(&mut conns[0], job).await?;
+    for w in &manifest.warnings {
+        ctx.warn(&format!("on the instance: {w}"));
+    }
+    if args.dry_run {
+        return Ok(print_manifest(&manifest, reporter));
+    }
+    let wanted = usize::from(args.parallel).min(manifest.batches()).max(1);
+    let extra = (1..wanted).map(|_| receiver.connect());
+    for c in futures_util::future::join_all(extra).await {
+        conns.push(c?);
+    }
+    reporter.note(&format!(
+        "transport stream: a python3 receiver on the instance, {} port session(s) for the download",
+        conns.len()
+    ));
+    stream::fetch(conns, &manifest, job, reporter).await
+}
+
+fn print_manifest(manifest: &Manifest, reporter: &Reporter) -> Summary {
+    use crate::bundle::Record;
+    let mut s = Summary::default();
+    for r in &manifest.records {
+        let (kind, path, size) = match r {
+            Record::Dir(m) => ("dir", &m.path, 0),
+            Record::Listed { meta, size } => ("file", &meta.path, *size),
+            Record::Link { meta, .. } => ("link", &meta.path, 0),
+            _ => continue,
+        };
+        if kind == "file" {
+            s.files += 1;
+            s.bytes += size;
+        }
+        let path = String::from_utf8_lossy(path);
+        if matches!(reporter, Reporter::Json(_)) {
+            reporter
+                .event(json!({"event": "plan-entry", "kind": kind, "path": path, "bytes": size}));
+        } else {
+            println!("{kind}\t{size}\t{path}");
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn remote(user: Option<&str>, target: &str, path: &str) -> Operand {
+        Operand::Remote {
+            user: user.map(str::to_string),
+            target: target.into(),
+            path: path.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn operands_are_remote_only_with_an_instance_target() {
+        let p = |s: &str| parse_operand(OsStr::new(s));
+        assert_eq!(
+            p("i-0123456789abcdef0:/tmp"),
+            remote(None, "i-0123456789abcdef0", "/tmp")
+        );
+        assert_eq!(
+            p("app@i-12345678:x"),
+            remote(Some("app"), "i-12345678", "x")
+        );
+        assert_eq!(p("i-12345678:"), remote(None, "i-12345678", "~"));
+        assert_eq!(p("name:web-1:/srv"), remote(None, "name:web-1", "/srv"));
+        assert_eq!(
+            p("i-0123456789abcdef0.eu-west-1.prod:/a:b"),
+            remote(None, "i-0123456789abcdef0.eu-west-1.prod", "/a:b")
+        );
+        for local in [
+            "a:b",
+            "./i-12345678:x",
+            "/i-12345678:x",
+            "file",
+            "name:web-1",
+        ] {
+            assert_eq!(p(local), Operand::Local(local.into()), "{local}");
+        }
+    }
+}

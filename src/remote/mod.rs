@@ -1,0 +1,135 @@
+//! The instance-side receiver, embedded in the binary, and the command line that starts it
+//! in a Session Manager command session.
+
+use base64::Engine;
+use flate2::write::ZlibEncoder;
+use flate2::Compression;
+use std::io::Write;
+
+/// The receiver's source (Python 3.6+, standard library only).
+pub const RECEIVER: &str = include_str!("receiver.py");
+
+/// Printed by the receiver once it listens: `<RS>SSMCP-READY <port> <token>`.
+const READY: &[u8] = b"\x1eSSMCP-READY ";
+/// Printed by the launcher when the instance has no python3.
+const NO_PYTHON: &[u8] = b"\x1eSSMCP-NO-PYTHON3";
+
+/// Who the receiver runs as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunAs {
+    /// The session's own user (ssm-user on EC2 by default).
+    SessionUser,
+    /// `sudo -n -u USER`; `None` is root (`--sudo`).
+    Sudo(Option<String>),
+}
+
+/// The command for AWS-StartInteractiveCommand. The receiver travels compressed and
+/// base64-encoded inside the command (a few KiB), so nothing is written to the instance.
+/// The terminal goes raw and silent first so nothing the pty does can touch our markers.
+pub fn launch_command(run_as: &RunAs) -> String {
+    let mut z = ZlibEncoder::new(Vec::new(), Compression::best());
+    // Writing into a Vec cannot fail.
+    let _ = z.write_all(RECEIVER.as_bytes());
+    let packed = base64::engine::general_purpose::STANDARD.encode(z.finish().unwrap_or_default());
+    let sudo = match run_as {
+        RunAs::SessionUser => String::new(),
+        RunAs::Sudo(None) => "sudo -n ".to_string(),
+        RunAs::Sudo(Some(u)) => format!("sudo -n -u {} ", crate::session::command::shell_quote(u)),
+    };
+    format!(
+        "stty raw -echo 2>/dev/null; command -v python3 >/dev/null 2>&1 || {{ printf '\\036%s\\n' SSMCP-NO-PYTHON3; exit 127; }}; \
+         exec {sudo}python3 -c 'import base64,zlib;exec(compile(zlib.decompress(base64.b64decode(\"{packed}\")),\"ssmcp-receiver\",\"exec\"))'"
+    )
+}
+
+/// What the launch printed, as far as it can be told yet.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Launch {
+    Pending,
+    Ready { port: u16, token: String },
+    NoPython,
+}
+
+/// Collects the command session's output until the receiver reports in. Keeps at most
+/// `LIMIT` bytes, enough for any sudo or shell complaint we want to quote.
+#[derive(Default)]
+pub struct LaunchScanner {
+    seen: Vec<u8>,
+}
+
+const LIMIT: usize = 16 * 1024;
+
+impl LaunchScanner {
+    pub fn push(&mut self, bytes: &[u8]) -> Launch {
+        self.seen.extend_from_slice(bytes);
+        if self.seen.len() > LIMIT {
+            let cut = self.seen.len() - LIMIT;
+            self.seen.drain(..cut);
+        }
+        if find(&self.seen, NO_PYTHON).is_some() {
+            return Launch::NoPython;
+        }
+        let Some(at) = find(&self.seen, READY) else {
+            return Launch::Pending;
+        };
+        let rest = &self.seen[at + READY.len()..];
+        let Some(nl) = rest.iter().position(|&b| b == b'\n') else {
+            return Launch::Pending;
+        };
+        let line = String::from_utf8_lossy(&rest[..nl]);
+        let mut words = line.split_whitespace();
+        match (words.next().and_then(|p| p.parse().ok()), words.next()) {
+            (Some(port), Some(token)) => Launch::Ready {
+                port,
+                token: token.to_string(),
+            },
+            _ => Launch::Pending,
+        }
+    }
+
+    /// What the instance printed, for error messages (never contains the token: the
+    /// READY line is only ever followed by nothing).
+    pub fn output(&self) -> String {
+        let text = String::from_utf8_lossy(&self.seen);
+        text.replace('\r', "").trim().to_string()
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_line_is_found_in_pieces() {
+        let mut s = LaunchScanner::default();
+        assert_eq!(s.push(b"motd\r\n\x1eSSMCP-REA"), Launch::Pending);
+        assert_eq!(s.push(b"DY 4242 ab"), Launch::Pending);
+        assert_eq!(
+            s.push(b"cd\r\n"),
+            Launch::Ready {
+                port: 4242,
+                token: "abcd".into()
+            }
+        );
+    }
+
+    #[test]
+    fn missing_python_is_reported() {
+        let mut s = LaunchScanner::default();
+        assert_eq!(s.push(b"\x1eSSMCP-NO-PYTHON3\r\n"), Launch::NoPython);
+    }
+
+    #[test]
+    fn the_command_carries_no_marker_text_of_its_own() {
+        // If the shell echoed the command, the markers must still not appear in it.
+        let cmd = launch_command(&RunAs::Sudo(Some("app user".into())));
+        assert!(find(cmd.as_bytes(), READY).is_none());
+        assert!(find(cmd.as_bytes(), NO_PYTHON).is_none());
+        assert!(cmd.contains("sudo -n -u 'app user' python3"));
+        assert!(cmd.len() < 12 * 1024, "{}", cmd.len());
+    }
+}

@@ -1,0 +1,626 @@
+# ssmcp's instance-side helper, shipped inside the ssmcp binary and started through a
+# Session Manager command session for one copy. Python 3.6+, standard library only.
+#
+# It listens on 127.0.0.1 (random port) and prints "<RS>SSMCP-READY <port> <token>".
+# Port sessions then connect to it; each connection must present the token first, so no
+# other local user can talk to it. Requests are one JSON line; data travels in ssmcp's
+# bundle format (see docs/transports.md). Uploads are staged under temporary names and
+# renamed into place only after every file's SHA-256 matched, so a failed copy leaves
+# nothing partial and the previous files untouched.
+
+import binascii
+import errno
+import hashlib
+import hmac
+import json
+import os
+import socket
+import stat
+import struct
+import sys
+import threading
+import time
+
+CHUNK = 256 * 1024
+IDLE_EXIT = 900  # seconds without a connection before giving up on the client
+MAX_LINE = 1 << 20
+
+META = struct.Struct(">IqI")  # mode, mtime seconds, mtime nanoseconds
+U16 = struct.Struct(">H")
+U32 = struct.Struct(">I")
+U64 = struct.Struct(">Q")
+RANGE = struct.Struct(">IQQ")
+
+
+class Failure(Exception):
+    """A failure reported to the client: a class that decides its exit code, a message."""
+
+    def __init__(self, cls, message):
+        Exception.__init__(self, message)
+        self.cls = cls
+        self.message = message
+
+
+def os_failure(what, path, err):
+    code = getattr(err, "errno", None)
+    if code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        cls = "permission"
+    elif code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        cls = "space"
+    else:
+        cls = "write"
+    reason = getattr(err, "strerror", None) or str(err)
+    return Failure(cls, "%s %s: %s" % (what, shown(path), reason))
+
+
+def shown(path):
+    return path.decode("utf-8", "backslashreplace")
+
+
+def home():
+    return os.fsencode(os.path.expanduser("~"))
+
+
+def absolute(path):
+    if path == b"~" or path.startswith(b"~/"):
+        return home() + path[1:]
+    if not path.startswith(b"/"):
+        return os.path.join(home(), path)
+    return path
+
+
+# ---------------------------------------------------------------- bundle records
+
+def read_exact(rf, n):
+    data = rf.read(n)
+    if data is None or len(data) != n:
+        raise Failure("protocol", "the bundle ended early")
+    return data
+
+
+def read_bytes16(rf):
+    (n,) = U16.unpack(read_exact(rf, 2))
+    return read_exact(rf, n)
+
+
+def bytes16(b):
+    return U16.pack(len(b)) + b
+
+
+def meta_of(st):
+    ns = st.st_mtime_ns
+    return META.pack(stat.S_IMODE(st.st_mode), ns // 1000000000, ns % 1000000000)
+
+
+def split_rel(path):
+    """Components of a bundle path; refuses anything that could leave the destination."""
+    if not path or b"\0" in path or path.startswith(b"/"):
+        raise Failure("protocol", "unsafe path in bundle: %r" % path)
+    parts = path.split(b"/")
+    for i, p in enumerate(parts):
+        if p == b".." or p == b"" or (p == b"." and i > 0):
+            raise Failure("protocol", "unsafe path in bundle: %r" % path)
+    return parts
+
+
+# ---------------------------------------------------------------- receiving (upload)
+
+class Stage:
+    """Everything one upload writes, so it can be committed or undone as a whole."""
+
+    def __init__(self, roots, token, preserve):
+        self.roots = roots  # top name -> final absolute path
+        self.token = token
+        self.preserve = preserve
+        self.umask = current_umask()
+        self.created = []  # directories we made, in creation order
+        self.dirs = []  # (path, mode, mtime, created by us) to apply at commit
+        self.files = []  # (temp, final)
+        self.links = []  # (temp, final)
+        self.swaps = []  # (staging root, final root) for atomic trees
+        self.kinds = {}  # final path -> b"d" / b"f" / b"l" for everything staged so far
+
+    def claim(self, path, kind):
+        """One entry per path, and nothing below a staged symlink or file: a bundle that
+        tries to write through a link it brought itself is refused before anything lands."""
+        if path in self.kinds and not (kind == b"d" and self.kinds[path] == b"d"):
+            raise Failure("protocol", "the bundle names %s twice" % shown(path))
+        parent = os.path.dirname(path)
+        while parent and parent != b"/":
+            if self.kinds.get(parent, b"d") != b"d":
+                raise Failure("protocol", "refusing to write through the symlink %s" % shown(parent))
+            parent = os.path.dirname(parent)
+        self.kinds[path] = kind
+
+    def stage_beside(self, top):
+        """--atomic: build this tree beside its destination and swap it in at commit."""
+        final = self.roots[top]
+        staging = sibling(final, self.token, b"new")
+        self.swaps.append((staging, final))
+        self.roots[top] = staging
+
+    def target(self, rel):
+        parts = split_rel(rel)
+        if parts[0] not in self.roots:
+            raise Failure("protocol", "bundle path outside the announced sources: %s" % shown(rel))
+        return self.roots[parts[0]], parts[1:]
+
+    def ensure_dirs(self, root, parts):
+        """Make root/parts… as real directories, never passing through a symlink."""
+        path = root
+        if not os.path.lexists(root):
+            self.mkdir(root)
+        for p in [None] + parts:
+            if p is not None:
+                path = os.path.join(path, p)
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                self.mkdir(path)
+                continue
+            except OSError as e:
+                raise os_failure("cannot inspect", path, e)
+            if stat.S_ISLNK(st.st_mode) and p is not None:
+                raise Failure("protocol", "refusing to write through the symlink %s" % shown(path))
+            if not os.path.isdir(path):
+                raise Failure("usage", "%s exists and is not a directory" % shown(path))
+        return path
+
+    def mkdir(self, path):
+        try:
+            os.mkdir(path, 0o700)
+        except OSError as e:
+            raise os_failure("cannot create directory", path, e)
+        self.created.append(path)
+
+    def place(self, rel, kind):
+        """Claim a file or link path, then make sure its parent directories exist."""
+        root, parts = self.target(rel)
+        final = os.path.join(root, *parts) if parts else root
+        self.claim(final, kind)
+        parent = self.ensure_dirs(root, parts[:-1]) if parts else os.path.dirname(root)
+        return parent, os.path.basename(final), final
+
+    def directory(self, rel, mode, mtime):
+        root, parts = self.target(rel)
+        self.claim(os.path.join(root, *parts) if parts else root, b"d")
+        path = self.ensure_dirs(root, parts)
+        self.dirs.append((path, mode, mtime, path in self.created))
+
+    def file(self, rf, rel, mode, mtime, size):
+        parent, name, final = self.place(rel, b"f")
+        if os.path.isdir(final) and not os.path.islink(final):
+            raise Failure("usage", "cannot overwrite directory %s with a file" % shown(final))
+        temp = os.path.join(parent, b"." + name[:180] + b".ssmcp-" + self.token + b".tmp")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+        try:
+            fd = os.open(temp, flags, 0o600)
+        except OSError as e:
+            raise os_failure("cannot create", final, e)
+        self.files.append((temp, final))
+        digest = hashlib.sha256()
+        with os.fdopen(fd, "wb", buffering=CHUNK) as out:
+            left = size
+            while left:
+                chunk = rf.read(min(CHUNK, left))
+                if not chunk:
+                    raise Failure("protocol", "the bundle ended inside %s" % shown(rel))
+                digest.update(chunk)
+                try:
+                    out.write(chunk)
+                except OSError as e:
+                    raise os_failure("cannot write", final, e)
+                left -= len(chunk)
+            if not hmac.compare_digest(digest.digest(), read_exact(rf, 32)):
+                raise Failure("integrity", "SHA-256 mismatch for %s" % shown(final))
+            try:
+                os.fchmod(out.fileno(), mode & 0o7777 if self.preserve else mode & 0o777 & ~self.umask)
+                out.flush()
+                if self.preserve:
+                    os.utime(out.fileno(), ns=ns_pair(mtime))
+            except OSError as e:
+                raise os_failure("cannot finish", final, e)
+
+    def link(self, rel, target, mtime):
+        parent, name, final = self.place(rel, b"l")
+        temp = os.path.join(parent, b"." + name[:180] + b".ssmcp-" + self.token + b".lnk")
+        try:
+            os.symlink(target, temp)
+        except OSError as e:
+            raise os_failure("cannot create symlink", final, e)
+        self.links.append((temp, final))
+        if self.preserve:
+            try:
+                os.utime(temp, ns=ns_pair(mtime), follow_symlinks=False)
+            except (OSError, NotImplementedError):
+                pass
+
+    def commit(self):
+        for temp, final in self.files + self.links:
+            if os.path.isdir(final) and not os.path.islink(final):
+                raise Failure("usage", "cannot overwrite directory %s" % shown(final))
+        try:
+            for temp, final in self.files + self.links:
+                os.replace(temp, final)
+            # Deepest first, so setting a parent's mtime is not undone by its children.
+            for path, mode, mtime, created in sorted(self.dirs, key=lambda d: -d[0].count(b"/")):
+                if self.preserve:
+                    os.chmod(path, mode & 0o7777)
+                    os.utime(path, ns=ns_pair(mtime))
+                elif created:
+                    os.chmod(path, mode & 0o777 & ~self.umask)
+            for staging, final in self.swaps:
+                swap_in(staging, final, self.token)
+        except OSError as e:
+            raise os_failure("cannot place", getattr(e, "filename", b"") or b"", e)
+        self.files, self.links, self.created, self.swaps = [], [], [], []
+
+    def abort(self):
+        for temp, _ in self.files + self.links:
+            try:
+                os.unlink(temp)
+            except OSError:
+                pass
+        for staging, _ in self.swaps:
+            remove_tree(staging)
+        for path in reversed(self.created):
+            try:
+                os.rmdir(path)
+            except OSError:
+                pass
+
+
+def current_umask():
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def ns_pair(mtime):
+    return (mtime, mtime)
+
+
+def sibling(final, token, what):
+    parent, name = os.path.split(final.rstrip(b"/"))
+    return os.path.join(parent, b"." + name[:180] + b".ssmcp-" + token + b"." + what)
+
+
+def swap_in(staging, final, token):
+    """Replace the tree at `final` with `staging`: two renames, the old tree removed after."""
+    if os.path.lexists(final):
+        old = sibling(final, token, b"old")
+        os.rename(final, old)
+        os.rename(staging, final)
+        remove_tree(old)
+    else:
+        os.rename(staging, final)
+
+
+def remove_tree(path):
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        for name in os.listdir(path):
+            remove_tree(os.path.join(path, name))
+        try:
+            os.rmdir(path)
+        except OSError:
+            pass
+    else:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
+def resolve_destination(dest, tops):
+    """scp/rsync rules: an existing directory receives the sources by name; otherwise a
+    single source becomes `dest`, and several need `dest/` (created). Returns
+    (top name -> final path, directory to create first or None)."""
+    path = absolute(dest)
+    wants_dir = dest.endswith(b"/")
+    names = [t["name"] for t in tops]
+    if os.path.isdir(path):
+        return dict((n, path if n == b"." else os.path.join(path, n)) for n in names), None
+    if os.path.lexists(path):
+        if len(tops) != 1 or tops[0]["dir"]:
+            raise Failure("usage", "%s exists and is not a directory" % shown(dest))
+        return {names[0]: path}, None
+    path = path.rstrip(b"/") or b"/"
+    parent = os.path.dirname(path) or b"/"
+    if not os.path.isdir(parent):
+        raise Failure("usage", "the destination directory %s does not exist" % shown(parent))
+    if len(tops) == 1 and (tops[0]["dir"] or not wants_dir):
+        return {names[0]: path}, None
+    if not wants_dir:
+        raise Failure("usage", "%s is not a directory (several sources need one; end it with / to create it)" % shown(dest))
+    return dict((n, os.path.join(path, n)) for n in names), path
+
+
+def op_push(req, rf, wf, token):
+    tops = [{"name": unhex(t["name"]), "dir": bool(t["dir"])} for t in req["tops"]]
+    for t in tops:
+        if t["name"] != b".":
+            if len(split_rel(t["name"])) != 1:
+                raise Failure("protocol", "a source name must be one path component")
+    roots, create = resolve_destination(unhex(req["dest"]), tops)
+    stage = Stage(roots, token, bool(req.get("preserve")))
+    try:
+        if create is not None:
+            stage.mkdir(create)
+        if req.get("atomic"):
+            for t in tops:
+                if t["dir"]:
+                    stage.stage_beside(t["name"])
+        files = total = entries = 0
+        while True:
+            tag = read_exact(rf, 1)
+            if tag == b"E":
+                (count,) = U64.unpack(read_exact(rf, 8))
+                if count != entries:
+                    raise Failure("protocol", "the bundle announced %d entries but carried %d" % (count, entries))
+                break
+            entries += 1
+            if tag == b"D":
+                rel = read_bytes16(rf)
+                mode, secs, nanos = META.unpack(read_exact(rf, META.size))
+                stage.directory(rel, mode, secs * 1000000000 + nanos)
+            elif tag == b"F":
+                rel = read_bytes16(rf)
+                mode, secs, nanos = META.unpack(read_exact(rf, META.size))
+                (size,) = U64.unpack(read_exact(rf, 8))
+                stage.file(rf, rel, mode, secs * 1000000000 + nanos, size)
+                files += 1
+                total += size
+            elif tag == b"L":
+                rel = read_bytes16(rf)
+                target = read_bytes16(rf)
+                _, secs, nanos = META.unpack(read_exact(rf, META.size))
+                stage.link(rel, target, secs * 1000000000 + nanos)
+            elif tag == b"X":
+                raise Failure("aborted", read_bytes16(rf).decode("utf-8", "replace"))
+            else:
+                raise Failure("protocol", "unknown bundle record %r" % tag)
+        stage.commit()
+        reply(wf, {"ok": True, "files": files, "bytes": total})
+    except BaseException:
+        stage.abort()
+        raise
+
+
+# ---------------------------------------------------------------- sending (download)
+
+class Manifests:
+    """Files listed for download, by manifest id, so reads can name them by index."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.lists = {}
+
+    def add(self, files):
+        with self.lock:
+            key = "m%d" % (len(self.lists) + 1)
+            self.lists[key] = files
+            return key
+
+    def get(self, key):
+        with self.lock:
+            if key not in self.lists:
+                raise Failure("protocol", "unknown manifest %s" % key)
+            return self.lists[key]
+
+
+def op_list(req, wf, manifests):
+    recursive = bool(req.get("recursive"))
+    records, files, warnings = [], [], []
+    for src in req["sources"]:
+        raw = unhex(src["path"])
+        path = absolute(raw)
+        try:
+            st = os.stat(path)
+        except OSError as e:
+            raise Failure("source", "%s: %s" % (shown(raw), e.strerror))
+        top = b"." if src.get("contents") else os.path.basename(path.rstrip(b"/")) or b"."
+        if stat.S_ISDIR(st.st_mode):
+            if not recursive:
+                raise Failure("usage", "%s is a directory (use -r to copy directories)" % shown(raw))
+            walk(path, top, st, records, files, warnings)
+        elif stat.S_ISREG(st.st_mode):
+            if top == b".":
+                raise Failure("usage", "%s is not a directory" % shown(raw))
+            files.append(path)
+            records.append(b"M" + bytes16(top) + meta_of(st) + U64.pack(st.st_size))
+        else:
+            raise Failure("usage", "%s is not a regular file or directory" % shown(raw))
+    key = manifests.add(files)
+    reply(wf, {"ok": True, "id": key})
+    for w in warnings:
+        wf.write(b"W" + bytes16(w.encode("utf-8")[:60000]))
+    for r in records:
+        wf.write(r)
+    wf.write(b"E" + U64.pack(len(records)))
+    wf.flush()
+
+
+def walk(path, rel, st, records, files, warnings):
+    records.append(b"D" + bytes16(rel) + meta_of(st))
+    try:
+        names = sorted(os.listdir(path))
+    except OSError as e:
+        raise Failure("source", "cannot read directory %s: %s" % (shown(path), e.strerror))
+    for name in names:
+        child = os.path.join(path, name)
+        child_rel = rel + b"/" + name
+        try:
+            cst = os.lstat(child)
+        except OSError as e:
+            warnings.append("skipped %s: %s" % (shown(child), e.strerror))
+            continue
+        if stat.S_ISDIR(cst.st_mode):
+            walk(child, child_rel, cst, records, files, warnings)
+        elif stat.S_ISREG(cst.st_mode):
+            files.append(child)
+            records.append(b"M" + bytes16(child_rel) + meta_of(cst) + U64.pack(cst.st_size))
+        elif stat.S_ISLNK(cst.st_mode):
+            records.append(b"L" + bytes16(child_rel) + bytes16(os.readlink(child)) + meta_of(cst))
+        else:
+            warnings.append("skipped %s: not a regular file, directory or symlink" % shown(child))
+
+
+def op_read(req, wf, manifests):
+    files = manifests.get(req["id"])
+    reply(wf, {"ok": True})
+    for index, offset, length in req["ranges"]:
+        if not 0 <= index < len(files):
+            raise Failure("protocol", "no file %d in the manifest" % index)
+        path = files[index]
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except OSError as e:
+            raise Failure("source", "cannot open %s: %s" % (shown(path), e.strerror))
+        with os.fdopen(fd, "rb", buffering=0) as f:
+            f.seek(offset)
+            wf.write(b"R" + RANGE.pack(index, offset, length))
+            digest = hashlib.sha256()
+            left = length
+            while left:
+                chunk = f.read(min(CHUNK, left))
+                if not chunk:
+                    # Too late to take back what was written: the client sees the abort.
+                    wf.write(b"X" + bytes16(("%s shrank while being copied" % shown(path)).encode()))
+                    wf.flush()
+                    return
+                digest.update(chunk)
+                wf.write(chunk)
+                left -= len(chunk)
+            wf.write(digest.digest())
+    wf.write(b"E" + U64.pack(len(req["ranges"])))
+    wf.flush()
+
+
+# ---------------------------------------------------------------- connections
+
+def unhex(s):
+    return binascii.unhexlify(s.encode("ascii"))
+
+
+def reply(wf, obj):
+    wf.write(json.dumps(obj).encode("utf-8") + b"\n")
+    wf.flush()
+
+
+def serve(conn, token, manifests, activity):
+    activity.enter()
+    try:
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        rf = conn.makefile("rb", buffering=CHUNK)
+        wf = conn.makefile("wb", buffering=CHUNK)
+        presented = rf.readline(200).rstrip(b"\n")
+        if not hmac.compare_digest(presented, token):
+            return
+        while True:
+            line = rf.readline(MAX_LINE)
+            if not line:
+                return
+            try:
+                req = json.loads(line.decode("utf-8"))
+                op = req.get("op")
+                if op == "push":
+                    op_push(req, rf, wf, token)
+                elif op == "list":
+                    op_list(req, wf, manifests)
+                elif op == "read":
+                    op_read(req, wf, manifests)
+                else:
+                    raise Failure("protocol", "unknown request %r" % op)
+            except Failure as f:
+                reply(wf, {"ok": False, "class": f.cls, "error": f.message})
+                return
+            except (ValueError, KeyError, TypeError) as e:
+                reply(wf, {"ok": False, "class": "protocol", "error": "bad request: %s" % e})
+                return
+            except OSError as e:
+                f = os_failure("cannot write", os.fsencode(getattr(e, "filename", None) or ""), e)
+                reply(wf, {"ok": False, "class": f.cls, "error": f.message})
+                return
+    except (OSError, EOFError):
+        pass
+    finally:
+        activity.leave()
+        try:
+            conn.close()
+        except OSError:
+            pass
+
+
+class Activity:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.active = 0
+        self.last = time.time()
+
+    def enter(self):
+        with self.lock:
+            self.active += 1
+
+    def leave(self):
+        with self.lock:
+            self.active -= 1
+            self.last = time.time()
+
+    def busy(self):
+        with self.lock:
+            return self.active > 0
+
+    def idle_for(self):
+        with self.lock:
+            return 0 if self.active else time.time() - self.last
+
+
+def exit_when_told_or_orphaned(activity):
+    """Any byte on our terminal is ssmcp saying goodbye; the terminal closing means the
+    session is gone; a long idle spell means the client is. Connections still cleaning
+    up (a cancelled upload removing its temporaries) get a bounded moment to finish."""
+    def watch_terminal():
+        try:
+            os.read(0, 1)
+        except OSError:
+            pass
+        deadline = time.time() + 30
+        while activity.busy() and time.time() < deadline:
+            time.sleep(0.02)
+        os._exit(0)
+
+    def watch_idle():
+        while activity.idle_for() < IDLE_EXIT:
+            time.sleep(5)
+        os._exit(0)
+
+    for fn in (watch_terminal, watch_idle):
+        t = threading.Thread(target=fn)
+        t.daemon = True
+        t.start()
+
+
+def main():
+    token = binascii.hexlify(os.urandom(24))
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    activity = Activity()
+    manifests = Manifests()
+    exit_when_told_or_orphaned(activity)
+    marker = "\x1e" + "SSMCP" + "-READY"
+    sys.stdout.write("%s %d %s\n" % (marker, listener.getsockname()[1], token.decode()))
+    sys.stdout.flush()
+    while True:
+        conn, _ = listener.accept()
+        t = threading.Thread(target=serve, args=(conn, token, manifests, activity))
+        t.daemon = True
+        t.start()
+
+
+if __name__ == "__main__":
+    main()

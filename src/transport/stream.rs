@@ -1,0 +1,679 @@
+//! The "stream" transport: a command session starts the receiver (remote/receiver.py) on
+//! the instance; port sessions to it carry bundles. Uploads use one port session (the
+//! agent does not pace what it receives); downloads stripe file ranges over several,
+//! because the agent paces what it sends per session.
+
+use super::{remote_failure, PlaceOptions, Progress, Summary};
+use crate::bundle::{components, Record, DIGEST_LEN};
+use crate::error::{Error, Kind, Result};
+use crate::plan::Plan;
+use crate::remote::{launch_command, Launch, LaunchScanner, RunAs};
+use crate::session::channel::{Channel, ChannelConfig, Inbound};
+use crate::session::handshake::{self, Start};
+use crate::session::port::PortSession;
+use crate::session::{self, command, Session, SessionSpec};
+use crate::sink::Stage;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use ssm_proto::PayloadType;
+use std::collections::VecDeque;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tokio::io::{
+    AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter,
+    DuplexStream, ReadHalf, WriteHalf,
+};
+
+const CHUNK: usize = 256 * 1024;
+/// How long the receiver may take to report in (python start-up, sudo, a slow shell profile).
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Largest piece of one file a download request asks for, so big files stripe evenly.
+const RANGE_BYTES: u64 = 1024 * 1024;
+/// A download request gathers ranges up to this many bytes (small files travel together).
+const REQUEST_BYTES: u64 = 1024 * 1024;
+const REQUEST_RANGES: usize = 2000;
+/// Longest status line we accept from the receiver.
+const MAX_LINE: u64 = 64 * 1024;
+
+/// Where sessions go and how they are opened.
+#[derive(Clone)]
+pub struct Endpoint {
+    pub ssm: aws_sdk_ssm::Client,
+    pub instance: String,
+    pub channel: ChannelConfig,
+}
+
+/// The receiver running on the instance, owned through its command session.
+pub struct Receiver {
+    endpoint: Endpoint,
+    session: Session,
+    channel: Channel,
+    port: u16,
+    token: String,
+}
+
+impl Receiver {
+    pub async fn start(endpoint: &Endpoint, run_as: &RunAs) -> Result<Receiver> {
+        let spec = SessionSpec {
+            target: endpoint.instance.clone(),
+            document: command::DOCUMENT.to_string(),
+            parameters: vec![("command".to_string(), launch_command(run_as))],
+        };
+        let (session, mut channel) =
+            session::start(&endpoint.ssm, &spec, endpoint.channel.clone()).await?;
+        match tokio::time::timeout(READY_TIMEOUT, wait_ready(&mut channel, run_as)).await {
+            Ok(Ok((port, token))) => Ok(Receiver {
+                endpoint: endpoint.clone(),
+                session,
+                channel,
+                port,
+                token,
+            }),
+            Ok(Err(e)) => {
+                let _ = session.end(Some(&mut channel)).await;
+                Err(e)
+            }
+            Err(_) => {
+                let _ = session.end(Some(&mut channel)).await;
+                Err(Error::new(
+                    Kind::Target,
+                    format!(
+                        "the receiver did not start on the instance within {} s",
+                        READY_TIMEOUT.as_secs()
+                    ),
+                )
+                .hint("check that the instance is healthy (ssmcp exec INSTANCE -- uptime)"))
+            }
+        }
+    }
+
+    /// A new port session to the receiver, authenticated with its token.
+    pub async fn connect(&self) -> Result<Connection> {
+        let spec = SessionSpec {
+            target: self.endpoint.instance.clone(),
+            document: "AWS-StartPortForwardingSession".to_string(),
+            parameters: vec![("portNumber".to_string(), self.port.to_string())],
+        };
+        let (session, mut channel) =
+            session::start(&self.endpoint.ssm, &spec, self.endpoint.channel.clone()).await?;
+        let info = match handshake::perform(&mut channel).await {
+            Ok(Start::Handshaken(info)) => info,
+            Ok(Start::NoHandshake(_)) => {
+                let _ = session.end(Some(&mut channel)).await;
+                return Err(Error::protocol(
+                    "the agent did not handshake a port session",
+                ));
+            }
+            Err(e) => {
+                let _ = session.end(Some(&mut channel)).await;
+                return Err(e);
+            }
+        };
+        let ports = PortSession::start(channel, &info);
+        let mut stream = match ports.open_stream().await {
+            Ok(s) => s,
+            Err(e) => {
+                ports.terminate().await;
+                let _ = session.end(None).await;
+                return Err(e);
+            }
+        };
+        let hello = format!("{}\n", self.token);
+        if let Err(e) = stream.write_all(hello.as_bytes()).await {
+            ports.terminate().await;
+            let _ = session.end(None).await;
+            return Err(Error::transfer(format!("cannot reach the receiver: {e}")));
+        }
+        Ok(Connection {
+            session,
+            ports,
+            stream,
+        })
+    }
+
+    /// Stop the receiver and end its command session. Shell-type sessions ignore the
+    /// TerminateSession flag, so the clean end is the receiver exiting: any byte on its
+    /// terminal tells it to (after its connections have finished cleaning up).
+    /// Returns warnings for the user.
+    pub async fn close(mut self) -> Vec<String> {
+        let _ = self
+            .channel
+            .sender
+            .send(PayloadType::Output, b"q".to_vec())
+            .await;
+        self.session
+            .end(Some(&mut self.channel))
+            .await
+            .warning
+            .into_iter()
+            .collect()
+    }
+}
+
+async fn wait_ready(channel: &mut Channel, run_as: &RunAs) -> Result<(u16, String)> {
+    let mut scanner = LaunchScanner::default();
+    let mut next = match handshake::perform(channel).await? {
+        Start::NoHandshake(first) => Some(first),
+        Start::Handshaken(_) => None,
+    };
+    loop {
+        let m = match next.take() {
+            Some(m) => m,
+            None => channel
+                .inbound
+                .recv()
+                .await
+                .unwrap_or(Inbound::Closed(String::new())),
+        };
+        match m {
+            Inbound::Data(_, bytes) => match scanner.push(&bytes) {
+                Launch::Ready { port, token } => return Ok((port, token)),
+                Launch::NoPython => {
+                    return Err(Error::new(
+                        Kind::Target,
+                        "the instance has no python3, which the stream transport needs",
+                    )
+                    .hint("install python3 on the instance (any 3.6 or newer)"))
+                }
+                Launch::Pending => {}
+            },
+            Inbound::Closed(_) => return Err(launch_failure(&scanner.output(), run_as)),
+            Inbound::Failed(e) => return Err(e),
+        }
+    }
+}
+
+fn launch_failure(output: &str, run_as: &RunAs) -> Error {
+    let said = if output.is_empty() {
+        String::new()
+    } else {
+        format!(": {output}")
+    };
+    if matches!(run_as, RunAs::Sudo(_))
+        && (output.contains("password is required") || output.contains("terminal is required"))
+    {
+        return Error::new(
+            Kind::Auth,
+            "sudo on the instance needs a password, which ssmcp cannot type",
+        )
+        .hint("allow the session user passwordless sudo for python3 (NOPASSWD in sudoers), or copy without --sudo / user@");
+    }
+    Error::new(
+        Kind::Target,
+        format!("the receiver could not be started on the instance{said}"),
+    )
+}
+
+/// One port session to the receiver, carrying one connection.
+pub struct Connection {
+    session: Session,
+    ports: PortSession,
+    stream: DuplexStream,
+}
+
+impl Connection {
+    pub async fn close(self) -> Vec<String> {
+        drop(self.stream);
+        self.ports.terminate().await;
+        self.session.end(None).await.warning.into_iter().collect()
+    }
+
+    fn split(
+        &mut self,
+    ) -> (
+        BufReader<ReadHalf<&mut DuplexStream>>,
+        WriteHalf<&mut DuplexStream>,
+    ) {
+        let (r, w) = tokio::io::split(&mut self.stream);
+        (BufReader::with_capacity(CHUNK, r), w)
+    }
+}
+
+/// The receiver's answer to a request.
+async fn read_status<R: AsyncRead + Unpin>(r: &mut BufReader<R>) -> Result<serde_json::Value> {
+    let mut line = Vec::new();
+    (&mut *r)
+        .take(MAX_LINE)
+        .read_until(b'\n', &mut line)
+        .await
+        .map_err(|e| Error::transfer(format!("lost the connection to the receiver: {e}")))?;
+    if line.is_empty() {
+        return Err(
+            Error::transfer("the receiver closed the connection without an answer")
+                .hint("it may have been stopped on the instance; nothing was put in place"),
+        );
+    }
+    let v: serde_json::Value = serde_json::from_slice(&line)
+        .map_err(|e| Error::protocol(format!("the receiver's answer is not JSON: {e}")))?;
+    if v["ok"].as_bool() == Some(true) {
+        Ok(v)
+    } else {
+        Err(remote_failure(
+            v["class"].as_str().unwrap_or("protocol"),
+            v["error"].as_str().unwrap_or("unknown failure"),
+        ))
+    }
+}
+
+async fn send_line<W: AsyncWrite + Unpin>(w: &mut W, v: &serde_json::Value) -> Result<()> {
+    let mut line = serde_json::to_vec(v).map_err(|e| Error::protocol(e.to_string()))?;
+    line.push(b'\n');
+    w.write_all(&line).await.map_err(lost)?;
+    w.flush().await.map_err(lost)
+}
+
+fn lost(e: std::io::Error) -> Error {
+    Error::transfer(format!("lost the connection to the receiver: {e}"))
+}
+
+/// Keeps a sender under `-l` (bytes per second).
+pub struct Limiter {
+    rate: Option<u64>,
+    start: Instant,
+    sent: u64,
+}
+
+impl Limiter {
+    pub fn new(bytes_per_sec: Option<u64>) -> Limiter {
+        Limiter {
+            rate: bytes_per_sec.filter(|r| *r > 0),
+            start: Instant::now(),
+            sent: 0,
+        }
+    }
+
+    async fn take(&mut self, n: usize) {
+        let Some(rate) = self.rate else { return };
+        self.sent += n as u64;
+        let due = Duration::from_secs_f64(self.sent as f64 / rate as f64);
+        let elapsed = self.start.elapsed();
+        if due > elapsed {
+            tokio::time::sleep(due - elapsed).await;
+        }
+    }
+}
+
+// ------------------------------------------------------------------------- upload
+
+pub struct Push<'a> {
+    pub plan: &'a Plan,
+    /// The destination path as typed (relative paths are under the remote home).
+    pub dest: &'a [u8],
+    pub place: PlaceOptions,
+    pub limit: Option<u64>,
+}
+
+/// Send the plan as one bundle; the receiver stages, verifies and commits it.
+pub async fn push(
+    conn: &mut Connection,
+    job: Push<'_>,
+    progress: &dyn Progress,
+) -> Result<Summary> {
+    let tops: Vec<_> = job
+        .plan
+        .tops
+        .iter()
+        .map(|t| json!({"name": hex::encode(&t.name), "dir": t.is_dir}))
+        .collect();
+    let request = json!({
+        "op": "push",
+        "dest": hex::encode(job.dest),
+        "tops": tops,
+        "preserve": job.place.preserve,
+        "atomic": job.place.atomic,
+    });
+    let (mut reader, writer) = conn.split();
+    let mut writer = BufWriter::with_capacity(CHUNK, writer);
+    send_line(&mut writer, &request).await?;
+    let mut limiter = Limiter::new(job.limit);
+    let sending = send_bundle(&mut writer, job.plan, progress, &mut limiter);
+    tokio::pin!(sending);
+    // The receiver answers early only to refuse; otherwise after the commit.
+    let status = tokio::select! {
+        sent = &mut sending => {
+            sent?;
+            read_status(&mut reader).await?
+        }
+        early = read_status(&mut reader) => {
+            early?;
+            return Err(Error::protocol("the receiver answered before the bundle was complete"));
+        }
+    };
+    Ok(Summary {
+        files: status["files"].as_u64().unwrap_or(0),
+        bytes: status["bytes"].as_u64().unwrap_or(0),
+    })
+}
+
+async fn send_bundle<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    plan: &Plan,
+    progress: &dyn Progress,
+    limiter: &mut Limiter,
+) -> Result<()> {
+    let mut buf = vec![0u8; CHUNK];
+    for entry in &plan.entries {
+        w.write_all(&entry.record.encode()).await.map_err(lost)?;
+        let Record::File { meta, size } = &entry.record else {
+            continue;
+        };
+        let mut file = tokio::fs::File::open(&entry.source).await.map_err(|e| {
+            Error::usage(format!(
+                "cannot read {}: {}",
+                entry.source.display(),
+                crate::plan::io_reason(&e)
+            ))
+        })?;
+        let mut hash = Sha256::new();
+        let mut left = *size;
+        while left > 0 {
+            let want = buf.len().min(left as usize);
+            let n = file.read(&mut buf[..want]).await.map_err(|e| {
+                Error::usage(format!("cannot read {}: {e}", entry.source.display()))
+            })?;
+            if n == 0 {
+                // The receiver is mid-file and cannot be told; dropping the connection
+                // makes it discard everything staged.
+                return Err(Error::usage(format!(
+                    "{} shrank while it was being copied; nothing was put in place",
+                    entry.source.display()
+                )));
+            }
+            hash.update(&buf[..n]);
+            limiter.take(n).await;
+            w.write_all(&buf[..n]).await.map_err(lost)?;
+            progress.advance(n as u64);
+            left -= n as u64;
+        }
+        w.write_all(&hash.finalize()).await.map_err(lost)?;
+        progress.file_done(&meta.path, *size);
+    }
+    let end = Record::End {
+        count: plan.entries.len() as u64,
+    };
+    w.write_all(&end.encode()).await.map_err(lost)?;
+    w.flush().await.map_err(lost)
+}
+
+// ------------------------------------------------------------------------- download
+
+pub struct Pull<'a> {
+    /// Remote paths as typed; a trailing `/` on a directory means its contents.
+    pub sources: &'a [Vec<u8>],
+    pub recursive: bool,
+    pub dest: &'a Path,
+    pub preserve: bool,
+}
+
+/// Everything the instance listed for a download.
+pub struct Manifest {
+    id: String,
+    pub records: Vec<Record>,
+    pub warnings: Vec<String>,
+}
+
+/// Ask the receiver what the sources contain.
+pub async fn list(conn: &mut Connection, job: &Pull<'_>) -> Result<Manifest> {
+    let sources: Vec<_> = job
+        .sources
+        .iter()
+        .map(|s| json!({"path": hex::encode(s), "contents": s.ends_with(b"/") && s.len() > 1}))
+        .collect();
+    let (mut reader, mut writer) = conn.split();
+    send_line(
+        &mut writer,
+        &json!({"op": "list", "sources": sources, "recursive": job.recursive}),
+    )
+    .await?;
+    let status = read_status(&mut reader).await?;
+    let id = status["id"].as_str().unwrap_or_default().to_string();
+    let mut records = Vec::new();
+    let mut warnings = Vec::new();
+    loop {
+        match Record::read(&mut reader).await? {
+            Record::End { count } => {
+                if count != records.len() as u64 {
+                    return Err(Error::protocol("the receiver's listing is incomplete"));
+                }
+                break;
+            }
+            Record::Warning(w) => warnings.push(w),
+            r @ (Record::Dir(_) | Record::Listed { .. } | Record::Link { .. }) => records.push(r),
+            other => {
+                return Err(Error::protocol(format!(
+                    "unexpected record in a listing: {other:?}"
+                )))
+            }
+        }
+    }
+    Ok(Manifest {
+        id,
+        records,
+        warnings,
+    })
+}
+
+/// One piece of work for a download connection.
+struct Batch {
+    ranges: Vec<(usize, u64, u64)>,
+}
+
+/// Stage every listed entry locally, fetch file bytes over `conns` in parallel, verify,
+/// and commit. Any failure leaves nothing behind.
+pub async fn fetch(
+    conns: &mut [Connection],
+    manifest: &Manifest,
+    job: &Pull<'_>,
+    progress: &dyn Progress,
+) -> Result<Summary> {
+    let mut tops: Vec<(Vec<u8>, bool)> = Vec::new();
+    for r in &manifest.records {
+        let (path, is_dir) = match r {
+            Record::Dir(m) => (&m.path, true),
+            Record::Listed { meta, .. } => (&meta.path, false),
+            Record::Link { meta, .. } => (&meta.path, false),
+            _ => continue,
+        };
+        let first = components(path)?[0].to_vec();
+        if !tops.iter().any(|(n, _)| *n == first) {
+            tops.push((first, is_dir));
+        }
+    }
+    let mut stage = Stage::new(job.dest, &tops, job.preserve)?;
+    // Manifest index of each file -> its slot in the stage.
+    let mut slots = Vec::new();
+    let mut summary = Summary::default();
+    for r in &manifest.records {
+        match r {
+            Record::Dir(m) => stage.directory(&m.path, m.mode, m.mtime)?,
+            Record::Listed { meta, size } => {
+                slots.push(stage.file(&meta.path, *size, meta.mode, meta.mtime)?);
+                summary.files += 1;
+                summary.bytes += size;
+            }
+            Record::Link { meta, target } => stage.link(&meta.path, target)?,
+            _ => {}
+        }
+    }
+    progress.plan(summary.files, summary.bytes);
+    let queue = Mutex::new(plan_batches(manifest.sizes()));
+    let stage_files: Vec<(std::path::PathBuf, u64, Vec<u8>)> = slots
+        .iter()
+        .map(|&s| {
+            let f = &stage.files[s];
+            (
+                f.temp.clone(),
+                f.size,
+                f.final_path.as_os_str().as_encoded_bytes().to_vec(),
+            )
+        })
+        .collect();
+    let received: Vec<Mutex<u64>> = stage_files.iter().map(|_| Mutex::new(0)).collect();
+    let shared = Shared {
+        queue: &queue,
+        files: &stage_files,
+        received: &received,
+        manifest: &manifest.id,
+        progress,
+    };
+    let workers = conns.iter_mut().map(|c| worker(c, &shared));
+    let results = futures_util::future::join_all(workers).await;
+    results.into_iter().collect::<Result<Vec<()>>>()?;
+    for (i, (_, size, name)) in stage_files.iter().enumerate() {
+        let got = *received[i]
+            .lock()
+            .map_err(|_| Error::protocol("poisoned"))?;
+        if got != *size {
+            return Err(Error::transfer(format!(
+                "{} arrived incomplete ({got} of {size} bytes)",
+                String::from_utf8_lossy(name)
+            )));
+        }
+    }
+    stage.commit()?;
+    Ok(summary)
+}
+
+/// Split files (by manifest index) into ranges and gather the ranges into requests.
+fn plan_batches(sizes: impl Iterator<Item = u64>) -> VecDeque<Batch> {
+    let mut out = VecDeque::new();
+    let mut cur = Batch { ranges: Vec::new() };
+    let mut cur_bytes = 0;
+    for (index, size) in sizes.enumerate() {
+        let mut offset = 0;
+        while offset < size {
+            let len = RANGE_BYTES.min(size - offset);
+            if !cur.ranges.is_empty()
+                && (cur_bytes + len > REQUEST_BYTES || cur.ranges.len() >= REQUEST_RANGES)
+            {
+                out.push_back(std::mem::replace(&mut cur, Batch { ranges: Vec::new() }));
+                cur_bytes = 0;
+            }
+            cur.ranges.push((index, offset, len));
+            cur_bytes += len;
+            offset += len;
+        }
+    }
+    if !cur.ranges.is_empty() {
+        out.push_back(cur);
+    }
+    out
+}
+
+impl Manifest {
+    fn sizes(&self) -> impl Iterator<Item = u64> + '_ {
+        self.records.iter().filter_map(|r| match r {
+            Record::Listed { size, .. } => Some(*size),
+            _ => None,
+        })
+    }
+
+    /// How many requests the download takes: more connections than this would idle.
+    pub fn batches(&self) -> usize {
+        plan_batches(self.sizes()).len()
+    }
+}
+
+struct Shared<'a> {
+    queue: &'a Mutex<VecDeque<Batch>>,
+    /// Per manifest file: temporary path, size, display name.
+    files: &'a [(std::path::PathBuf, u64, Vec<u8>)],
+    received: &'a [Mutex<u64>],
+    manifest: &'a str,
+    progress: &'a dyn Progress,
+}
+
+async fn worker(conn: &mut Connection, shared: &Shared<'_>) -> Result<()> {
+    let (mut reader, mut writer) = conn.split();
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let batch = match shared.queue.lock() {
+            Ok(mut q) => q.pop_front(),
+            Err(_) => None,
+        };
+        let Some(batch) = batch else { return Ok(()) };
+        let ranges: Vec<_> = batch
+            .ranges
+            .iter()
+            .map(|(i, o, l)| json!([i, o, l]))
+            .collect();
+        send_line(
+            &mut writer,
+            &json!({"op": "read", "id": shared.manifest, "ranges": ranges}),
+        )
+        .await?;
+        read_status(&mut reader).await?;
+        for &(index, offset, len) in &batch.ranges {
+            match Record::read(&mut reader).await? {
+                Record::Range {
+                    index: i,
+                    offset: o,
+                    len: l,
+                } if i as usize == index && o == offset && l == len => {}
+                Record::Abort(why) => return Err(remote_failure("aborted", &why)),
+                other => {
+                    return Err(Error::protocol(format!(
+                        "the receiver sent {other:?} where a file range was due"
+                    )))
+                }
+            }
+            receive_range(&mut reader, shared, index, offset, len, &mut buf).await?;
+        }
+        match Record::read(&mut reader).await? {
+            Record::End { .. } => {}
+            other => {
+                return Err(Error::protocol(format!(
+                    "the receiver sent {other:?} after the last range"
+                )))
+            }
+        }
+    }
+}
+
+async fn receive_range<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    shared: &Shared<'_>,
+    index: usize,
+    offset: u64,
+    len: u64,
+    buf: &mut [u8],
+) -> Result<()> {
+    let (temp, _, name) = &shared.files[index];
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(temp)
+        .map_err(|e| crate::sink::write_error("cannot write", temp, &e))?;
+    let mut hash = Sha256::new();
+    let mut at = offset;
+    let mut left = len;
+    while left > 0 {
+        let want = buf.len().min(left as usize);
+        reader.read_exact(&mut buf[..want]).await.map_err(lost)?;
+        hash.update(&buf[..want]);
+        // Page-cache writes of at most CHUNK bytes; not worth a blocking-pool hop.
+        file.write_all_at(&buf[..want], at)
+            .map_err(|e| crate::sink::write_error("cannot write", temp, &e))?;
+        shared.progress.advance(want as u64);
+        at += want as u64;
+        left -= want as u64;
+    }
+    let mut digest = [0u8; DIGEST_LEN];
+    reader.read_exact(&mut digest).await.map_err(lost)?;
+    if hash.finalize().as_slice() != digest {
+        return Err(Error::transfer(format!(
+            "SHA-256 mismatch in {}",
+            String::from_utf8_lossy(name)
+        ))
+        .hint("the bytes were damaged on the way; nothing was put in place, run the copy again"));
+    }
+    let mut got = shared.received[index]
+        .lock()
+        .map_err(|_| Error::protocol("poisoned"))?;
+    *got += len;
+    if *got == shared.files[index].1 {
+        shared.progress.file_done(name, *got);
+    }
+    Ok(())
+}

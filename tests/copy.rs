@@ -1,0 +1,463 @@
+//! `ssmcp SRC… DEST` end to end: the real binary, the embedded receiver running as a real
+//! python3 process "on the instance" (the simulator's agent), real port sessions.
+
+mod common;
+use common::*;
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+fn remote_arg(path: &str) -> String {
+    format!("{INSTANCE}:{path}")
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// What a tree holds, comparable across copies: kind, content hash or link target, and
+/// (when `with_meta`) mode and mtime.
+fn snapshot(root: &Path, with_meta: bool) -> BTreeMap<Vec<u8>, String> {
+    let mut out = BTreeMap::new();
+    for e in walkdir::WalkDir::new(root).sort_by_file_name() {
+        let e = e.unwrap();
+        let rel = e
+            .path()
+            .strip_prefix(root)
+            .unwrap()
+            .as_os_str()
+            .as_bytes()
+            .to_vec();
+        let m = e.path().symlink_metadata().unwrap();
+        let what = if m.file_type().is_symlink() {
+            format!("link {:?}", std::fs::read_link(e.path()).unwrap())
+        } else if m.is_dir() {
+            "dir".to_string()
+        } else {
+            format!("file {}", sha(&std::fs::read(e.path()).unwrap()))
+        };
+        let meta = if with_meta && !m.file_type().is_symlink() && !rel.is_empty() {
+            format!(
+                " mode {:o} mtime {}.{}",
+                m.mode() & 0o7777,
+                m.mtime(),
+                m.mtime_nsec()
+            )
+        } else {
+            String::new()
+        };
+        out.insert(rel, what + &meta);
+    }
+    out
+}
+
+fn assert_no_temporaries(root: &Path) {
+    for e in walkdir::WalkDir::new(root) {
+        let e = e.unwrap();
+        let name = e.file_name().as_bytes();
+        assert!(
+            !name.windows(7).any(|w| w == b".ssmcp-"),
+            "temporary left behind: {}",
+            e.path().display()
+        );
+    }
+}
+
+/// Nested directories, odd names, symlinks (inside and pointing out), modes and mtimes.
+fn make_tree(root: &Path, small_files: usize) {
+    std::fs::create_dir_all(root.join("a/b/c")).unwrap();
+    std::fs::create_dir_all(root.join("empty dir")).unwrap();
+    std::fs::write(root.join("a/b/c/deep.txt"), b"deep").unwrap();
+    std::fs::write(root.join("with space.txt"), b"space").unwrap();
+    std::fs::write(root.join("new\nline"), b"newline").unwrap();
+    std::fs::write(root.join(OsStr::from_bytes(b"latin1-\xe9t\xe9")), b"bytes").unwrap();
+    std::fs::write(root.join("empty"), b"").unwrap();
+    std::fs::write(root.join("mid.bin"), pattern(7, 3 * 1024 * 1024 + 17)).unwrap();
+    let script = root.join("a/run.sh");
+    std::fs::write(&script, b"#!/bin/sh\necho hi\n").unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o751)).unwrap();
+    std::os::unix::fs::symlink("b/c/deep.txt", root.join("a/inside")).unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", root.join("outside")).unwrap();
+    std::os::unix::fs::symlink("missing", root.join("dangling")).unwrap();
+    for i in 0..small_files {
+        let d = root.join(format!("many/{:02}", i % 40));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join(format!("f{i}")), pattern(i as u64, 200 + i % 700)).unwrap();
+    }
+    let old = filetime::FileTime::from_unix_time(1_500_000_000, 123_456_789);
+    for e in walkdir::WalkDir::new(root).contents_first(true) {
+        let e = e.unwrap();
+        filetime::set_symlink_file_times(e.path(), old, old).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn one_file_up_and_back_down() {
+    let h = Harness::new(fast()).await;
+    let src = h.local().join("report.csv");
+    std::fs::write(&src, pattern(1, 100_000)).unwrap();
+    let (code, _, err) = h.run(&[s(&src), &remote_arg("")]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        sha(&std::fs::read(h.remote().join("report.csv")).unwrap()),
+        sha(&pattern(1, 100_000))
+    );
+    let back = h.local().join("back.csv");
+    let (code, _, err) = h.run(&[&remote_arg("report.csv"), s(&back)]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(std::fs::read(&back).unwrap(), pattern(1, 100_000));
+    h.assert_no_sessions_left().await;
+}
+
+#[tokio::test]
+async fn a_tree_of_two_thousand_files_round_trips_with_modes_and_times() {
+    let h = Harness::new(fast()).await;
+    let src = h.local().join("site");
+    make_tree(&src, 2000);
+    let (code, _, err) = h.run(&["-r", "-p", s(&src), &remote_arg("")]).await;
+    assert_eq!(code, 0, "{err}");
+    let up = h.remote().join("site");
+    assert_eq!(snapshot(&src, true), snapshot(&up, true));
+    assert_no_temporaries(&h.remote());
+
+    let down = h.local().join("down");
+    let (code, _, err) = h
+        .run(&["-r", "-p", "--parallel", "3", &remote_arg("site"), s(&down)])
+        .await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(snapshot(&src, true), snapshot(&down, true));
+    assert_no_temporaries(&h.local());
+    h.assert_no_sessions_left().await;
+}
+
+#[tokio::test]
+async fn without_p_modes_follow_the_umask_and_times_are_new() {
+    let h = Harness::new(fast()).await;
+    let src = h.local().join("t");
+    make_tree(&src, 0);
+    let (code, _, err) = h.run(&["-r", s(&src), &remote_arg("t")]).await;
+    assert_eq!(code, 0, "{err}");
+    let m = std::fs::metadata(h.remote().join("t/a/run.sh")).unwrap();
+    assert_eq!(m.mode() & 0o777, 0o751 & !0o022);
+    assert!(m.mtime() > 1_600_000_000);
+    assert_eq!(
+        snapshot(&src, false),
+        snapshot(&h.remote().join("t"), false)
+    );
+}
+
+#[tokio::test]
+async fn trailing_slash_copies_contents_and_several_sources_need_a_directory() {
+    let h = Harness::new(fast()).await;
+    let src = h.local().join("dist");
+    std::fs::create_dir_all(src.join("js")).unwrap();
+    std::fs::write(src.join("index.html"), b"i").unwrap();
+    std::fs::write(src.join("js/app.js"), b"a").unwrap();
+    std::fs::create_dir_all(h.remote().join("app")).unwrap();
+    let contents = format!("{}/", src.display());
+    let (code, _, err) = h.run(&["-r", &contents, &remote_arg("app")]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(h.remote().join("app/index.html").is_file());
+    assert!(h.remote().join("app/js/app.js").is_file());
+
+    // Without the slash the directory itself goes inside.
+    let (code, _, err) = h.run(&["-r", s(&src), &remote_arg("app")]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(h.remote().join("app/dist/js/app.js").is_file());
+
+    // Two files into a name that is not a directory: refused, nothing created.
+    let one = h.local().join("one");
+    let two = h.local().join("two");
+    std::fs::write(&one, b"1").unwrap();
+    std::fs::write(&two, b"2").unwrap();
+    let (code, _, err) = h.run(&[s(&one), s(&two), &remote_arg("nodir")]).await;
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("not a directory"), "{err}");
+    assert!(!h.remote().join("nodir").exists());
+    // With a slash it is created.
+    let (code, _, err) = h.run(&[s(&one), s(&two), &remote_arg("newdir/")]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(std::fs::read(h.remote().join("newdir/two")).unwrap(), b"2");
+    h.assert_no_sessions_left().await;
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_before_any_session_starts() {
+    let h = Harness::new(fast()).await;
+    let dir = h.local().join("d");
+    std::fs::create_dir_all(&dir).unwrap();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec![s(&h.local().join("missing")).into(), remote_arg("x")],
+            "No such file",
+        ),
+        (vec![s(&dir).into(), remote_arg("x")], "use -r"),
+        (
+            vec![s(&dir).into(), s(&h.local().join("y")).into()],
+            "neither side",
+        ),
+        (
+            vec![remote_arg("a"), format!("i-12345678:b")],
+            "instance to an instance",
+        ),
+    ];
+    for (args, needle) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (code, _, err) = h.run(&args).await;
+        assert_eq!(code, 64, "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+    assert_eq!(h.sim.stats().sessions_started, 0);
+}
+
+#[tokio::test]
+async fn destination_problems_are_reported_and_leave_nothing() {
+    let h = Harness::new(fast()).await;
+    let f = h.local().join("f.txt");
+    std::fs::write(&f, b"x").unwrap();
+    let (code, _, err) = h.run(&[s(&f), &remote_arg("no/such/dir/f.txt")]).await;
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("does not exist"), "{err}");
+
+    // A source missing on the instance.
+    let (code, _, err) = h.run(&[&remote_arg("nothing-here"), s(&h.local())]).await;
+    assert_eq!(code, 64, "{err}");
+    assert!(
+        err.contains("nothing-here") && err.contains("No such file"),
+        "{err}"
+    );
+
+    // A local destination whose parent is missing: nothing is created.
+    std::fs::write(h.remote().join("r.txt"), b"r").unwrap();
+    let (code, _, err) = h
+        .run(&[&remote_arg("r.txt"), s(&h.local().join("nope/r.txt"))])
+        .await;
+    assert_eq!(code, 64, "{err}");
+    assert!(!h.local().join("nope").exists());
+    h.assert_no_sessions_left().await;
+}
+
+#[tokio::test]
+async fn unknown_and_offline_targets_exit_with_the_target_class() {
+    let h = Harness::new(fast()).await;
+    let f = h.local().join("f");
+    std::fs::write(&f, b"x").unwrap();
+    let (code, _, err) = h.run(&[s(&f), "i-0fffffffffffffff0:/tmp/"]).await;
+    assert_eq!(code, 68, "{err}");
+    h.sim.set_online(INSTANCE, false);
+    let (code, _, err) = h.run(&[s(&f), &remote_arg("/tmp/")]).await;
+    assert_eq!(code, 68, "{err}");
+    let (code, _, err) = h.run(&[s(&f), "name:no-such-name:/tmp/"]).await;
+    assert_eq!(code, 68, "{err}");
+    assert!(err.contains("Name tag"), "{err}");
+}
+
+#[tokio::test]
+async fn name_targets_resolve_through_the_name_tag() {
+    let mut cfg = fast();
+    cfg.instances = vec![ssm_sim::config::InstanceConfig::new(INSTANCE).tag("Name", "web-1")];
+    let h = Harness::new(cfg).await;
+    let f = h.local().join("f");
+    std::fs::write(&f, b"by name").unwrap();
+    let (code, _, err) = h.run(&[s(&f), "name:web-1:"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(std::fs::read(h.remote().join("f")).unwrap(), b"by name");
+}
+
+#[tokio::test]
+async fn special_files_are_skipped_with_a_warning() {
+    let h = Harness::new(fast()).await;
+    let src = h.local().join("s");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("file"), b"f").unwrap();
+    nix::unistd::mkfifo(&src.join("fifo"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let (code, _, err) = h.run(&["-r", s(&src), &remote_arg("")]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("skipped") && err.contains("fifo"), "{err}");
+    assert!(h.remote().join("s/file").is_file());
+    assert!(!h.remote().join("s/fifo").exists());
+}
+
+#[tokio::test]
+async fn dry_run_prints_the_plan_and_touches_nothing() {
+    let h = Harness::new(fast()).await;
+    let src = h.local().join("t");
+    make_tree(&src, 3);
+    let (code, out, err) = h.run(&["-r", "--dry-run", s(&src), &remote_arg("t")]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("t/a/b/c/deep.txt"), "{out}");
+    assert!(out.contains("would copy"), "{out}");
+    assert!(!h.remote().join("t").exists());
+    assert_eq!(h.sim.stats().sessions_started, 0);
+}
+
+#[tokio::test]
+async fn json_reports_plan_files_and_summary() {
+    let h = Harness::new(fast()).await;
+    let f = h.local().join("data.bin");
+    std::fs::write(&f, pattern(3, 50_000)).unwrap();
+    let (code, out, err) = h.run(&["--json", s(&f), &remote_arg("")]).await;
+    assert_eq!(code, 0, "{err}");
+    let events: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("every line is JSON"))
+        .collect();
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
+    assert!(kinds.contains(&"plan"), "{kinds:?}");
+    assert!(kinds.contains(&"file"), "{kinds:?}");
+    let summary = events.last().unwrap();
+    assert_eq!(summary["event"], "summary");
+    assert_eq!(summary["bytes"], 50_000);
+
+    let (code, out, _) = h
+        .run(&["--json", s(&h.local().join("nope")), &remote_arg("")])
+        .await;
+    assert_eq!(code, 64);
+    let last: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(last["event"], "error");
+    assert_eq!(last["exit_code"], 64);
+}
+
+#[tokio::test]
+async fn atomic_replaces_a_tree_at_once() {
+    let h = Harness::new(fast()).await;
+    let old = h.remote().join("app");
+    std::fs::create_dir_all(&old).unwrap();
+    std::fs::write(old.join("stale.txt"), b"old").unwrap();
+    let src = h.local().join("release");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("new.txt"), b"new").unwrap();
+    let contents = format!("{}/", src.display());
+    let (code, _, err) = h
+        .run(&["-r", "--atomic", &contents, &remote_arg("app")])
+        .await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(std::fs::read(old.join("new.txt")).unwrap(), b"new");
+    assert!(!old.join("stale.txt").exists(), "the old tree is gone");
+    assert_no_temporaries(&h.remote());
+}
+
+#[tokio::test]
+async fn cut_websockets_are_survived() {
+    // Realistic pacing: a cut loses what the agent had in flight, and the agent resends
+    // only its oldest unacknowledged message per tick (§5.5), so an unpaced agent with
+    // thousands in flight would take minutes to recover, on AWS as here.
+    let mut cfg = ssm_sim::SimConfig::default();
+    cfg.faults.cut_after_bytes = vec![512 * 1024, 1536 * 1024];
+    let h = Harness::new(cfg).await;
+    let data = pattern(9, 2 * 1024 * 1024);
+    std::fs::write(h.remote().join("big"), &data).unwrap();
+    let back = h.local().join("big");
+    let (code, _, err) = h
+        .run(&["--parallel", "1", &remote_arg("big"), s(&back)])
+        .await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(sha(&std::fs::read(&back).unwrap()), sha(&data));
+    assert_eq!(h.sim.stats().protocol_violations(), 0);
+    h.assert_no_sessions_left().await;
+}
+
+/// Start a copy, wait until the receiver has staged some bytes, then `act`.
+async fn interrupt_midway(h: &Harness, args: &[&str], staged_in: &Path) -> tokio::process::Child {
+    let child = h
+        .ssmcp()
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let staged = std::fs::read_dir(staged_in)
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .any(|e| e.file_name().as_bytes().windows(7).any(|w| w == b".ssmcp-"))
+            })
+            .unwrap_or(false);
+        if staged {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the copy never started"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    child
+}
+
+#[tokio::test]
+async fn sigint_mid_upload_leaves_nothing_and_ends_every_session() {
+    let h = Harness::new(fast()).await;
+    let f = h.local().join("big");
+    std::fs::write(&f, pattern(2, 64 * 1024 * 1024)).unwrap();
+    std::fs::write(h.remote().join("big"), b"previous").unwrap();
+    let child = interrupt_midway(&h, &["-l", "40000", s(&f), &remote_arg("")], &h.remote()).await;
+    interrupt(&child);
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    h.assert_no_sessions_left().await;
+    // The receiver cleans up once its connection is gone.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while std::fs::read_dir(h.remote()).unwrap().count() > 1 {
+        assert!(tokio::time::Instant::now() < deadline, "temporaries left");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(std::fs::read(h.remote().join("big")).unwrap(), b"previous");
+}
+
+#[tokio::test]
+async fn a_receiver_killed_mid_upload_fails_cleanly() {
+    let h = Harness::new(fast()).await;
+    let f = h.local().join("big");
+    std::fs::write(&f, pattern(4, 64 * 1024 * 1024)).unwrap();
+    let child = interrupt_midway(&h, &["-l", "40000", s(&f), &remote_arg("")], &h.remote()).await;
+    // Kill every python receiver serving this test's instance home.
+    let home = h.remote();
+    let killed = kill_receivers(&home);
+    assert!(killed > 0, "found the receiver");
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(74), "{err}");
+    assert!(err.contains("receiver"), "{err}");
+    h.assert_no_sessions_left().await;
+    // Killed with SIGKILL, it could not clean up: its temporary is all that may remain,
+    // and the destination name itself was never created.
+    assert!(!home.join("big").exists());
+}
+
+/// SIGKILL the receivers whose working directory is `home` (the simulator starts command
+/// sessions there).
+fn kill_receivers(home: &Path) -> usize {
+    let mut n = 0;
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cwd: Option<PathBuf> = std::fs::read_link(e.path().join("cwd")).ok();
+        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        if cwd.as_deref() == Some(home) && cmd.windows(7).any(|w| w == b"python3") {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            n += 1;
+        }
+    }
+    n
+}
