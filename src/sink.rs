@@ -45,8 +45,8 @@ pub struct Stage {
 }
 
 /// scp/rsync rules for where sources land (see docs/transports.md): an existing
-/// directory receives each source under its name; otherwise one source becomes `dest`;
-/// several sources need `dest/`, which is created.
+/// directory receives each source under its name; otherwise one source becomes `dest`,
+/// and `dest/` is created to receive the sources.
 pub fn resolve(dest: &Path, tops: &[(Vec<u8>, bool)]) -> Result<(Roots, Option<PathBuf>)> {
     let wants_dir = dest.as_os_str().as_bytes().ends_with(b"/");
     let under = |d: &Path| -> Roots {
@@ -83,7 +83,7 @@ pub fn resolve(dest: &Path, tops: &[(Vec<u8>, bool)]) -> Result<(Roots, Option<P
             parent.display()
         )));
     }
-    if tops.len() == 1 && (tops[0].1 || !wants_dir) {
+    if tops.len() == 1 && !wants_dir {
         return Ok((under_single(tops, dest), None));
     }
     if !wants_dir {

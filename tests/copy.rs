@@ -169,6 +169,11 @@ async fn trailing_slash_copies_contents_and_several_sources_need_a_directory() {
     assert_eq!(code, 0, "{err}");
     assert!(h.remote().join("app/dist/js/app.js").is_file());
 
+    // A destination written with a slash is a directory to create and fill.
+    let (code, _, err) = h.run(&["-r", s(&src), &remote_arg("fresh/")]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(h.remote().join("fresh/dist/js/app.js").is_file());
+
     // Two files into a name that is not a directory: refused, nothing created.
     let one = h.local().join("one");
     let two = h.local().join("two");
@@ -460,4 +465,38 @@ fn kill_receivers(home: &Path) -> usize {
         }
     }
     n
+}
+
+fn sha_file(p: &Path) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    std::io::copy(&mut std::fs::File::open(p).unwrap(), &mut h).unwrap();
+    hex::encode(h.finalize())
+}
+
+#[tokio::test]
+async fn a_512_mib_file_up_and_down() {
+    let h = Harness::new(fast()).await;
+    let src = h.local().join("disk.img");
+    {
+        use std::io::Write;
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&src).unwrap());
+        let block = pattern(11, 1024 * 1024);
+        for i in 0..512u32 {
+            f.write_all(&i.to_be_bytes()).unwrap(); // no two MiB alike
+            f.write_all(&block[4..]).unwrap();
+        }
+    }
+    let want = sha_file(&src);
+    let (code, _, err) = h.run(&["-p", s(&src), &remote_arg("")]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(sha_file(&h.remote().join("disk.img")), want);
+    std::fs::remove_file(&src).unwrap();
+    let (code, _, err) = h.run(&["-p", &remote_arg("disk.img"), s(&src)]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(sha_file(&src), want);
+    let m = std::fs::metadata(&src).unwrap();
+    let r = std::fs::metadata(h.remote().join("disk.img")).unwrap();
+    assert_eq!((m.mtime(), m.mtime_nsec()), (r.mtime(), r.mtime_nsec()));
+    h.assert_no_sessions_left().await;
 }

@@ -416,7 +416,7 @@ async fn fetch_all(
     if args.dry_run {
         return Ok(print_manifest(&manifest, reporter));
     }
-    let wanted = usize::from(args.parallel).min(manifest.batches()).max(1);
+    let wanted = manifest.connections(usize::from(args.parallel));
     let extra = (1..wanted).map(|_| receiver.connect());
     for c in futures_util::future::join_all(extra).await {
         conns.push(c?);

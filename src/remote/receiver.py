@@ -317,7 +317,7 @@ def remove_tree(path):
 
 def resolve_destination(dest, tops):
     """scp/rsync rules: an existing directory receives the sources by name; otherwise a
-    single source becomes `dest`, and several need `dest/` (created). Returns
+    single source becomes `dest`, and `dest/` is created to receive them. Returns
     (top name -> final path, directory to create first or None)."""
     path = absolute(dest)
     wants_dir = dest.endswith(b"/")
@@ -332,11 +332,11 @@ def resolve_destination(dest, tops):
     parent = os.path.dirname(path) or b"/"
     if not os.path.isdir(parent):
         raise Failure("usage", "the destination directory %s does not exist" % shown(parent))
-    if len(tops) == 1 and (tops[0]["dir"] or not wants_dir):
+    if len(tops) == 1 and not wants_dir:
         return {names[0]: path}, None
     if not wants_dir:
         raise Failure("usage", "%s is not a directory (several sources need one; end it with / to create it)" % shown(dest))
-    return dict((n, os.path.join(path, n)) for n in names), path
+    return dict((n, path if n == b"." else os.path.join(path, n)) for n in names), path
 
 
 def op_push(req, rf, wf, token):

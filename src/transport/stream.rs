@@ -29,10 +29,15 @@ use tokio::io::{
 const CHUNK: usize = 256 * 1024;
 /// How long the receiver may take to report in (python start-up, sudo, a slow shell profile).
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
-/// Largest piece of one file a download request asks for, so big files stripe evenly.
-const RANGE_BYTES: u64 = 1024 * 1024;
-/// A download request gathers ranges up to this many bytes (small files travel together).
+/// A download request asks for at most this many bytes (small files travel together,
+/// big ones are cut into ranges) ...
 const REQUEST_BYTES: u64 = 1024 * 1024;
+/// ... and at least this many, unless the download is smaller.
+const REQUEST_MIN_BYTES: u64 = 64 * 1024;
+/// Requests per connection we aim for, so the connections finish close together.
+const REQUESTS_PER_CONNECTION: u64 = 4;
+/// Less data than this per connection is not worth another session.
+const BYTES_PER_EXTRA_CONNECTION: u64 = 256 * 1024;
 const REQUEST_RANGES: usize = 2000;
 /// Longest status line we accept from the receiver.
 const MAX_LINE: u64 = 64 * 1024;
@@ -498,7 +503,9 @@ pub async fn fetch(
         }
     }
     progress.plan(summary.files, summary.bytes);
-    let queue = Mutex::new(plan_batches(manifest.sizes()));
+    let per_request = (summary.bytes / (conns.len() as u64 * REQUESTS_PER_CONNECTION))
+        .clamp(REQUEST_MIN_BYTES, REQUEST_BYTES);
+    let queue = Mutex::new(plan_batches(manifest.sizes(), per_request));
     let stage_files: Vec<(std::path::PathBuf, u64, Vec<u8>)> = slots
         .iter()
         .map(|&s| {
@@ -537,16 +544,16 @@ pub async fn fetch(
 }
 
 /// Split files (by manifest index) into ranges and gather the ranges into requests.
-fn plan_batches(sizes: impl Iterator<Item = u64>) -> VecDeque<Batch> {
+fn plan_batches(sizes: impl Iterator<Item = u64>, per_request: u64) -> VecDeque<Batch> {
     let mut out = VecDeque::new();
     let mut cur = Batch { ranges: Vec::new() };
     let mut cur_bytes = 0;
     for (index, size) in sizes.enumerate() {
         let mut offset = 0;
         while offset < size {
-            let len = RANGE_BYTES.min(size - offset);
+            let len = per_request.min(size - offset);
             if !cur.ranges.is_empty()
-                && (cur_bytes + len > REQUEST_BYTES || cur.ranges.len() >= REQUEST_RANGES)
+                && (cur_bytes + len > per_request || cur.ranges.len() >= REQUEST_RANGES)
             {
                 out.push_back(std::mem::replace(&mut cur, Batch { ranges: Vec::new() }));
                 cur_bytes = 0;
@@ -570,9 +577,13 @@ impl Manifest {
         })
     }
 
-    /// How many requests the download takes: more connections than this would idle.
-    pub fn batches(&self) -> usize {
-        plan_batches(self.sizes()).len()
+    /// How many connections are worth opening for this download, at most `parallel`.
+    pub fn connections(&self, parallel: usize) -> usize {
+        let bytes: u64 = self.sizes().sum();
+        let worth = bytes.div_ceil(BYTES_PER_EXTRA_CONNECTION).max(1);
+        parallel
+            .min(usize::try_from(worth).unwrap_or(usize::MAX))
+            .max(1)
     }
 }
 
@@ -585,25 +596,36 @@ struct Shared<'a> {
     progress: &'a dyn Progress,
 }
 
+/// Requests a download connection keeps outstanding, so the session never idles for a
+/// round trip between two batches.
+const PIPELINE: usize = 2;
+
 async fn worker(conn: &mut Connection, shared: &Shared<'_>) -> Result<()> {
     let (mut reader, mut writer) = conn.split();
     let mut buf = vec![0u8; CHUNK];
+    let mut inflight = VecDeque::with_capacity(PIPELINE);
     loop {
-        let batch = match shared.queue.lock() {
-            Ok(mut q) => q.pop_front(),
-            Err(_) => None,
+        while inflight.len() < PIPELINE {
+            let next = match shared.queue.lock() {
+                Ok(mut q) => q.pop_front(),
+                Err(_) => None,
+            };
+            let Some(batch) = next else { break };
+            let ranges: Vec<_> = batch
+                .ranges
+                .iter()
+                .map(|(i, o, l)| json!([i, o, l]))
+                .collect();
+            send_line(
+                &mut writer,
+                &json!({"op": "read", "id": shared.manifest, "ranges": ranges}),
+            )
+            .await?;
+            inflight.push_back(batch);
+        }
+        let Some(batch) = inflight.pop_front() else {
+            return Ok(());
         };
-        let Some(batch) = batch else { return Ok(()) };
-        let ranges: Vec<_> = batch
-            .ranges
-            .iter()
-            .map(|(i, o, l)| json!([i, o, l]))
-            .collect();
-        send_line(
-            &mut writer,
-            &json!({"op": "read", "id": shared.manifest, "ranges": ranges}),
-        )
-        .await?;
         read_status(&mut reader).await?;
         for &(index, offset, len) in &batch.ranges {
             match Record::read(&mut reader).await? {

@@ -21,6 +21,9 @@ pub struct InstanceConfig {
     pub platform_type: String,
     pub platform_name: String,
     pub tags: Vec<(String, String)>,
+    /// Commands this instance does not have (e.g. python3): its processes get a PATH
+    /// that leaves them out.
+    pub missing_commands: Vec<String>,
 }
 
 impl InstanceConfig {
@@ -32,7 +35,14 @@ impl InstanceConfig {
             platform_type: "Linux".into(),
             platform_name: "Amazon Linux".into(),
             tags: Vec::new(),
+            missing_commands: Vec::new(),
         }
+    }
+
+    pub fn without(mut self, commands: &[&str]) -> Self {
+        self.missing_commands
+            .extend(commands.iter().map(|c| c.to_string()));
+        self
     }
 
     pub fn agent_version(mut self, v: &str) -> Self {

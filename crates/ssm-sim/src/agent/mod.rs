@@ -405,6 +405,10 @@ impl Agent {
         if let Some(h) = &home {
             std::fs::create_dir_all(h).map_err(|e| e.to_string())?;
         }
+        let penv = shell::ProcessEnv {
+            path: shell::path_without(&self.session.instance, cfg.home_root.as_deref())?,
+            home,
+        };
         let version = client_version.unwrap_or_default();
         let plugin = match doc.session_type {
             SessionType::Port => {
@@ -439,7 +443,7 @@ impl Agent {
                 Plugin::Pty(shell::Pty::start(
                     out,
                     doc.command.as_deref(),
-                    home,
+                    penv,
                     cfg.utf8_quirks,
                     done,
                     cancel,
@@ -449,7 +453,7 @@ impl Agent {
                 out,
                 doc.command.as_deref().unwrap_or_default(),
                 doc.separate_output_stream,
-                home,
+                penv,
                 cfg.utf8_quirks,
                 done,
                 cancel,

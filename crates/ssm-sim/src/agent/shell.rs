@@ -15,16 +15,75 @@ pub struct Pty {
     writer: pty_process::OwnedWritePty,
 }
 
-/// Environment every shell-type process gets, as the agent sets it (§8.1).
-fn base_env(home: &Option<PathBuf>) -> Vec<(String, String)> {
-    let mut env = vec![
-        ("TERM".to_string(), "xterm-256color".to_string()),
-        ("LANG".to_string(), "C.UTF-8".to_string()),
-    ];
-    if let Some(h) = home {
-        env.push(("HOME".to_string(), h.display().to_string()));
+/// Where an instance's processes run: its home (also their working directory) and,
+/// for an instance that lacks some commands, a PATH without them.
+#[derive(Debug, Clone, Default)]
+pub struct ProcessEnv {
+    pub home: Option<PathBuf>,
+    pub path: Option<String>,
+}
+
+impl ProcessEnv {
+    /// Environment every shell-type process gets, as the agent sets it (§8.1).
+    fn vars(&self) -> Vec<(String, String)> {
+        let mut env = vec![
+            ("TERM".to_string(), "xterm-256color".to_string()),
+            ("LANG".to_string(), "C.UTF-8".to_string()),
+        ];
+        if let Some(h) = &self.home {
+            env.push(("HOME".to_string(), h.display().to_string()));
+        }
+        if let Some(p) = &self.path {
+            env.push(("PATH".to_string(), p.clone()));
+        }
+        env
     }
-    env
+}
+
+/// For an instance that lacks some commands: a directory of links to every other
+/// command on this machine's PATH, used as the instance's PATH. It lives beside the
+/// instance's home (under `home_root`, or the system temp dir) and is made once.
+pub fn path_without(
+    instance: &crate::config::InstanceConfig,
+    home_root: Option<&std::path::Path>,
+) -> Result<Option<String>, String> {
+    if instance.missing_commands.is_empty() {
+        return Ok(None);
+    }
+    let dir = match home_root {
+        Some(r) => r.join(format!("{}.bin", instance.id)),
+        None => std::env::temp_dir().join(format!(
+            "ssm-sim-{}-{}.bin",
+            std::process::id(),
+            instance.id
+        )),
+    };
+    if !dir.exists() {
+        let staging = dir.with_extension(format!("tmp{}", rand::random::<u32>()));
+        std::fs::create_dir_all(&staging).map_err(|e| e.to_string())?;
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        for d in std::env::split_paths(&path) {
+            let Ok(entries) = std::fs::read_dir(&d) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let name = e.file_name();
+                let missing = instance.missing_commands.iter().any(|m| {
+                    name.to_str()
+                        .is_some_and(|n| n == m || n.starts_with(&format!("{m}.")))
+                });
+                let link = staging.join(&name);
+                if !missing && !link.exists() {
+                    let _ = std::os::unix::fs::symlink(e.path(), link);
+                }
+            }
+        }
+        // Several sessions may race to make it; the first rename wins.
+        if std::fs::rename(&staging, &dir).is_err() {
+            let _ = std::fs::remove_dir_all(&staging);
+        }
+    }
+    Ok(Some(dir.display().to_string()))
 }
 
 impl Pty {
@@ -32,7 +91,7 @@ impl Pty {
     pub fn start(
         out: Arc<Outgoing>,
         command: Option<&str>,
-        home: Option<PathBuf>,
+        penv: ProcessEnv,
         quirks: bool,
         done: mpsc::Sender<String>,
         cancel: CancellationToken,
@@ -43,8 +102,8 @@ impl Pty {
         if let Some(c) = command {
             cmd = cmd.arg("-c").arg(c);
         }
-        cmd = cmd.envs(base_env(&home)).kill_on_drop(true);
-        if let Some(h) = &home {
+        cmd = cmd.envs(penv.vars()).kill_on_drop(true);
+        if let Some(h) = &penv.home {
             cmd = cmd.current_dir(h);
         }
         let mut child = cmd.spawn(pts).map_err(|e| e.to_string())?;
@@ -102,7 +161,7 @@ impl Exec {
         out: Arc<Outgoing>,
         command: &str,
         separate: bool,
-        home: Option<PathBuf>,
+        penv: ProcessEnv,
         quirks: bool,
         done: mpsc::Sender<String>,
         cancel: CancellationToken,
@@ -111,17 +170,17 @@ impl Exec {
             .filter(|a| !a.is_empty())
             .ok_or_else(|| format!("invalid command: {command}"))?;
         if separate {
-            return Exec::start_separate(out, &argv, home, done, cancel);
+            return Exec::start_separate(out, &argv, penv, done, cancel);
         }
         let file = tempfile::tempfile().map_err(|e| e.to_string())?;
         let mut cmd = tokio::process::Command::new(&argv[0]);
         cmd.args(&argv[1..])
-            .envs(base_env(&home))
+            .envs(penv.vars())
             .stdin(std::process::Stdio::null())
             .stdout(file.try_clone().map_err(|e| e.to_string())?)
             .stderr(file.try_clone().map_err(|e| e.to_string())?)
             .kill_on_drop(true);
-        if let Some(h) = &home {
+        if let Some(h) = &penv.home {
             cmd.current_dir(h);
         }
         let (mut child, pid) = match cmd.spawn() {
@@ -167,18 +226,18 @@ impl Exec {
     fn start_separate(
         out: Arc<Outgoing>,
         argv: &[String],
-        home: Option<PathBuf>,
+        penv: ProcessEnv,
         done: mpsc::Sender<String>,
         cancel: CancellationToken,
     ) -> Result<Exec, String> {
         let mut cmd = tokio::process::Command::new(&argv[0]);
         cmd.args(&argv[1..])
-            .envs(base_env(&home))
+            .envs(penv.vars())
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true);
-        if let Some(h) = &home {
+        if let Some(h) = &penv.home {
             cmd.current_dir(h);
         }
         let mut child = cmd
