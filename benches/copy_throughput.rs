@@ -50,6 +50,7 @@ impl Bench {
         let env = self.sim.env();
         let home = self.home.path().to_path_buf();
         tokio::task::spawn_blocking(move || {
+            #[allow(clippy::zombie_processes)] // reaped with wait4 for its rusage
             let child = std::process::Command::new(env!("CARGO_BIN_EXE_ssmcp"))
                 .env_clear()
                 .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -66,6 +67,8 @@ impl Bench {
             let pid = child.id() as libc::pid_t;
             let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
             assert_eq!(r, pid);
+            // Reaped by wait4 above; dropping the handle does not wait again.
+            drop(child);
             assert!(
                 libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
                 "ssmcp {args:?} failed"
