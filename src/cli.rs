@@ -56,6 +56,19 @@ pub struct CopyArgs {
     /// One JSON event per line on stdout: plan, progress, file, summary, error.
     #[arg(long)]
     pub json: bool,
+    /// How the bytes travel: `stream` (python3 receiver + port sessions), `pty` (base64
+    /// through a terminal; slower, needs no python3), or `auto`: stream, falling back to
+    /// pty when the instance has no python3.
+    #[arg(long, value_enum, default_value_t = TransportChoice::Auto)]
+    pub transport: TransportChoice,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TransportChoice {
+    #[default]
+    Auto,
+    Stream,
+    Pty,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -500,3 +500,111 @@ async fn a_512_mib_file_up_and_down() {
     assert_eq!((m.mtime(), m.mtime_nsec()), (r.mtime(), r.mtime_nsec()));
     h.assert_no_sessions_left().await;
 }
+
+#[tokio::test]
+async fn pty_transport_round_trips_a_tree_with_modes_and_times() {
+    let h = Harness::new(fast()).await;
+    let src = h.local().join("site");
+    make_tree(&src, 2000);
+    let (code, _, err) = h
+        .run(&["--transport", "pty", "-r", "-p", s(&src), &remote_arg("")])
+        .await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        snapshot(&src, true),
+        snapshot(&h.remote().join("site"), true)
+    );
+    assert_no_temporaries(&h.remote());
+    let down = h.local().join("down");
+    let (code, _, err) = h
+        .run(&[
+            "--transport",
+            "pty",
+            "-r",
+            "-p",
+            &remote_arg("site"),
+            s(&down),
+        ])
+        .await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(snapshot(&src, true), snapshot(&down, true));
+    assert_no_temporaries(&h.local());
+    h.assert_no_sessions_left().await;
+}
+
+#[tokio::test]
+async fn without_python3_the_copy_falls_back_to_the_pty_and_says_so() {
+    let mut cfg = fast();
+    cfg.instances = vec![ssm_sim::config::InstanceConfig::new(INSTANCE).without(&["python3"])];
+    let h = Harness::new(cfg).await;
+    let src = h.local().join("t");
+    make_tree(&src, 5);
+    let (code, _, err) = h.run(&["-r", s(&src), &remote_arg("")]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("no python3") && err.contains("pty"), "{err}");
+    assert_eq!(
+        snapshot(&src, false),
+        snapshot(&h.remote().join("t"), false)
+    );
+    let back = h.local().join("back");
+    let (code, _, err) = h.run(&["-r", &remote_arg("t"), s(&back)]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(snapshot(&src, false), snapshot(&back, false));
+    // Forcing the stream transport is refused clearly instead.
+    let (code, _, err) = h
+        .run(&["--transport", "stream", "-r", s(&src), &remote_arg("")])
+        .await;
+    assert_eq!(code, 68, "{err}");
+    assert!(err.contains("python3"), "{err}");
+    h.assert_no_sessions_left().await;
+}
+
+#[tokio::test]
+async fn pty_transport_reports_bad_destinations_and_sources() {
+    let h = Harness::new(fast()).await;
+    let f = h.local().join("f.txt");
+    std::fs::write(&f, b"x").unwrap();
+    let pty = ["--transport", "pty"];
+    let dest = remote_arg("no/such/dir/f.txt");
+    let (code, _, err) = h.run(&[&pty[..], &[s(&f), &dest]].concat()).await;
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("does not exist"), "{err}");
+    let src = remote_arg("nothing-here");
+    let (code, _, err) = h.run(&[&pty[..], &[&src, s(&h.local())]].concat()).await;
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("No such file"), "{err}");
+    assert_no_temporaries(&h.remote());
+    h.assert_no_sessions_left().await;
+}
+
+#[tokio::test]
+async fn sigint_mid_pty_upload_leaves_nothing() {
+    let h = Harness::new(ssm_sim::SimConfig::default()).await;
+    let f = h.local().join("big");
+    std::fs::write(&f, pattern(2, 16 * 1024 * 1024)).unwrap();
+    std::fs::write(h.remote().join("big"), b"previous").unwrap();
+    let child = interrupt_midway(
+        &h,
+        &["--transport", "pty", "-l", "20000", s(&f), &remote_arg("")],
+        &h.remote(),
+    )
+    .await;
+    interrupt(&child);
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    h.assert_no_sessions_left().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while std::fs::read_dir(h.remote()).unwrap().count() > 1 {
+        assert!(tokio::time::Instant::now() < deadline, "temporaries left");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(std::fs::read(h.remote().join("big")).unwrap(), b"previous");
+}

@@ -2,14 +2,14 @@
 //! transport. Every session opened here is ended on every path out, ^C included.
 
 use super::{Context, Signals};
-use crate::cli::{CopyArgs, Global};
+use crate::cli::{CopyArgs, Global, TransportChoice};
 use crate::error::{Error, Kind, Result};
 use crate::plan::{self, Plan};
 use crate::progress::Reporter;
 use crate::remote::RunAs;
 use crate::target::Target;
 use crate::transport::stream::{self, Connection, Endpoint, Manifest, Pull, Push, Receiver};
-use crate::transport::{PlaceOptions, Progress, Summary};
+use crate::transport::{pty, PlaceOptions, Progress, Summary};
 use serde_json::json;
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
@@ -294,14 +294,24 @@ async fn upload(
     for w in &plan.warnings {
         ctx.warn(w);
     }
+    let endpoint = endpoint(&ctx);
+    let receiver = match args.transport {
+        TransportChoice::Pty => None,
+        _ => tokio::select! {
+            r = Receiver::start(&endpoint, run_as) => r?,
+            _ = signals.recv() => return Err(interrupted()),
+        },
+    };
+    let Some(receiver) = receiver else {
+        no_python_unless_auto(args)?;
+        return pty_upload(
+            &ctx, args, &endpoint, run_as, &plan, dest, signals, reporter,
+        )
+        .await;
+    };
     reporter.note(
         "transport stream: a python3 receiver on the instance, one port session for the upload",
     );
-    let endpoint = endpoint(&ctx);
-    let receiver = tokio::select! {
-        r = Receiver::start(&endpoint, run_as) => r?,
-        _ = signals.recv() => return Err(interrupted()),
-    };
     let conn = tokio::select! {
         c = receiver.connect() => c,
         _ = signals.recv() => Err(interrupted()),
@@ -317,11 +327,8 @@ async fn upload(
     let job = Push {
         plan: &plan,
         dest,
-        place: PlaceOptions {
-            preserve: args.preserve,
-            atomic: args.atomic,
-        },
-        limit: args.limit.map(|kbit| kbit * 1000 / 8),
+        place: place_options(args),
+        limit: limit(args),
     };
     let outcome = tokio::select! {
         r = stream::push(&mut conn, job, reporter) => r,
@@ -330,6 +337,72 @@ async fn upload(
     let mut warnings = conn.close().await;
     warnings.extend(receiver.close().await);
     report_warnings(&ctx, warnings);
+    outcome
+}
+
+/// `-l` is in Kbit/s, as scp's; transports want bytes per second.
+fn limit(args: &CopyArgs) -> Option<u64> {
+    args.limit.map(|kbit| kbit * 1000 / 8)
+}
+
+fn place_options(args: &CopyArgs) -> PlaceOptions {
+    PlaceOptions {
+        preserve: args.preserve,
+        atomic: args.atomic,
+    }
+}
+
+/// `--transport stream` on an instance without python3 is an error, not a fallback.
+fn no_python_unless_auto(args: &CopyArgs) -> Result<()> {
+    if args.transport == TransportChoice::Stream {
+        return Err(Error::new(
+            Kind::Target,
+            "the instance has no python3, which the stream transport needs",
+        )
+        .hint("install python3 (3.6 or newer) on the instance, or use --transport pty"));
+    }
+    Ok(())
+}
+
+/// Say which transport runs and why; a fallback the user did not ask for is a warning.
+fn announce_pty(ctx: &Context, args: &CopyArgs, reporter: &Reporter) {
+    if args.transport == TransportChoice::Pty {
+        reporter.note("transport pty (--transport pty): base64 through one terminal session");
+    } else {
+        let why = "the instance has no python3: falling back to the pty transport (base64 through one terminal session; slower)";
+        ctx.warn(why);
+        reporter.note(why);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn pty_upload(
+    ctx: &Context,
+    args: &CopyArgs,
+    endpoint: &Endpoint,
+    run_as: &RunAs,
+    plan: &Plan,
+    dest: &[u8],
+    signals: &mut Signals,
+    reporter: &Reporter,
+) -> Result<Summary> {
+    if args.atomic {
+        return Err(Error::usage(
+            "--atomic needs the stream transport (python3 on the instance)",
+        ));
+    }
+    announce_pty(ctx, args, reporter);
+    let mut shell = tokio::select! {
+        s = pty::Shell::start(endpoint, run_as) => s?,
+        _ = signals.recv() => return Err(interrupted()),
+    };
+    reporter.plan(plan.files, plan.bytes);
+    let place = place_options(args);
+    let outcome = tokio::select! {
+        r = pty::push(&mut shell, plan, dest, &place, limit(args), reporter) => r,
+        _ = signals.recv() => Err(interrupted()),
+    };
+    report_warnings(ctx, shell.close().await);
     outcome
 }
 
@@ -373,9 +446,19 @@ async fn download(
 ) -> Result<Summary> {
     let ctx = Context::new(global, target).await?;
     let endpoint = endpoint(&ctx);
-    let receiver = tokio::select! {
-        r = Receiver::start(&endpoint, run_as) => r?,
-        _ = signals.recv() => return Err(interrupted()),
+    let receiver = match args.transport {
+        TransportChoice::Pty => None,
+        _ => tokio::select! {
+            r = Receiver::start(&endpoint, run_as) => r?,
+            _ = signals.recv() => return Err(interrupted()),
+        },
+    };
+    let Some(receiver) = receiver else {
+        no_python_unless_auto(args)?;
+        return pty_download(
+            &ctx, args, &endpoint, run_as, sources, dest, signals, reporter,
+        )
+        .await;
     };
     let job = Pull {
         sources,
@@ -396,6 +479,36 @@ async fn download(
         .collect();
     warnings.extend(receiver.close().await);
     report_warnings(&ctx, warnings);
+    outcome
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn pty_download(
+    ctx: &Context,
+    args: &CopyArgs,
+    endpoint: &Endpoint,
+    run_as: &RunAs,
+    sources: &[Vec<u8>],
+    dest: &std::path::Path,
+    signals: &mut Signals,
+    reporter: &Reporter,
+) -> Result<Summary> {
+    if args.dry_run {
+        return Err(Error::usage(
+            "--dry-run of a download needs the stream transport (python3 on the instance)",
+        ));
+    }
+    announce_pty(ctx, args, reporter);
+    let mut shell = tokio::select! {
+        s = pty::Shell::start(endpoint, run_as) => s?,
+        _ = signals.recv() => return Err(interrupted()),
+    };
+    let warn = |w: &str| ctx.warn(w);
+    let outcome = tokio::select! {
+        r = pty::pull(&mut shell, sources, args.recursive, dest, args.preserve, reporter, &warn) => r,
+        _ = signals.recv() => Err(interrupted()),
+    };
+    report_warnings(ctx, shell.close().await);
     outcome
 }
 

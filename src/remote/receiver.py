@@ -117,8 +117,10 @@ class Stage:
         self.dirs = []  # (path, mode, mtime, created by us) to apply at commit
         self.files = []  # (temp, final)
         self.links = []  # (temp, final)
-        self.swaps = []  # (staging root, final root) for atomic trees
+        self.swaps = []  # (staging root, final root) for trees built beside
+        self.staging = set()  # staging roots: written in place, removed whole on failure
         self.kinds = {}  # final path -> b"d" / b"f" / b"l" for everything staged so far
+        self.verified = set()  # directories known to be real (checked or made by us)
 
     def claim(self, path, kind):
         """One entry per path, and nothing below a staged symlink or file: a bundle that
@@ -127,17 +129,27 @@ class Stage:
             raise Failure("protocol", "the bundle names %s twice" % shown(path))
         parent = os.path.dirname(path)
         while parent and parent != b"/":
-            if self.kinds.get(parent, b"d") != b"d":
+            seen = self.kinds.get(parent)
+            if seen == b"d":
+                break  # its own ancestors were checked when it was claimed
+            if seen is not None:
                 raise Failure("protocol", "refusing to write through the symlink %s" % shown(parent))
             parent = os.path.dirname(parent)
         self.kinds[path] = kind
 
-    def stage_beside(self, top):
-        """--atomic: build this tree beside its destination and swap it in at commit."""
+    def stage_beside(self, top, replace):
+        """Build this tree beside its destination and swap it in at commit: for --atomic,
+        and for a tree that does not exist yet. Inside a staging tree files are written
+        under their own names (it all appears with one rename), which halves the
+        metadata work for many small files."""
         final = self.roots[top]
         staging = sibling(final, self.token, b"new")
-        self.swaps.append((staging, final))
+        self.swaps.append((staging, final, replace))
         self.roots[top] = staging
+        self.staging.add(staging)
+
+    def in_staging(self, path):
+        return any(path == r or path.startswith(r + b"/") for r in self.staging)
 
     def target(self, rel):
         parts = split_rel(rel)
@@ -147,6 +159,9 @@ class Stage:
 
     def ensure_dirs(self, root, parts):
         """Make root/parts… as real directories, never passing through a symlink."""
+        whole = os.path.join(root, *parts) if parts else root
+        if whole in self.verified:
+            return whole
         path = root
         if not os.path.lexists(root):
             self.mkdir(root)
@@ -164,6 +179,7 @@ class Stage:
                 raise Failure("protocol", "refusing to write through the symlink %s" % shown(path))
             if not os.path.isdir(path):
                 raise Failure("usage", "%s exists and is not a directory" % shown(path))
+        self.verified.add(whole)
         return path
 
     def mkdir(self, path):
@@ -189,46 +205,47 @@ class Stage:
 
     def file(self, rf, rel, mode, mtime, size):
         parent, name, final = self.place(rel, b"f")
-        if os.path.isdir(final) and not os.path.islink(final):
-            raise Failure("usage", "cannot overwrite directory %s with a file" % shown(final))
-        temp = os.path.join(parent, b"." + name[:180] + b".ssmcp-" + self.token + b".tmp")
+        direct = self.in_staging(final)
+        temp = final if direct else os.path.join(parent, b"." + name[:180] + b".ssmcp-" + self.token + b".tmp")
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
         try:
             fd = os.open(temp, flags, 0o600)
         except OSError as e:
             raise os_failure("cannot create", final, e)
-        self.files.append((temp, final))
+        if not direct:
+            self.files.append((temp, final))
         digest = hashlib.sha256()
-        with os.fdopen(fd, "wb", buffering=CHUNK) as out:
+        try:
             left = size
             while left:
                 chunk = rf.read(min(CHUNK, left))
                 if not chunk:
                     raise Failure("protocol", "the bundle ended inside %s" % shown(rel))
                 digest.update(chunk)
-                try:
-                    out.write(chunk)
-                except OSError as e:
-                    raise os_failure("cannot write", final, e)
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view):]
                 left -= len(chunk)
             if not hmac.compare_digest(digest.digest(), read_exact(rf, 32)):
                 raise Failure("integrity", "SHA-256 mismatch for %s" % shown(final))
-            try:
-                os.fchmod(out.fileno(), mode & 0o7777 if self.preserve else mode & 0o777 & ~self.umask)
-                out.flush()
-                if self.preserve:
-                    os.utime(out.fileno(), ns=ns_pair(mtime))
-            except OSError as e:
-                raise os_failure("cannot finish", final, e)
+            os.fchmod(fd, mode & 0o7777 if self.preserve else mode & 0o777 & ~self.umask)
+            if self.preserve:
+                os.utime(fd, ns=ns_pair(mtime))
+        except OSError as e:
+            raise os_failure("cannot write", final, e)
+        finally:
+            os.close(fd)
 
     def link(self, rel, target, mtime):
         parent, name, final = self.place(rel, b"l")
-        temp = os.path.join(parent, b"." + name[:180] + b".ssmcp-" + self.token + b".lnk")
+        direct = self.in_staging(final)
+        temp = final if direct else os.path.join(parent, b"." + name[:180] + b".ssmcp-" + self.token + b".lnk")
         try:
             os.symlink(target, temp)
         except OSError as e:
             raise os_failure("cannot create symlink", final, e)
-        self.links.append((temp, final))
+        if not direct:
+            self.links.append((temp, final))
         if self.preserve:
             try:
                 os.utime(temp, ns=ns_pair(mtime), follow_symlinks=False)
@@ -237,8 +254,12 @@ class Stage:
 
     def commit(self):
         for temp, final in self.files + self.links:
-            if os.path.isdir(final) and not os.path.islink(final):
-                raise Failure("usage", "cannot overwrite directory %s" % shown(final))
+            try:
+                is_dir = stat.S_ISDIR(os.lstat(final).st_mode)
+            except OSError:
+                is_dir = False
+            if is_dir:
+                raise Failure("usage", "cannot overwrite directory %s with a file" % shown(final))
         try:
             for temp, final in self.files + self.links:
                 os.replace(temp, final)
@@ -249,8 +270,8 @@ class Stage:
                     os.utime(path, ns=ns_pair(mtime))
                 elif created:
                     os.chmod(path, mode & 0o777 & ~self.umask)
-            for staging, final in self.swaps:
-                swap_in(staging, final, self.token)
+            for staging, final, replace in self.swaps:
+                swap_in(staging, final, self.token, replace)
         except OSError as e:
             raise os_failure("cannot place", getattr(e, "filename", b"") or b"", e)
         self.files, self.links, self.created, self.swaps = [], [], [], []
@@ -261,7 +282,7 @@ class Stage:
                 os.unlink(temp)
             except OSError:
                 pass
-        for staging, _ in self.swaps:
+        for staging, _, _ in self.swaps:
             remove_tree(staging)
         for path in reversed(self.created):
             try:
@@ -285,9 +306,13 @@ def sibling(final, token, what):
     return os.path.join(parent, b"." + name[:180] + b".ssmcp-" + token + b"." + what)
 
 
-def swap_in(staging, final, token):
-    """Replace the tree at `final` with `staging`: two renames, the old tree removed after."""
+def swap_in(staging, final, token, replace):
+    """Put the tree `staging` at `final`. With `replace` (--atomic), a tree already there
+    is swapped out with two renames and removed; otherwise one that appeared while we
+    copied is left alone and the copy fails."""
     if os.path.lexists(final):
+        if not replace:
+            raise Failure("usage", "%s appeared while the copy ran; it was left alone" % shown(final))
         old = sibling(final, token, b"old")
         os.rename(final, old)
         os.rename(staging, final)
@@ -350,10 +375,10 @@ def op_push(req, rf, wf, token):
     try:
         if create is not None:
             stage.mkdir(create)
-        if req.get("atomic"):
-            for t in tops:
-                if t["dir"]:
-                    stage.stage_beside(t["name"])
+        for t in tops:
+            fresh = not os.path.lexists(roots[t["name"]])
+            if t["dir"] and (req.get("atomic") or fresh):
+                stage.stage_beside(t["name"], bool(req.get("atomic")))
         files = total = entries = 0
         while True:
             tag = read_exact(rf, 1)

@@ -2,9 +2,11 @@
 //! local plan (uploads) or remote sources (downloads) and reports progress as events;
 //! none of them knows about the terminal.
 
+pub mod pty;
 pub mod stream;
 
 use crate::error::{Error, Kind};
+use std::time::{Duration, Instant};
 
 /// Progress events; `progress.rs` renders them as bars or JSON lines.
 pub trait Progress: Send + Sync {
@@ -55,5 +57,32 @@ pub fn remote_failure(class: &str, message: &str) -> Error {
     match hint {
         Some(h) => e.hint(h),
         None => e,
+    }
+}
+
+/// Keeps a sender under `-l` (bytes per second).
+pub struct Limiter {
+    rate: Option<u64>,
+    start: Instant,
+    sent: u64,
+}
+
+impl Limiter {
+    pub fn new(bytes_per_sec: Option<u64>) -> Limiter {
+        Limiter {
+            rate: bytes_per_sec.filter(|r| *r > 0),
+            start: Instant::now(),
+            sent: 0,
+        }
+    }
+
+    pub async fn take(&mut self, n: usize) {
+        let Some(rate) = self.rate else { return };
+        self.sent += n as u64;
+        let due = Duration::from_secs_f64(self.sent as f64 / rate as f64);
+        let elapsed = self.start.elapsed();
+        if due > elapsed {
+            tokio::time::sleep(due - elapsed).await;
+        }
     }
 }

@@ -3,7 +3,7 @@
 //! agent does not pace what it receives); downloads stripe file ranges over several,
 //! because the agent paces what it sends per session.
 
-use super::{remote_failure, PlaceOptions, Progress, Summary};
+use super::{remote_failure, Limiter, PlaceOptions, Progress, Summary};
 use crate::bundle::{components, Record, DIGEST_LEN};
 use crate::error::{Error, Kind, Result};
 use crate::plan::Plan;
@@ -20,7 +20,7 @@ use std::collections::VecDeque;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::{
     AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter,
     DuplexStream, ReadHalf, WriteHalf,
@@ -60,7 +60,9 @@ pub struct Receiver {
 }
 
 impl Receiver {
-    pub async fn start(endpoint: &Endpoint, run_as: &RunAs) -> Result<Receiver> {
+    /// Start the receiver; `None` when the instance has no python3 (the session is
+    /// already ended then, and the caller may fall back to the pty transport).
+    pub async fn start(endpoint: &Endpoint, run_as: &RunAs) -> Result<Option<Receiver>> {
         let spec = SessionSpec {
             target: endpoint.instance.clone(),
             document: command::DOCUMENT.to_string(),
@@ -69,13 +71,17 @@ impl Receiver {
         let (session, mut channel) =
             session::start(&endpoint.ssm, &spec, endpoint.channel.clone()).await?;
         match tokio::time::timeout(READY_TIMEOUT, wait_ready(&mut channel, run_as)).await {
-            Ok(Ok((port, token))) => Ok(Receiver {
+            Ok(Ok(Some((port, token)))) => Ok(Some(Receiver {
                 endpoint: endpoint.clone(),
                 session,
                 channel,
                 port,
                 token,
-            }),
+            })),
+            Ok(Ok(None)) => {
+                let _ = session.end(Some(&mut channel)).await;
+                Ok(None)
+            }
             Ok(Err(e)) => {
                 let _ = session.end(Some(&mut channel)).await;
                 Err(e)
@@ -157,7 +163,7 @@ impl Receiver {
     }
 }
 
-async fn wait_ready(channel: &mut Channel, run_as: &RunAs) -> Result<(u16, String)> {
+async fn wait_ready(channel: &mut Channel, run_as: &RunAs) -> Result<Option<(u16, String)>> {
     let mut scanner = LaunchScanner::default();
     let mut next = match handshake::perform(channel).await? {
         Start::NoHandshake(first) => Some(first),
@@ -174,14 +180,8 @@ async fn wait_ready(channel: &mut Channel, run_as: &RunAs) -> Result<(u16, Strin
         };
         match m {
             Inbound::Data(_, bytes) => match scanner.push(&bytes) {
-                Launch::Ready { port, token } => return Ok((port, token)),
-                Launch::NoPython => {
-                    return Err(Error::new(
-                        Kind::Target,
-                        "the instance has no python3, which the stream transport needs",
-                    )
-                    .hint("install python3 on the instance (any 3.6 or newer)"))
-                }
+                Launch::Ready { port, token } => return Ok(Some((port, token))),
+                Launch::NoPython => return Ok(None),
                 Launch::Pending => {}
             },
             Inbound::Closed(_) => return Err(launch_failure(&scanner.output(), run_as)),
@@ -273,33 +273,6 @@ fn lost(e: std::io::Error) -> Error {
     Error::transfer(format!("lost the connection to the receiver: {e}"))
 }
 
-/// Keeps a sender under `-l` (bytes per second).
-pub struct Limiter {
-    rate: Option<u64>,
-    start: Instant,
-    sent: u64,
-}
-
-impl Limiter {
-    pub fn new(bytes_per_sec: Option<u64>) -> Limiter {
-        Limiter {
-            rate: bytes_per_sec.filter(|r| *r > 0),
-            start: Instant::now(),
-            sent: 0,
-        }
-    }
-
-    async fn take(&mut self, n: usize) {
-        let Some(rate) = self.rate else { return };
-        self.sent += n as u64;
-        let due = Duration::from_secs_f64(self.sent as f64 / rate as f64);
-        let elapsed = self.start.elapsed();
-        if due > elapsed {
-            tokio::time::sleep(due - elapsed).await;
-        }
-    }
-}
-
 // ------------------------------------------------------------------------- upload
 
 pub struct Push<'a> {
@@ -352,6 +325,16 @@ pub async fn push(
     })
 }
 
+/// Files up to this size are read in one go.
+const SMALL_FILE: u64 = 64 * 1024;
+
+fn changed(path: &Path) -> Error {
+    Error::usage(format!(
+        "{} changed size while it was being copied; nothing was put in place",
+        path.display()
+    ))
+}
+
 async fn send_bundle<W: AsyncWrite + Unpin>(
     w: &mut W,
     plan: &Plan,
@@ -364,33 +347,44 @@ async fn send_bundle<W: AsyncWrite + Unpin>(
         let Record::File { meta, size } = &entry.record else {
             continue;
         };
-        let mut file = tokio::fs::File::open(&entry.source).await.map_err(|e| {
+        let cannot_read = |e: std::io::Error| {
             Error::usage(format!(
                 "cannot read {}: {}",
                 entry.source.display(),
                 crate::plan::io_reason(&e)
             ))
-        })?;
+        };
         let mut hash = Sha256::new();
-        let mut left = *size;
-        while left > 0 {
-            let want = buf.len().min(left as usize);
-            let n = file.read(&mut buf[..want]).await.map_err(|e| {
-                Error::usage(format!("cannot read {}: {e}", entry.source.display()))
-            })?;
-            if n == 0 {
-                // The receiver is mid-file and cannot be told; dropping the connection
-                // makes it discard everything staged.
-                return Err(Error::usage(format!(
-                    "{} shrank while it was being copied; nothing was put in place",
-                    entry.source.display()
-                )));
+        if *size <= SMALL_FILE {
+            // Small files are read in one blocking call: a trip through tokio's blocking
+            // pool per open and read costs more than the read (10,000 small files).
+            let data = std::fs::read(&entry.source).map_err(cannot_read)?;
+            if data.len() as u64 != *size {
+                return Err(changed(&entry.source));
             }
-            hash.update(&buf[..n]);
-            limiter.take(n).await;
-            w.write_all(&buf[..n]).await.map_err(lost)?;
-            progress.advance(n as u64);
-            left -= n as u64;
+            hash.update(&data);
+            limiter.take(data.len()).await;
+            w.write_all(&data).await.map_err(lost)?;
+            progress.advance(*size);
+        } else {
+            let mut file = tokio::fs::File::open(&entry.source)
+                .await
+                .map_err(cannot_read)?;
+            let mut left = *size;
+            while left > 0 {
+                let want = buf.len().min(left as usize);
+                let n = file.read(&mut buf[..want]).await.map_err(cannot_read)?;
+                if n == 0 {
+                    // The receiver is mid-file and cannot be told; dropping the
+                    // connection makes it discard everything staged.
+                    return Err(changed(&entry.source));
+                }
+                hash.update(&buf[..n]);
+                limiter.take(n).await;
+                w.write_all(&buf[..n]).await.map_err(lost)?;
+                progress.advance(n as u64);
+                left -= n as u64;
+            }
         }
         w.write_all(&hash.finalize()).await.map_err(lost)?;
         progress.file_done(&meta.path, *size);
