@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
     override_usage = "ssmcp [OPTIONS] SRC... DEST\n       ssmcp forward TARGET [LOCAL:]REMOTE_PORT\n       ssmcp exec TARGET -- COMMAND...",
     after_help = "Remote paths are [user@]TARGET:PATH, TARGET being i-…, mi-…, i-….REGION[.PROFILE] or name:NAME (the Name tag).\nRelative remote paths and ~ are under the remote user's home. A source directory written with a trailing / copies its contents.",
     propagate_version = true,
-    args_conflicts_with_subcommands = true,
+    subcommand_precedence_over_arg = true,
     subcommand_negates_reqs = true
 )]
 pub struct Cli {
@@ -125,4 +125,30 @@ pub struct ExecArgs {
     /// The command and its arguments, joined by spaces and run by sh, as ssh does.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
     pub command: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn global_flags_may_precede_a_subcommand() {
+        let cli = Cli::try_parse_from([
+            "ssmcp",
+            "-v",
+            "--region",
+            "x",
+            "exec",
+            "i-12345678",
+            "--",
+            "true",
+        ])
+        .unwrap();
+        assert!(matches!(cli.command, Some(Command::Exec(_))));
+        let cli = Cli::try_parse_from(["ssmcp", "-rp", "a", "i-12345678:b"]).unwrap();
+        assert!(cli.command.is_none());
+        assert!(cli.copy.recursive && cli.copy.preserve);
+        assert_eq!(cli.copy.paths.len(), 2);
+        assert!(Cli::try_parse_from(["ssmcp", "only-one"]).is_err());
+    }
 }

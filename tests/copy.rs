@@ -608,3 +608,39 @@ async fn sigint_mid_pty_upload_leaves_nothing() {
     }
     assert_eq!(std::fs::read(h.remote().join("big")).unwrap(), b"previous");
 }
+
+#[tokio::test]
+async fn a_full_disk_on_the_instance_fails_the_copy_and_leaves_nothing() {
+    for transport in ["stream", "pty"] {
+        let mut cfg = fast();
+        cfg.instances =
+            vec![ssm_sim::config::InstanceConfig::new(INSTANCE).file_size_limit(256 * 1024)];
+        let h = Harness::new(cfg).await;
+        let src = h.local().join("t");
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("small"), b"fits").unwrap();
+        std::fs::write(src.join("large"), pattern(5, 1024 * 1024)).unwrap();
+        let (code, _, err) = h
+            .run(&["--transport", transport, "-r", s(&src), &remote_arg("")])
+            .await;
+        assert_eq!(code, 73, "{transport}: {err}");
+        let left: Vec<_> = std::fs::read_dir(h.remote()).unwrap().flatten().collect();
+        assert!(left.is_empty(), "{transport}: {left:?}");
+        h.assert_no_sessions_left().await;
+    }
+}
+
+#[tokio::test]
+async fn permission_denied_on_the_instance_is_a_write_failure() {
+    // /sys refuses new files even to root, which the simulated instance runs as.
+    for transport in ["stream", "pty"] {
+        let h = Harness::new(fast()).await;
+        let f = h.local().join("f");
+        std::fs::write(&f, b"x").unwrap();
+        let (code, _, err) = h
+            .run(&["--transport", transport, s(&f), &remote_arg("/sys/kernel/")])
+            .await;
+        assert_eq!(code, 73, "{transport}: {err}");
+        h.assert_no_sessions_left().await;
+    }
+}

@@ -24,6 +24,7 @@ import time
 CHUNK = 256 * 1024
 IDLE_EXIT = 900  # seconds without a connection before giving up on the client
 MAX_LINE = 1 << 20
+LINGER = 30  # seconds to drain a refused client's input
 
 META = struct.Struct(">IqI")  # mode, mtime seconds, mtime nanoseconds
 U16 = struct.Struct(">H")
@@ -536,6 +537,20 @@ def reply(wf, obj):
     wf.flush()
 
 
+def refuse(conn, rf, wf, cls, message):
+    """Answer with a failure, then read and discard what the client is still sending
+    until it hangs up (bounded): closing a socket with unread input resets the
+    connection, and the reset can destroy the answer before the client reads it."""
+    reply(wf, {"ok": False, "class": cls, "error": message})
+    try:
+        conn.shutdown(socket.SHUT_WR)
+        conn.settimeout(LINGER)
+        while rf.read1(CHUNK) if hasattr(rf, "read1") else rf.read(CHUNK):
+            pass
+    except (OSError, socket.timeout):
+        pass
+
+
 def serve(conn, token, manifests, activity):
     activity.enter()
     try:
@@ -561,14 +576,14 @@ def serve(conn, token, manifests, activity):
                 else:
                     raise Failure("protocol", "unknown request %r" % op)
             except Failure as f:
-                reply(wf, {"ok": False, "class": f.cls, "error": f.message})
+                refuse(conn, rf, wf, f.cls, f.message)
                 return
             except (ValueError, KeyError, TypeError) as e:
-                reply(wf, {"ok": False, "class": "protocol", "error": "bad request: %s" % e})
+                refuse(conn, rf, wf, "protocol", "bad request: %s" % e)
                 return
             except OSError as e:
                 f = os_failure("cannot write", os.fsencode(getattr(e, "filename", None) or ""), e)
-                reply(wf, {"ok": False, "class": f.cls, "error": f.message})
+                refuse(conn, rf, wf, f.cls, f.message)
                 return
     except (OSError, EOFError):
         pass

@@ -69,7 +69,7 @@ fn launch_command(run_as: &RunAs) -> String {
         RunAs::Sudo(Some(u)) => format!("sudo -n -u {} sh", command::shell_quote(u)),
     };
     format!(
-        "stty raw -echo 2>/dev/null; T=$(mktemp) || exit 1; trap 'rm -f \"$T\"' EXIT; \
+        "stty raw -echo -iexten 2>/dev/null; T=$(mktemp) || exit 1; trap 'rm -f \"$T\"' EXIT; \
          printf '\\036%s\\n' 'SSMCP-PTY READY'; \
          while IFS= read -r n && [ \"$n\" -gt 0 ]; do head -c \"$n\" > \"$T\"; chmod 644 \"$T\"; {sh} \"$T\"; printf '\\036%s %d\\n' 'SSMCP-PTY DONE' $?; done"
     )
@@ -473,6 +473,7 @@ if [ ! -d \"$1\" ]; then mkdir \"$1\" || fail permission \"cannot create directo
         s.extend_from_slice(&p.temp);
     }
     s.extend_from_slice(b"; } 2>/dev/null || W=1\n");
+    s.extend_from_slice(b"[ -z \"${W:-}\" ] || fail write \"writing the files failed (disk full or not permitted?)\"\n");
     // Digests follow the data, one line per file.
     s.extend_from_slice(b"BAD=\n");
     for (p, _, _) in &files {
@@ -482,7 +483,6 @@ if [ ! -d \"$1\" ]; then mkdir \"$1\" || fail permission \"cannot create directo
         s.extend_from_slice(&p.temp);
         s.extend_from_slice(b" | cut -c1-64)\" = \"$h\" ] || BAD=1\n");
     }
-    s.extend_from_slice(b"[ -z \"${W:-}\" ] || fail write \"writing the files failed (disk full or not permitted?)\"\n");
     s.extend_from_slice(b"[ -z \"$BAD\" ] || fail integrity \"a SHA-256 did not match\"\n");
     // Modes and times on the temporaries, links beside their final names.
     s.extend_from_slice(b"U=$(umask)\n");

@@ -24,6 +24,9 @@ pub struct InstanceConfig {
     /// Commands this instance does not have (e.g. python3): its processes get a PATH
     /// that leaves them out.
     pub missing_commands: Vec<String>,
+    /// A quota in miniature: the instance's processes cannot write files larger than
+    /// this (RLIMIT_FSIZE; writes past it fail with EFBIG, like ENOSPC on a full disk).
+    pub file_size_limit: Option<u64>,
 }
 
 impl InstanceConfig {
@@ -36,7 +39,13 @@ impl InstanceConfig {
             platform_name: "Amazon Linux".into(),
             tags: Vec::new(),
             missing_commands: Vec::new(),
+            file_size_limit: None,
         }
+    }
+
+    pub fn file_size_limit(mut self, bytes: u64) -> Self {
+        self.file_size_limit = Some(bytes);
+        self
     }
 
     pub fn without(mut self, commands: &[&str]) -> Self {

@@ -408,6 +408,7 @@ impl Agent {
         let penv = shell::ProcessEnv {
             path: shell::path_without(&self.session.instance, cfg.home_root.as_deref())?,
             home,
+            file_size_limit: self.session.instance.file_size_limit,
         };
         let version = client_version.unwrap_or_default();
         let plugin = match doc.session_type {

@@ -21,6 +21,7 @@ pub struct Pty {
 pub struct ProcessEnv {
     pub home: Option<PathBuf>,
     pub path: Option<String>,
+    pub file_size_limit: Option<u64>,
 }
 
 impl ProcessEnv {
@@ -105,6 +106,19 @@ impl Pty {
         cmd = cmd.envs(penv.vars()).kill_on_drop(true);
         if let Some(h) = &penv.home {
             cmd = cmd.current_dir(h);
+        }
+        if let Some(limit) = penv.file_size_limit {
+            // SAFETY: setrlimit is async-signal-safe and touches no shared state.
+            cmd = unsafe {
+                cmd.pre_exec(move || {
+                    nix::sys::resource::setrlimit(
+                        nix::sys::resource::Resource::RLIMIT_FSIZE,
+                        limit,
+                        limit,
+                    )
+                    .map_err(std::io::Error::from)
+                })
+            };
         }
         let mut child = cmd.spawn(pts).map_err(|e| e.to_string())?;
         let (mut reader, writer) = pty.into_split();
