@@ -40,6 +40,14 @@ pub struct CopyArgs {
     /// Leave out files and directories matching this glob (name or relative path); repeatable.
     #[arg(long, value_name = "PATTERN")]
     pub exclude: Vec<String>,
+    /// Send only files whose content differs from the destination's (SHA-256 of
+    /// same-size files compared on both sides); nothing is removed unless --delete.
+    #[arg(long)]
+    pub sync: bool,
+    /// Remove from the destination trees what the sources do not have (as rsync
+    /// --delete); only inside directories this copy writes.
+    #[arg(long)]
+    pub delete: bool,
     /// Print what would be copied, copy nothing.
     #[arg(long)]
     pub dry_run: bool,

@@ -36,6 +36,46 @@ pub struct Plan {
     pub bytes: u64,
 }
 
+impl Plan {
+    /// --sync: drop the files whose destination copy (`remote`, one per file in plan
+    /// order) has the same SHA-256 as ours. Returns the bundle paths of the files
+    /// dropped, so --delete keeps them.
+    pub fn drop_unchanged(&mut self, remote: &[Option<[u8; 32]>]) -> Result<Vec<Vec<u8>>> {
+        let mut unchanged = Vec::new();
+        let mut remote = remote.iter();
+        let mut kept = Vec::with_capacity(self.entries.len());
+        for entry in self.entries.drain(..) {
+            let Record::File { meta, size } = &entry.record else {
+                kept.push(entry);
+                continue;
+            };
+            let same = match remote.next() {
+                Some(Some(theirs)) => sha256_file(&entry.source)? == *theirs,
+                _ => false,
+            };
+            if same {
+                self.files -= 1;
+                self.bytes -= size;
+                unchanged.push(meta.path.clone());
+            } else {
+                kept.push(entry);
+            }
+        }
+        self.entries = kept;
+        Ok(unchanged)
+    }
+}
+
+fn sha256_file(path: &Path) -> Result<[u8; 32]> {
+    use sha2::{Digest, Sha256};
+    let mut f = std::fs::File::open(path)
+        .map_err(|e| Error::usage(format!("cannot read {}: {}", path.display(), io_reason(&e))))?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h)
+        .map_err(|e| Error::usage(format!("cannot read {}: {e}", path.display())))?;
+    Ok(h.finalize().into())
+}
+
 pub struct Options<'a> {
     pub recursive: bool,
     pub exclude: &'a [String],

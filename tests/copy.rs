@@ -644,3 +644,72 @@ async fn permission_denied_on_the_instance_is_a_write_failure() {
         h.assert_no_sessions_left().await;
     }
 }
+
+fn summary_of(out: &str) -> serde_json::Value {
+    let last = out.lines().last().expect("a summary line");
+    serde_json::from_str(last).unwrap()
+}
+
+#[tokio::test]
+async fn sync_sends_only_what_changed_and_delete_removes_the_rest() {
+    let h = Harness::new(fast()).await;
+    let src = h.local().join("site");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    std::fs::write(src.join("a"), pattern(1, 1024 * 1024)).unwrap();
+    std::fs::write(src.join("b"), b"old b").unwrap();
+    std::fs::write(src.join("sub/c"), b"c").unwrap();
+    let (code, _, err) = h.run(&["-r", s(&src), &remote_arg("")]).await;
+    assert_eq!(code, 0, "{err}");
+
+    // Change one file (same size, so only the hash tells), add one; the instance gains
+    // extras of its own.
+    std::fs::write(src.join("b"), b"new b").unwrap();
+    std::fs::write(src.join("d"), b"d").unwrap();
+    let remote = h.remote().join("site");
+    std::fs::write(remote.join("extra"), b"x").unwrap();
+    std::fs::create_dir_all(remote.join("old/deeper")).unwrap();
+    std::fs::write(remote.join("old/deeper/f"), b"f").unwrap();
+
+    let (code, out, err) = h
+        .run(&["--json", "--sync", "-r", s(&src), &remote_arg("")])
+        .await;
+    assert_eq!(code, 0, "{err}");
+    let sum = summary_of(&out);
+    assert_eq!(
+        (sum["files"].as_u64(), sum["unchanged"].as_u64()),
+        (Some(2), Some(2)),
+        "{sum}"
+    );
+    assert_eq!(std::fs::read(remote.join("b")).unwrap(), b"new b");
+    assert!(
+        remote.join("extra").exists(),
+        "nothing removed without --delete"
+    );
+
+    let (code, out, err) = h
+        .run(&[
+            "--json",
+            "--sync",
+            "--delete",
+            "-r",
+            s(&src),
+            &remote_arg(""),
+        ])
+        .await;
+    assert_eq!(code, 0, "{err}");
+    let sum = summary_of(&out);
+    assert_eq!(
+        (sum["files"].as_u64(), sum["deleted"].as_u64()),
+        (Some(0), Some(2)),
+        "{sum}"
+    );
+    assert_eq!(snapshot(&src, false), snapshot(&remote, false));
+    assert_no_temporaries(&h.remote());
+
+    // Downloads refuse the upload-only options plainly.
+    let (code, _, err) = h
+        .run(&["--sync", "-r", &remote_arg("site"), s(&h.local().join("x"))])
+        .await;
+    assert_eq!(code, 64, "{err}");
+    h.assert_no_sessions_left().await;
+}

@@ -227,6 +227,8 @@ pub async fn run(global: &Global, args: &CopyArgs) -> Result<i32> {
                 "direction": direction,
                 "files": s.files,
                 "bytes": s.bytes,
+                "unchanged": s.unchanged,
+                "deleted": s.deleted,
                 "seconds": secs,
                 "bytes_per_second": if secs > 0.0 { s.bytes as f64 / secs } else { 0.0 },
                 "dry_run": args.dry_run,
@@ -288,6 +290,7 @@ async fn upload(
         return Ok(Summary {
             files: plan.files,
             bytes: plan.bytes,
+            ..Summary::default()
         });
     }
     let ctx = Context::new(global, target).await?;
@@ -323,21 +326,47 @@ async fn upload(
             return Err(e);
         }
     };
-    reporter.plan(plan.files, plan.bytes);
-    let job = Push {
-        plan: &plan,
-        dest,
-        place: place_options(args),
-        limit: limit(args),
-    };
     let outcome = tokio::select! {
-        r = stream::push(&mut conn, job, reporter) => r,
+        r = push_plan(&mut conn, plan, dest, args, reporter) => r,
         _ = signals.recv() => Err(interrupted()),
     };
     let mut warnings = conn.close().await;
     warnings.extend(receiver.close().await);
     report_warnings(&ctx, warnings);
     outcome
+}
+
+/// Upload `plan` over one connection; with --sync, first leave out what is unchanged.
+async fn push_plan(
+    conn: &mut Connection,
+    mut plan: Plan,
+    dest: &[u8],
+    args: &CopyArgs,
+    reporter: &Reporter,
+) -> Result<Summary> {
+    let unchanged = if args.sync {
+        let theirs = stream::inventory(conn, &plan, dest).await?;
+        plan.drop_unchanged(&theirs)?
+    } else {
+        Vec::new()
+    };
+    if !unchanged.is_empty() {
+        reporter.note(&format!(
+            "--sync: {} unchanged file(s) left alone",
+            unchanged.len()
+        ));
+    }
+    reporter.plan(plan.files, plan.bytes);
+    let job = Push {
+        plan: &plan,
+        dest,
+        place: place_options(args),
+        limit: limit(args),
+        delete_keeping: args.delete.then_some(unchanged.as_slice()),
+    };
+    let mut summary = stream::push(conn, job, reporter).await?;
+    summary.unchanged = unchanged.len() as u64;
+    Ok(summary)
 }
 
 /// `-l` is in Kbit/s, as scp's; transports want bytes per second.
@@ -386,9 +415,9 @@ async fn pty_upload(
     signals: &mut Signals,
     reporter: &Reporter,
 ) -> Result<Summary> {
-    if args.atomic {
+    if args.atomic || args.sync || args.delete {
         return Err(Error::usage(
-            "--atomic needs the stream transport (python3 on the instance)",
+            "--atomic, --sync and --delete need the stream transport (python3 on the instance)",
         ));
     }
     announce_pty(ctx, args, reporter);
@@ -444,6 +473,11 @@ async fn download(
     signals: &mut Signals,
     reporter: &Reporter,
 ) -> Result<Summary> {
+    if args.sync || args.delete {
+        return Err(Error::usage(
+            "--sync and --delete apply to uploads; downloads always copy everything",
+        ));
+    }
     let ctx = Context::new(global, target).await?;
     let endpoint = endpoint(&ctx);
     let receiver = match args.transport {

@@ -23,7 +23,7 @@ import time
 
 CHUNK = 256 * 1024
 IDLE_EXIT = 900  # seconds without a connection before giving up on the client
-MAX_LINE = 1 << 20
+MAX_LINE = 64 << 20  # a --sync inventory names every file of the tree
 LINGER = 30  # seconds to drain a refused client's input
 
 META = struct.Struct(">IqI")  # mode, mtime seconds, mtime nanoseconds
@@ -109,8 +109,11 @@ def split_rel(path):
 class Stage:
     """Everything one upload writes, so it can be committed or undone as a whole."""
 
-    def __init__(self, roots, token, preserve):
+    def __init__(self, roots, token, preserve, keep=None):
         self.roots = roots  # top name -> final absolute path
+        # --delete: final paths the client has but did not resend (unchanged); None
+        # when nothing is to be deleted.
+        self.keep = keep
         self.token = token
         self.preserve = preserve
         self.umask = current_umask()
@@ -121,6 +124,7 @@ class Stage:
         self.swaps = []  # (staging root, final root) for trees built beside
         self.staging = set()  # staging roots: written in place, removed whole on failure
         self.kinds = {}  # final path -> b"d" / b"f" / b"l" for everything staged so far
+        self.deleted = 0
         self.verified = set()  # directories known to be real (checked or made by us)
 
     def claim(self, path, kind):
@@ -273,9 +277,37 @@ class Stage:
                     os.chmod(path, mode & 0o777 & ~self.umask)
             for staging, final, replace in self.swaps:
                 swap_in(staging, final, self.token, replace)
+            if self.keep is not None:
+                self.deleted = self.delete_extraneous()
         except OSError as e:
             raise os_failure("cannot place", getattr(e, "filename", b"") or b"", e)
         self.files, self.links, self.created, self.swaps = [], [], [], []
+
+    def delete_extraneous(self):
+        """--delete: remove what the destination trees hold that the copy did not bring
+        or keep. Never follows symlinks; only under the copy's own directory roots."""
+        wanted = set(self.kinds) | self.keep
+        staged = set(r for r, _, _ in self.swaps)
+        count = 0
+        for top, root in self.roots.items():
+            if root in staged or self.kinds.get(root) != b"d":
+                continue
+            pending = [root]
+            while pending:
+                d = pending.pop()
+                for name in os.listdir(d):
+                    p = os.path.join(d, name)
+                    if p in wanted:
+                        if self.kinds.get(p) == b"d":
+                            pending.append(p)
+                        continue
+                    st = os.lstat(p)
+                    if stat.S_ISDIR(st.st_mode):
+                        remove_tree(p)
+                    else:
+                        os.unlink(p)
+                    count += 1
+        return count
 
     def abort(self):
         for temp, _ in self.files + self.links:
@@ -372,7 +404,15 @@ def op_push(req, rf, wf, token):
             if len(split_rel(t["name"])) != 1:
                 raise Failure("protocol", "a source name must be one path component")
     roots, create = resolve_destination(unhex(req["dest"]), tops)
-    stage = Stage(roots, token, bool(req.get("preserve")))
+    keep = None
+    if req.get("delete"):
+        keep = set()
+        for rel in req.get("keep", []):
+            parts = split_rel(unhex(rel))
+            if parts[0] not in roots:
+                raise Failure("protocol", "a kept path outside the announced sources")
+            keep.add(os.path.join(roots[parts[0]], *parts[1:]) if parts[1:] else roots[parts[0]])
+    stage = Stage(roots, token, bool(req.get("preserve")), keep)
     try:
         if create is not None:
             stage.mkdir(create)
@@ -410,10 +450,38 @@ def op_push(req, rf, wf, token):
             else:
                 raise Failure("protocol", "unknown bundle record %r" % tag)
         stage.commit()
-        reply(wf, {"ok": True, "files": files, "bytes": total})
+        reply(wf, {"ok": True, "files": files, "bytes": total, "deleted": stage.deleted})
     except BaseException:
         stage.abort()
         raise
+
+
+def op_inventory(req, wf):
+    """--sync: for each file the client would send, the SHA-256 of what the destination
+    already holds there, when it is a regular file of the same size."""
+    tops = [{"name": unhex(t["name"]), "dir": bool(t["dir"])} for t in req["tops"]]
+    roots, _ = resolve_destination(unhex(req["dest"]), tops)
+    answers = []
+    for rel_hex, size in req["files"]:
+        parts = split_rel(unhex(rel_hex))
+        if parts[0] not in roots:
+            raise Failure("protocol", "an inventory path outside the announced sources")
+        path = os.path.join(roots[parts[0]], *parts[1:]) if parts[1:] else roots[parts[0]]
+        answers.append(b"\0")
+        try:
+            st = os.lstat(path)
+            if stat.S_ISREG(st.st_mode) and st.st_size == size:
+                digest = hashlib.sha256()
+                with open(path, "rb") as f:
+                    for chunk in iter(lambda: f.read(CHUNK), b""):
+                        digest.update(chunk)
+                answers[-1] = b"\1" + digest.digest()
+        except OSError:
+            pass
+    reply(wf, {"ok": True, "count": len(answers)})
+    for a in answers:
+        wf.write(a)
+    wf.flush()
 
 
 # ---------------------------------------------------------------- sending (download)
@@ -573,6 +641,8 @@ def serve(conn, token, manifests, activity):
                     op_list(req, wf, manifests)
                 elif op == "read":
                     op_read(req, wf, manifests)
+                elif op == "inventory":
+                    op_inventory(req, wf)
                 else:
                     raise Failure("protocol", "unknown request %r" % op)
             except Failure as f:

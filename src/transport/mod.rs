@@ -34,6 +34,10 @@ pub struct PlaceOptions {
 pub struct Summary {
     pub files: u64,
     pub bytes: u64,
+    /// --sync: files left alone because the destination already had them.
+    pub unchanged: u64,
+    /// --delete: entries removed from the destination.
+    pub deleted: u64,
 }
 
 /// A failure the receiver reported, by its class (see remote/receiver.py).

@@ -634,6 +634,7 @@ pub async fn push(
     Ok(Summary {
         files: words.next().and_then(|w| w.parse().ok()).unwrap_or(0),
         bytes: words.next().and_then(|w| w.parse().ok()).unwrap_or(0),
+        ..Summary::default()
     })
 }
 

@@ -281,6 +281,53 @@ pub struct Push<'a> {
     pub dest: &'a [u8],
     pub place: PlaceOptions,
     pub limit: Option<u64>,
+    /// --delete: remove what the destination trees hold beyond the plan and these
+    /// (bundle paths of unchanged files --sync left out of the plan).
+    pub delete_keeping: Option<&'a [Vec<u8>]>,
+}
+
+fn tops_json(plan: &Plan) -> Vec<serde_json::Value> {
+    plan.tops
+        .iter()
+        .map(|t| json!({"name": hex::encode(&t.name), "dir": t.is_dir}))
+        .collect()
+}
+
+/// --sync: what the destination already holds for each file of the plan, in plan
+/// order: its SHA-256 when it is a regular file of the same size.
+pub async fn inventory(
+    conn: &mut Connection,
+    plan: &Plan,
+    dest: &[u8],
+) -> Result<Vec<Option<[u8; DIGEST_LEN]>>> {
+    let files: Vec<_> = plan
+        .entries
+        .iter()
+        .filter_map(|e| match &e.record {
+            Record::File { meta, size } => Some(json!([hex::encode(&meta.path), size])),
+            _ => None,
+        })
+        .collect();
+    let count = files.len();
+    let (mut reader, mut writer) = conn.split();
+    send_line(
+        &mut writer,
+        &json!({"op": "inventory", "dest": hex::encode(dest), "tops": tops_json(plan), "files": files}),
+    )
+    .await?;
+    read_status(&mut reader).await?;
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count {
+        let flag = reader.read_u8().await.map_err(lost)?;
+        if flag == 0 {
+            out.push(None);
+            continue;
+        }
+        let mut d = [0u8; DIGEST_LEN];
+        reader.read_exact(&mut d).await.map_err(lost)?;
+        out.push(Some(d));
+    }
+    Ok(out)
 }
 
 /// Send the plan as one bundle; the receiver stages, verifies and commits it.
@@ -289,18 +336,20 @@ pub async fn push(
     job: Push<'_>,
     progress: &dyn Progress,
 ) -> Result<Summary> {
-    let tops: Vec<_> = job
-        .plan
-        .tops
+    let keep: Vec<String> = job
+        .delete_keeping
+        .unwrap_or_default()
         .iter()
-        .map(|t| json!({"name": hex::encode(&t.name), "dir": t.is_dir}))
+        .map(hex::encode)
         .collect();
     let request = json!({
         "op": "push",
         "dest": hex::encode(job.dest),
-        "tops": tops,
+        "tops": tops_json(job.plan),
         "preserve": job.place.preserve,
         "atomic": job.place.atomic,
+        "delete": job.delete_keeping.is_some(),
+        "keep": keep,
     });
     let (mut reader, writer) = conn.split();
     let mut writer = BufWriter::with_capacity(CHUNK, writer);
@@ -322,6 +371,8 @@ pub async fn push(
     Ok(Summary {
         files: status["files"].as_u64().unwrap_or(0),
         bytes: status["bytes"].as_u64().unwrap_or(0),
+        deleted: status["deleted"].as_u64().unwrap_or(0),
+        ..Summary::default()
     })
 }
 
