@@ -92,6 +92,53 @@ pub fn exclusions(patterns: &[String]) -> Result<GlobSet> {
         .map_err(|e| Error::usage(format!("--exclude patterns: {e}")))
 }
 
+/// Whether a bundle path (first component: the source's name) is excluded: the glob
+/// matches its path below the source or its own name.
+pub fn is_excluded(set: &GlobSet, bundle_path: &[u8]) -> bool {
+    let mut parts = bundle_path.splitn(2, |&b| b == b'/');
+    let _top = parts.next();
+    let Some(rel) = parts.next() else {
+        return false; // a source named on the command line is never excluded
+    };
+    let name = rel.rsplit(|&b| b == b'/').next().unwrap_or(rel);
+    set.is_match(OsStr::from_bytes(rel)) || set.is_match(OsStr::from_bytes(name))
+}
+
+/// --exclude for a listing from the other side: the records kept (excluded entries and
+/// everything under an excluded directory dropped), and for each `Listed` record kept,
+/// its position among the original `Listed` records.
+pub fn exclude_listing(records: Vec<Record>, set: &GlobSet) -> (Vec<Record>, Vec<u32>) {
+    let mut pruned: Vec<Vec<u8>> = Vec::new();
+    let mut index = 0u32;
+    let mut listed = Vec::new();
+    let mut kept = Vec::with_capacity(records.len());
+    for r in records {
+        let (path, is_listed) = match &r {
+            Record::Dir(m) | Record::Link { meta: m, .. } => (m.path.clone(), false),
+            Record::Listed { meta, .. } => (meta.path.clone(), true),
+            _ => continue,
+        };
+        let mine = index;
+        if is_listed {
+            index += 1;
+        }
+        let under_pruned = pruned
+            .iter()
+            .any(|p| path.starts_with(p) && path.get(p.len()) == Some(&b'/'));
+        if under_pruned || is_excluded(set, &path) {
+            if matches!(r, Record::Dir(_)) {
+                pruned.push(path);
+            }
+            continue;
+        }
+        if is_listed {
+            listed.push(mine);
+        }
+        kept.push(r);
+    }
+    (kept, listed)
+}
+
 /// Walk `sources` in order. A source ending in `/` that is a directory contributes its
 /// contents; otherwise the source itself, under its own name.
 pub fn local(sources: &[PathBuf], opts: &Options) -> Result<Plan> {

@@ -713,3 +713,93 @@ async fn sync_sends_only_what_changed_and_delete_removes_the_rest() {
     assert_eq!(code, 64, "{err}");
     h.assert_no_sessions_left().await;
 }
+
+/// The instance's own `sudo`: passwordless, records who it was asked to run as.
+fn recording_sudo(log: &Path) -> String {
+    format!(
+        "#!/bin/sh\n[ \"$1\" = -n ] || {{ echo 'sudo: expected -n' >&2; exit 1; }}\nshift\nuser=root\nif [ \"$1\" = -u ]; then user=$2; shift 2; fi\necho \"$user\" >> '{}'\nexec \"$@\"\n",
+        log.display()
+    )
+}
+
+#[tokio::test]
+async fn sudo_and_user_at_run_the_remote_side_through_sudo() {
+    let logs = tempfile::tempdir().unwrap();
+    for transport in ["stream", "pty"] {
+        let log = logs.path().join(transport);
+        let mut cfg = fast();
+        cfg.instances =
+            vec![ssm_sim::config::InstanceConfig::new(INSTANCE)
+                .command("sudo", &recording_sudo(&log))];
+        let h = Harness::new(cfg).await;
+        let f = h.local().join("f");
+        std::fs::write(&f, b"as root").unwrap();
+        let t = ["--transport", transport];
+        let (code, _, err) = h
+            .run(&[&t[..], &["--sudo", s(&f), &remote_arg("")]].concat())
+            .await;
+        assert_eq!(code, 0, "{transport}: {err}");
+        let as_app = format!("app@{}", remote_arg("g"));
+        let (code, _, err) = h.run(&[&t[..], &[s(&f), &as_app]].concat()).await;
+        assert_eq!(code, 0, "{transport}: {err}");
+        assert_eq!(std::fs::read(h.remote().join("g")).unwrap(), b"as root");
+        assert_eq!(
+            std::fs::read_to_string(&log).unwrap(),
+            "root\napp\n",
+            "{transport}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_sudo_that_wants_a_password_is_an_auth_failure() {
+    let sudo = "#!/bin/sh\necho 'sudo: a password is required' >&2\nexit 1\n";
+    for transport in ["stream", "pty"] {
+        let mut cfg = fast();
+        cfg.instances = vec![ssm_sim::config::InstanceConfig::new(INSTANCE).command("sudo", sudo)];
+        let h = Harness::new(cfg).await;
+        let f = h.local().join("f");
+        std::fs::write(&f, b"x").unwrap();
+        let (code, _, err) = h
+            .run(&["--transport", transport, "--sudo", s(&f), &remote_arg("")])
+            .await;
+        assert_eq!(code, 77, "{transport}: {err}");
+        assert!(err.contains("password"), "{transport}: {err}");
+        h.assert_no_sessions_left().await;
+    }
+}
+
+#[tokio::test]
+async fn exclude_applies_to_downloads_on_both_transports() {
+    let h = Harness::new(fast()).await;
+    let tree = h.remote().join("proj");
+    std::fs::create_dir_all(tree.join("node_modules/x")).unwrap();
+    std::fs::create_dir_all(tree.join("src")).unwrap();
+    std::fs::write(tree.join("node_modules/x/big"), pattern(1, 1000)).unwrap();
+    std::fs::write(tree.join("src/main.rs"), b"fn main() {}").unwrap();
+    std::fs::write(tree.join("src/debug.log"), b"noise").unwrap();
+    for transport in ["stream", "pty"] {
+        let out = h.local().join(transport);
+        let (code, _, err) = h
+            .run(&[
+                "--transport",
+                transport,
+                "-r",
+                "--exclude",
+                "node_modules",
+                "--exclude",
+                "*.log",
+                &remote_arg("proj"),
+                s(&out),
+            ])
+            .await;
+        assert_eq!(code, 0, "{transport}: {err}");
+        let got: Vec<Vec<u8>> = snapshot(&out, false).into_keys().collect();
+        assert_eq!(
+            got,
+            vec![b"".to_vec(), b"src".to_vec(), b"src/main.rs".to_vec()],
+            "{transport}"
+        );
+    }
+    h.assert_no_sessions_left().await;
+}

@@ -538,8 +538,9 @@ async fn pty_download(
         _ = signals.recv() => return Err(interrupted()),
     };
     let warn = |w: &str| ctx.warn(w);
+    let exclude = plan::exclusions(&args.exclude)?;
     let outcome = tokio::select! {
-        r = pty::pull(&mut shell, sources, args.recursive, dest, args.preserve, reporter, &warn) => r,
+        r = pty::pull(&mut shell, sources, args.recursive, &exclude, dest, args.preserve, reporter, &warn) => r,
         _ = signals.recv() => Err(interrupted()),
     };
     report_warnings(ctx, shell.close().await);
@@ -556,7 +557,8 @@ async fn fetch_all(
     reporter: &Reporter,
 ) -> Result<Summary> {
     conns.push(receiver.connect().await?);
-    let manifest: Manifest = stream::list(&mut conns[0], job).await?;
+    let mut manifest: Manifest = stream::list(&mut conns[0], job).await?;
+    manifest.exclude(&plan::exclusions(&args.exclude)?);
     for w in &manifest.warnings {
         ctx.warn(&format!("on the instance: {w}"));
     }

@@ -213,8 +213,11 @@ class Stage:
         direct = self.in_staging(final)
         temp = final if direct else os.path.join(parent, b"." + name[:180] + b".ssmcp-" + self.token + b".tmp")
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+        # Created with its final permission bits (the kernel applies the umask), so
+        # most files need no chmod: one system call less per file counts at 10,000.
+        wanted = mode & 0o7777 if self.preserve else mode & 0o777 & ~self.umask
         try:
-            fd = os.open(temp, flags, 0o600)
+            fd = os.open(temp, flags, wanted & 0o777)
         except OSError as e:
             raise os_failure("cannot create", final, e)
         if not direct:
@@ -233,7 +236,8 @@ class Stage:
                 left -= len(chunk)
             if not hmac.compare_digest(digest.digest(), read_exact(rf, 32)):
                 raise Failure("integrity", "SHA-256 mismatch for %s" % shown(final))
-            os.fchmod(fd, mode & 0o7777 if self.preserve else mode & 0o777 & ~self.umask)
+            if wanted != wanted & 0o777 & ~self.umask:
+                os.fchmod(fd, wanted)
             if self.preserve:
                 os.utime(fd, ns=ns_pair(mtime))
         except OSError as e:

@@ -309,16 +309,49 @@ impl Shell {
                 return Err(remote_failure(class, message));
             }
             if m.starts_with(b"DONE") {
-                return Err(Error::new(
-                    Kind::Target,
-                    format!(
-                        "a script failed on the instance: {}",
-                        self.output().lines().last().unwrap_or("no output")
-                    ),
-                )
-                .hint("the pty transport needs sh and GNU coreutils (head, base64, sha256sum, mv, touch) and find"));
+                return Err(self.script_failed());
             }
         }
+    }
+
+    /// Wait for the marker `want`; a failure the script reports, or a script that ended
+    /// without reaching it, is an error.
+    async fn until(&mut self, want: &[u8]) -> Result<()> {
+        loop {
+            let m = self.marker().await?;
+            if m == want {
+                return Ok(());
+            }
+            if let Some(rest) = m.strip_prefix(b"FAIL ") {
+                let text = String::from_utf8_lossy(rest).into_owned();
+                let (class, message) = text.split_once(' ').unwrap_or(("write", text.as_str()));
+                let _ = self.marker().await; // DONE
+                return Err(remote_failure(class, message));
+            }
+            if m.starts_with(b"DONE") {
+                return Err(self.script_failed());
+            }
+        }
+    }
+
+    /// A script ended without saying OK or FAIL: sudo refused, or a tool is missing.
+    fn script_failed(&self) -> Error {
+        let said = self.output();
+        if said.contains("password is required") || said.contains("terminal is required") {
+            return Error::new(
+                Kind::Auth,
+                "sudo on the instance needs a password, which ssmcp cannot type",
+            )
+            .hint("allow the session user passwordless sudo (NOPASSWD), or copy without --sudo / user@");
+        }
+        let last = said
+            .lines()
+            .rev()
+            .find(|l| !l.contains("SSMCP-PTY"))
+            .unwrap_or("no output");
+        Error::new(Kind::Target, format!("a script failed on the instance: {last}")).hint(
+            "the pty transport needs sh and GNU coreutils (head, base64, sha256sum, mv, touch) and find",
+        )
     }
 }
 
@@ -602,18 +635,7 @@ pub async fn push(
     let script = upload_script(plan, dest, place, &tag)?;
     shell.run_script(&script).await?;
     // The script resolves the destination first; it may refuse before asking for data.
-    loop {
-        let m = shell.marker().await?;
-        if m == b"SEND" {
-            break;
-        }
-        if let Some(rest) = m.strip_prefix(b"FAIL ") {
-            let text = String::from_utf8_lossy(rest).into_owned();
-            let (class, message) = text.split_once(' ').unwrap_or(("write", text.as_str()));
-            let _ = shell.marker().await; // DONE
-            return Err(remote_failure(class, message));
-        }
-    }
+    shell.until(b"SEND").await?;
     // Send while watching the output: a script that fails mid-way (disk full) says so
     // and stops reading, and our sends would otherwise wait for it forever.
     let sender = shell.channel.sender.clone();
@@ -814,34 +836,26 @@ fn parse_mtime(b: &[u8]) -> Option<Mtime> {
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 pub async fn pull(
     shell: &mut Shell,
     sources: &[Vec<u8>],
     recursive: bool,
+    exclude: &globset::GlobSet,
     dest: &Path,
     preserve: bool,
     progress: &dyn Progress,
     warn: &dyn Fn(&str),
 ) -> Result<Summary> {
     shell.run_script(&list_script(sources, recursive)).await?;
-    loop {
-        let m = shell.marker().await?;
-        if m == b"LIST" {
-            break;
-        }
-        if let Some(rest) = m.strip_prefix(b"FAIL ") {
-            let text = String::from_utf8_lossy(rest).into_owned();
-            let (class, message) = text.split_once(' ').unwrap_or(("source", text.as_str()));
-            let _ = shell.marker().await;
-            return Err(remote_failure(class, message));
-        }
-    }
+    shell.until(b"LIST").await?;
     let encoded = shell.line().await?;
     shell.outcome().await?;
     let raw = base64::engine::general_purpose::STANDARD
         .decode(&encoded)
         .map_err(|_| Error::protocol("the instance's file listing is not base64"))?;
     let (records, warnings) = parse_listing(&raw)?;
+    let (records, _) = crate::plan::exclude_listing(records, exclude);
     for w in &warnings {
         warn(&format!("on the instance: {w}"));
     }

@@ -462,6 +462,8 @@ pub struct Manifest {
     id: String,
     pub records: Vec<Record>,
     pub warnings: Vec<String>,
+    /// The receiver's index of each `Listed` record still in `records`, in order.
+    listed: Vec<u32>,
 }
 
 /// Ask the receiver what the sources contain.
@@ -498,10 +500,15 @@ pub async fn list(conn: &mut Connection, job: &Pull<'_>) -> Result<Manifest> {
             }
         }
     }
+    let count = records
+        .iter()
+        .filter(|r| matches!(r, Record::Listed { .. }))
+        .count() as u32;
     Ok(Manifest {
         id,
         records,
         warnings,
+        listed: (0..count).collect(),
     })
 }
 
@@ -565,6 +572,7 @@ pub async fn fetch(
     let received: Vec<Mutex<u64>> = stage_files.iter().map(|_| Mutex::new(0)).collect();
     let shared = Shared {
         queue: &queue,
+        remote_index: &manifest.listed,
         files: &stage_files,
         received: &received,
         manifest: &manifest.id,
@@ -615,6 +623,15 @@ fn plan_batches(sizes: impl Iterator<Item = u64>, per_request: u64) -> VecDeque<
 }
 
 impl Manifest {
+    /// --exclude: drop entries whose name or path below its source matches, and
+    /// everything under an excluded directory.
+    pub fn exclude(&mut self, set: &globset::GlobSet) {
+        let records = std::mem::take(&mut self.records);
+        let (kept, listed) = crate::plan::exclude_listing(records, set);
+        self.records = kept;
+        self.listed = listed;
+    }
+
     fn sizes(&self) -> impl Iterator<Item = u64> + '_ {
         self.records.iter().filter_map(|r| match r {
             Record::Listed { size, .. } => Some(*size),
@@ -634,6 +651,8 @@ impl Manifest {
 
 struct Shared<'a> {
     queue: &'a Mutex<VecDeque<Batch>>,
+    /// The receiver's index of each file.
+    remote_index: &'a [u32],
     /// Per manifest file: temporary path, size, display name.
     files: &'a [(std::path::PathBuf, u64, Vec<u8>)],
     received: &'a [Mutex<u64>],
@@ -659,7 +678,7 @@ async fn worker(conn: &mut Connection, shared: &Shared<'_>) -> Result<()> {
             let ranges: Vec<_> = batch
                 .ranges
                 .iter()
-                .map(|(i, o, l)| json!([i, o, l]))
+                .map(|&(i, o, l)| json!([shared.remote_index[i], o, l]))
                 .collect();
             send_line(
                 &mut writer,
@@ -678,7 +697,7 @@ async fn worker(conn: &mut Connection, shared: &Shared<'_>) -> Result<()> {
                     index: i,
                     offset: o,
                     len: l,
-                } if i as usize == index && o == offset && l == len => {}
+                } if i == shared.remote_index[index] && o == offset && l == len => {}
                 Record::Abort(why) => return Err(remote_failure("aborted", &why)),
                 other => {
                     return Err(Error::protocol(format!(

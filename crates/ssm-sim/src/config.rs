@@ -27,6 +27,9 @@ pub struct InstanceConfig {
     /// A quota in miniature: the instance's processes cannot write files larger than
     /// this (RLIMIT_FSIZE; writes past it fail with EFBIG, like ENOSPC on a full disk).
     pub file_size_limit: Option<u64>,
+    /// Commands only this instance has (name, shell script), e.g. a `sudo` with the
+    /// instance's own policy.
+    pub own_commands: Vec<(String, String)>,
 }
 
 impl InstanceConfig {
@@ -40,7 +43,13 @@ impl InstanceConfig {
             tags: Vec::new(),
             missing_commands: Vec::new(),
             file_size_limit: None,
+            own_commands: Vec::new(),
         }
+    }
+
+    pub fn command(mut self, name: &str, script: &str) -> Self {
+        self.own_commands.push((name.into(), script.into()));
+        self
     }
 
     pub fn file_size_limit(mut self, bytes: u64) -> Self {

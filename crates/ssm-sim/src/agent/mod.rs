@@ -406,7 +406,7 @@ impl Agent {
             std::fs::create_dir_all(h).map_err(|e| e.to_string())?;
         }
         let penv = shell::ProcessEnv {
-            path: shell::path_without(&self.session.instance, cfg.home_root.as_deref())?,
+            path: shell::instance_path(&self.session.instance, cfg.home_root.as_deref())?,
             home,
             file_size_limit: self.session.instance.file_size_limit,
         };

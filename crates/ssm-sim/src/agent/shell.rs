@@ -41,14 +41,15 @@ impl ProcessEnv {
     }
 }
 
-/// For an instance that lacks some commands: a directory of links to every other
-/// command on this machine's PATH, used as the instance's PATH. It lives beside the
-/// instance's home (under `home_root`, or the system temp dir) and is made once.
-pub fn path_without(
+/// For an instance whose commands differ from this machine's: a directory of links to
+/// every command on this machine's PATH except the missing ones, plus the instance's
+/// own scripts, used as the instance's PATH. It lives beside the instance's home (under
+/// `home_root`, or the system temp dir) and is made once.
+pub fn instance_path(
     instance: &crate::config::InstanceConfig,
     home_root: Option<&std::path::Path>,
 ) -> Result<Option<String>, String> {
-    if instance.missing_commands.is_empty() {
+    if instance.missing_commands.is_empty() && instance.own_commands.is_empty() {
         return Ok(None);
     }
     let dir = match home_root {
@@ -62,6 +63,13 @@ pub fn path_without(
     if !dir.exists() {
         let staging = dir.with_extension(format!("tmp{}", rand::random::<u32>()));
         std::fs::create_dir_all(&staging).map_err(|e| e.to_string())?;
+        for (name, script) in &instance.own_commands {
+            use std::os::unix::fs::PermissionsExt;
+            let file = staging.join(name);
+            std::fs::write(&file, script).map_err(|e| e.to_string())?;
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755))
+                .map_err(|e| e.to_string())?;
+        }
         let path = std::env::var_os("PATH").unwrap_or_default();
         for d in std::env::split_paths(&path) {
             let Ok(entries) = std::fs::read_dir(&d) else {
