@@ -34,6 +34,9 @@ pub struct CopyArgs {
     /// Preserve modes and modification times.
     #[arg(short = 'p', long)]
     pub preserve: bool,
+    /// Compress the data on the wire (zlib; stream transport).
+    #[arg(short = 'C', long)]
+    pub compress: bool,
     /// Limit the bandwidth, in Kbit/s (as scp's -l).
     #[arg(short = 'l', long, value_name = "KBITS")]
     pub limit: Option<u64>,

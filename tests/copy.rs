@@ -803,3 +803,52 @@ async fn exclude_applies_to_downloads_on_both_transports() {
     }
     h.assert_no_sessions_left().await;
 }
+
+#[tokio::test]
+async fn compression_shrinks_what_crosses_the_wire_both_ways() {
+    let h = Harness::new(fast()).await;
+    let src = h.local().join("logs");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(
+        src.join("app.log"),
+        b"GET /index.html 200 0.002s\n".repeat(150_000),
+    )
+    .unwrap();
+    std::fs::write(src.join("random.bin"), pattern(8, 300_000)).unwrap();
+
+    let sent = |h: &Harness| h.sim.stats().client_stream_messages;
+    let before = sent(&h);
+    let (code, _, err) = h.run(&["-r", s(&src), &remote_arg("plain")]).await;
+    assert_eq!(code, 0, "{err}");
+    let plain = sent(&h) - before;
+    let before = sent(&h);
+    let (code, _, err) = h.run(&["-C", "-r", s(&src), &remote_arg("packed")]).await;
+    assert_eq!(code, 0, "{err}");
+    let packed = sent(&h) - before;
+    assert!(
+        packed * 3 < plain,
+        "compressed {packed} vs plain {plain} messages"
+    );
+    assert_eq!(
+        snapshot(&src, false),
+        snapshot(&h.remote().join("packed"), false)
+    );
+
+    let received = |h: &Harness| h.sim.stats().agent_stream_messages;
+    let before = received(&h);
+    let down = h.local().join("down-plain");
+    let (code, _, err) = h.run(&["-r", &remote_arg("packed"), s(&down)]).await;
+    assert_eq!(code, 0, "{err}");
+    let plain = received(&h) - before;
+    let before = received(&h);
+    let down = h.local().join("down-packed");
+    let (code, _, err) = h.run(&["-C", "-r", &remote_arg("packed"), s(&down)]).await;
+    assert_eq!(code, 0, "{err}");
+    let packed = received(&h) - before;
+    assert!(
+        packed * 3 < plain,
+        "compressed {packed} vs plain {plain} messages"
+    );
+    assert_eq!(snapshot(&src, false), snapshot(&down, false));
+    h.assert_no_sessions_left().await;
+}

@@ -363,6 +363,7 @@ async fn push_plan(
         place: place_options(args),
         limit: limit(args),
         delete_keeping: args.delete.then_some(unchanged.as_slice()),
+        compress: args.compress,
     };
     let mut summary = stream::push(conn, job, reporter).await?;
     summary.unchanged = unchanged.len() as u64;
@@ -395,6 +396,9 @@ fn no_python_unless_auto(args: &CopyArgs) -> Result<()> {
 
 /// Say which transport runs and why; a fallback the user did not ask for is a warning.
 fn announce_pty(ctx: &Context, args: &CopyArgs, reporter: &Reporter) {
+    if args.compress {
+        reporter.note("-C is not used by the pty transport (its base64 would hide the savings)");
+    }
     if args.transport == TransportChoice::Pty {
         reporter.note("transport pty (--transport pty): base64 through one terminal session");
     } else {
@@ -499,6 +503,7 @@ async fn download(
         recursive: args.recursive,
         dest,
         preserve: args.preserve,
+        compress: args.compress,
     };
     let mut conns: Vec<Connection> = Vec::new();
     let outcome = tokio::select! {

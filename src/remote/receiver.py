@@ -20,6 +20,7 @@ import struct
 import sys
 import threading
 import time
+import zlib
 
 CHUNK = 256 * 1024
 IDLE_EXIT = 900  # seconds without a connection before giving up on the client
@@ -102,6 +103,70 @@ def split_rel(path):
         if p == b".." or p == b"" or (p == b"." and i > 0):
             raise Failure("protocol", "unsafe path in bundle: %r" % path)
     return parts
+
+
+# ---------------------------------------------------------------- -C: zlib streams
+
+class Inflater:
+    """Reads one complete zlib stream from a buffered reader as if it were plain."""
+
+    def __init__(self, raw):
+        self.raw = raw
+        self.z = zlib.decompressobj()
+        self.buf = b""
+        self.pos = 0
+
+    def _more(self):
+        if self.z.eof:
+            return False
+        # What zlib still holds (input it had no room to decode) comes first; only
+        # then wait for the network, which may have nothing more to send.
+        out = self.z.decompress(self.z.unconsumed_tail, 4 * CHUNK)
+        if not out and not self.z.eof:
+            data = self.raw.read1(CHUNK)
+            if not data:
+                return False
+            out = self.z.decompress(data, 4 * CHUNK)
+        self.buf = out
+        self.pos = 0
+        return True
+
+    def read(self, n):
+        parts = []
+        while n > 0:
+            if self.pos >= len(self.buf) and not self._more():
+                break
+            piece = self.buf[self.pos:self.pos + n]
+            self.pos += len(piece)
+            n -= len(piece)
+            parts.append(piece)
+        return b"".join(parts)
+
+
+class Deflater:
+    """Writes through one zlib stream; finish() ends it."""
+
+    def __init__(self, raw):
+        self.raw = raw
+        self.z = zlib.compressobj(6)
+
+    def write(self, data):
+        self.raw.write(self.z.compress(data))
+
+    def finish(self):
+        self.raw.write(self.z.flush())
+        self.raw.flush()
+
+
+class Plain:
+    def __init__(self, raw):
+        self.raw = raw
+
+    def write(self, data):
+        self.raw.write(data)
+
+    def finish(self):
+        self.raw.flush()
 
 
 # ---------------------------------------------------------------- receiving (upload)
@@ -417,6 +482,8 @@ def op_push(req, rf, wf, token):
                 raise Failure("protocol", "a kept path outside the announced sources")
             keep.add(os.path.join(roots[parts[0]], *parts[1:]) if parts[1:] else roots[parts[0]])
     stage = Stage(roots, token, bool(req.get("preserve")), keep)
+    if req.get("compress"):
+        rf = Inflater(rf)
     try:
         if create is not None:
             stage.mkdir(create)
@@ -570,32 +637,48 @@ def walk(path, rel, st, records, files, warnings):
 def op_read(req, wf, manifests):
     files = manifests.get(req["id"])
     reply(wf, {"ok": True})
-    for index, offset, length in req["ranges"]:
-        if not 0 <= index < len(files):
-            raise Failure("protocol", "no file %d in the manifest" % index)
-        path = files[index]
-        try:
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-        except OSError as e:
-            raise Failure("source", "cannot open %s: %s" % (shown(path), e.strerror))
-        with os.fdopen(fd, "rb", buffering=0) as f:
-            f.seek(offset)
-            wf.write(b"R" + RANGE.pack(index, offset, length))
-            digest = hashlib.sha256()
-            left = length
-            while left:
-                chunk = f.read(min(CHUNK, left))
-                if not chunk:
-                    # Too late to take back what was written: the client sees the abort.
-                    wf.write(b"X" + bytes16(("%s shrank while being copied" % shown(path)).encode()))
-                    wf.flush()
-                    return
-                digest.update(chunk)
-                wf.write(chunk)
-                left -= len(chunk)
-            wf.write(digest.digest())
-    wf.write(b"E" + U64.pack(len(req["ranges"])))
-    wf.flush()
+    out = Deflater(wf) if req.get("compress") else Plain(wf)
+    try:
+        for index, offset, length in req["ranges"]:
+            send_range(out, files, index, offset, length)
+    except Failure as f:
+        # The answer has begun: the failure travels as an abort record instead.
+        out.write(b"X" + bytes16(f.message.encode("utf-8", "replace")))
+        out.finish()
+        return
+    out.write(b"E" + U64.pack(len(req["ranges"])))
+    out.finish()
+
+
+def send_range(out, files, index, offset, length):
+    if not 0 <= index < len(files):
+        raise Failure("protocol", "no file %d in the manifest" % index)
+    path = files[index]
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError as e:
+        raise Failure("source", "cannot open %s: %s" % (shown(path), e.strerror))
+    with os.fdopen(fd, "rb", buffering=0) as f:
+        f.seek(offset)
+        out.write(b"R" + RANGE.pack(index, offset, length))
+        digest = hashlib.sha256()
+        left = length
+        while left:
+            chunk = f.read(min(CHUNK, left))
+            if not chunk:
+                # The file shrank after it was listed. The range is announced, so its
+                # length must still be sent; zeros and a digest that cannot match
+                # make the client reject it (and nothing is put in place).
+                while left:
+                    pad = min(CHUNK, left)
+                    out.write(b"\0" * pad)
+                    left -= pad
+                out.write(b"\0" * 32)
+                return
+            digest.update(chunk)
+            out.write(chunk)
+            left -= len(chunk)
+        out.write(digest.digest())
 
 
 # ---------------------------------------------------------------- connections

@@ -4,6 +4,7 @@
 
 pub mod pty;
 pub mod stream;
+pub mod zlib;
 
 use crate::error::{Error, Kind};
 use std::time::{Duration, Instant};

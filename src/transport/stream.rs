@@ -3,6 +3,7 @@
 //! agent does not pace what it receives); downloads stripe file ranges over several,
 //! because the agent paces what it sends per session.
 
+use super::zlib::{Inflate, Out};
 use super::{remote_failure, Limiter, PlaceOptions, Progress, Summary};
 use crate::bundle::{components, Record, DIGEST_LEN};
 use crate::error::{Error, Kind, Result};
@@ -284,6 +285,8 @@ pub struct Push<'a> {
     /// --delete: remove what the destination trees hold beyond the plan and these
     /// (bundle paths of unchanged files --sync left out of the plan).
     pub delete_keeping: Option<&'a [Vec<u8>]>,
+    /// -C: the bundle travels as one zlib stream.
+    pub compress: bool,
 }
 
 fn tops_json(plan: &Plan) -> Vec<serde_json::Value> {
@@ -350,12 +353,14 @@ pub async fn push(
         "atomic": job.place.atomic,
         "delete": job.delete_keeping.is_some(),
         "keep": keep,
+        "compress": job.compress,
     });
     let (mut reader, writer) = conn.split();
     let mut writer = BufWriter::with_capacity(CHUNK, writer);
     send_line(&mut writer, &request).await?;
     let mut limiter = Limiter::new(job.limit);
-    let sending = send_bundle(&mut writer, job.plan, progress, &mut limiter);
+    let mut out = Out::new(&mut writer, job.compress);
+    let sending = send_bundle(&mut out, job.plan, progress, &mut limiter);
     tokio::pin!(sending);
     // The receiver answers early only to refuse; otherwise after the commit.
     let status = tokio::select! {
@@ -387,14 +392,14 @@ fn changed(path: &Path) -> Error {
 }
 
 async fn send_bundle<W: AsyncWrite + Unpin>(
-    w: &mut W,
+    w: &mut Out<'_, W>,
     plan: &Plan,
     progress: &dyn Progress,
     limiter: &mut Limiter,
 ) -> Result<()> {
     let mut buf = vec![0u8; CHUNK];
     for entry in &plan.entries {
-        w.write_all(&entry.record.encode()).await.map_err(lost)?;
+        w.put(&entry.record.encode()).await.map_err(lost)?;
         let Record::File { meta, size } = &entry.record else {
             continue;
         };
@@ -415,7 +420,7 @@ async fn send_bundle<W: AsyncWrite + Unpin>(
             }
             hash.update(&data);
             limiter.take(data.len()).await;
-            w.write_all(&data).await.map_err(lost)?;
+            w.put(&data).await.map_err(lost)?;
             progress.advance(*size);
         } else {
             let mut file = tokio::fs::File::open(&entry.source)
@@ -432,19 +437,19 @@ async fn send_bundle<W: AsyncWrite + Unpin>(
                 }
                 hash.update(&buf[..n]);
                 limiter.take(n).await;
-                w.write_all(&buf[..n]).await.map_err(lost)?;
+                w.put(&buf[..n]).await.map_err(lost)?;
                 progress.advance(n as u64);
                 left -= n as u64;
             }
         }
-        w.write_all(&hash.finalize()).await.map_err(lost)?;
+        w.put(&hash.finalize()).await.map_err(lost)?;
         progress.file_done(&meta.path, *size);
     }
     let end = Record::End {
         count: plan.entries.len() as u64,
     };
-    w.write_all(&end.encode()).await.map_err(lost)?;
-    w.flush().await.map_err(lost)
+    w.put(&end.encode()).await.map_err(lost)?;
+    w.finish().await.map_err(lost)
 }
 
 // ------------------------------------------------------------------------- download
@@ -455,6 +460,8 @@ pub struct Pull<'a> {
     pub recursive: bool,
     pub dest: &'a Path,
     pub preserve: bool,
+    /// -C: file ranges travel zlib-compressed.
+    pub compress: bool,
 }
 
 /// Everything the instance listed for a download.
@@ -576,6 +583,7 @@ pub async fn fetch(
         files: &stage_files,
         received: &received,
         manifest: &manifest.id,
+        compress: job.compress,
         progress,
     };
     let workers = conns.iter_mut().map(|c| worker(c, &shared));
@@ -657,6 +665,7 @@ struct Shared<'a> {
     files: &'a [(std::path::PathBuf, u64, Vec<u8>)],
     received: &'a [Mutex<u64>],
     manifest: &'a str,
+    compress: bool,
     progress: &'a dyn Progress,
 }
 
@@ -682,7 +691,7 @@ async fn worker(conn: &mut Connection, shared: &Shared<'_>) -> Result<()> {
                 .collect();
             send_line(
                 &mut writer,
-                &json!({"op": "read", "id": shared.manifest, "ranges": ranges}),
+                &json!({"op": "read", "id": shared.manifest, "ranges": ranges, "compress": shared.compress}),
             )
             .await?;
             inflight.push_back(batch);
@@ -691,30 +700,44 @@ async fn worker(conn: &mut Connection, shared: &Shared<'_>) -> Result<()> {
             return Ok(());
         };
         read_status(&mut reader).await?;
-        for &(index, offset, len) in &batch.ranges {
-            match Record::read(&mut reader).await? {
-                Record::Range {
-                    index: i,
-                    offset: o,
-                    len: l,
-                } if i == shared.remote_index[index] && o == offset && l == len => {}
-                Record::Abort(why) => return Err(remote_failure("aborted", &why)),
-                other => {
-                    return Err(Error::protocol(format!(
-                        "the receiver sent {other:?} where a file range was due"
-                    )))
-                }
-            }
-            receive_range(&mut reader, shared, index, offset, len, &mut buf).await?;
+        if shared.compress {
+            let mut z = Inflate::new(&mut reader);
+            read_ranges(&mut z, &batch, shared, &mut buf).await?;
+            z.finish().await.map_err(lost)?;
+        } else {
+            read_ranges(&mut reader, &batch, shared, &mut buf).await?;
         }
-        match Record::read(&mut reader).await? {
-            Record::End { .. } => {}
+    }
+}
+
+/// One read response: a range record and its bytes per requested range, then End.
+async fn read_ranges<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    batch: &Batch,
+    shared: &Shared<'_>,
+    buf: &mut [u8],
+) -> Result<()> {
+    for &(index, offset, len) in &batch.ranges {
+        match Record::read(reader).await? {
+            Record::Range {
+                index: i,
+                offset: o,
+                len: l,
+            } if i == shared.remote_index[index] && o == offset && l == len => {}
+            Record::Abort(why) => return Err(remote_failure("aborted", &why)),
             other => {
                 return Err(Error::protocol(format!(
-                    "the receiver sent {other:?} after the last range"
+                    "the receiver sent {other:?} where a file range was due"
                 )))
             }
         }
+        receive_range(reader, shared, index, offset, len, buf).await?;
+    }
+    match Record::read(reader).await? {
+        Record::End { .. } => Ok(()),
+        other => Err(Error::protocol(format!(
+            "the receiver sent {other:?} after the last range"
+        ))),
     }
 }
 

@@ -35,6 +35,8 @@ counters! {
     client_messages,
     /// input_stream_data messages the agent received, duplicates included.
     client_stream_messages,
+    /// output_stream_data messages the agent sent, first transmissions only.
+    agent_stream_messages,
     agent_retransmissions,
     acks_sent,
     duplicate_client_messages,

@@ -110,6 +110,7 @@ impl Outgoing {
                 now_millis(),
             );
             let frame = msg.encode().unwrap_or_default();
+            Stats::add(&self.state.stats.agent_stream_messages);
             if st.buffer.len() < OUTGOING_CAPACITY {
                 st.buffer.push_back(Pending {
                     seq,
