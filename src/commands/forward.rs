@@ -4,9 +4,8 @@
 use super::{Context, Signals};
 use crate::cli::{ForwardArgs, Global};
 use crate::error::{Error, Result};
-use crate::session::handshake::{self, Start};
-use crate::session::port::{Ended, PortSession};
-use crate::session::{self, SessionSpec};
+use crate::session::port::{self, Ended, PortSession};
+use crate::session::SessionSpec;
 use tokio::net::TcpListener;
 
 fn parse_ports(spec: &str) -> Result<(u16, u16)> {
@@ -50,21 +49,7 @@ pub async fn run(global: &Global, args: &ForwardArgs) -> Result<i32> {
         document: document.into(),
         parameters: params,
     };
-    let (session, mut channel) = session::start(&ctx.ssm, &spec, ctx.channel.clone()).await?;
-    let info = match handshake::perform(&mut channel).await {
-        Ok(Start::Handshaken(info)) => info,
-        Ok(Start::NoHandshake(_)) => {
-            let _ = session.end(Some(&mut channel)).await;
-            return Err(Error::protocol(
-                "the agent did not handshake a port session",
-            ));
-        }
-        Err(e) => {
-            let _ = session.end(Some(&mut channel)).await;
-            return Err(e);
-        }
-    };
-    let ports = PortSession::start(channel, &info);
+    let (session, ports, info) = port::open(&ctx.ssm, &spec, ctx.channel.clone()).await?;
     ctx.info(&format!(
         "Port {} opened for session {} ({:?} mode, agent {}). Ctrl-C to stop.",
         local_addr.port(),

@@ -38,6 +38,31 @@ pub fn choose_mode(info: &HandshakeInfo) -> Mode {
     }
 }
 
+/// Start a port session (`spec` names a port forwarding document) and complete its
+/// handshake; on failure the session is ended before the error is returned.
+pub async fn open(
+    ssm: &aws_sdk_ssm::Client,
+    spec: &super::SessionSpec,
+    config: super::channel::ChannelConfig,
+) -> Result<(super::Session, PortSession, HandshakeInfo)> {
+    let (session, mut channel) = super::start(ssm, spec, config).await?;
+    let info = match super::handshake::perform(&mut channel).await {
+        Ok(super::handshake::Start::Handshaken(info)) => info,
+        Ok(super::handshake::Start::NoHandshake(_)) => {
+            let _ = session.end(Some(&mut channel)).await;
+            return Err(Error::protocol(
+                "the agent did not handshake a port session",
+            ));
+        }
+        Err(e) => {
+            let _ = session.end(Some(&mut channel)).await;
+            return Err(e);
+        }
+    };
+    let ports = PortSession::start(channel, &info);
+    Ok((session, ports, info))
+}
+
 /// Why the session is over, once it is.
 #[derive(Debug, Clone)]
 pub enum Ended {

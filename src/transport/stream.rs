@@ -11,7 +11,7 @@ use crate::plan::Plan;
 use crate::remote::{launch_command, Launch, LaunchScanner, RunAs};
 use crate::session::channel::{Channel, ChannelConfig, Inbound};
 use crate::session::handshake::{self, Start};
-use crate::session::port::PortSession;
+use crate::session::port::{self, PortSession};
 use crate::session::{self, command, Session, SessionSpec};
 use crate::sink::Stage;
 use serde_json::json;
@@ -108,22 +108,8 @@ impl Receiver {
             document: "AWS-StartPortForwardingSession".to_string(),
             parameters: vec![("portNumber".to_string(), self.port.to_string())],
         };
-        let (session, mut channel) =
-            session::start(&self.endpoint.ssm, &spec, self.endpoint.channel.clone()).await?;
-        let info = match handshake::perform(&mut channel).await {
-            Ok(Start::Handshaken(info)) => info,
-            Ok(Start::NoHandshake(_)) => {
-                let _ = session.end(Some(&mut channel)).await;
-                return Err(Error::protocol(
-                    "the agent did not handshake a port session",
-                ));
-            }
-            Err(e) => {
-                let _ = session.end(Some(&mut channel)).await;
-                return Err(e);
-            }
-        };
-        let ports = PortSession::start(channel, &info);
+        let (session, ports, _) =
+            port::open(&self.endpoint.ssm, &spec, self.endpoint.channel.clone()).await?;
         let mut stream = match ports.open_stream().await {
             Ok(s) => s,
             Err(e) => {
