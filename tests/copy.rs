@@ -475,7 +475,7 @@ fn sha_file(p: &Path) -> String {
 }
 
 #[tokio::test]
-async fn a_512_mib_file_up_and_down() {
+async fn a_512_mib_file_up_and_down_on_both_transports() {
     let h = Harness::new(fast()).await;
     let src = h.local().join("disk.img");
     {
@@ -488,16 +488,30 @@ async fn a_512_mib_file_up_and_down() {
         }
     }
     let want = sha_file(&src);
-    let (code, _, err) = h.run(&["-p", s(&src), &remote_arg("")]).await;
-    assert_eq!(code, 0, "{err}");
-    assert_eq!(sha_file(&h.remote().join("disk.img")), want);
-    std::fs::remove_file(&src).unwrap();
-    let (code, _, err) = h.run(&["-p", &remote_arg("disk.img"), s(&src)]).await;
-    assert_eq!(code, 0, "{err}");
-    assert_eq!(sha_file(&src), want);
-    let m = std::fs::metadata(&src).unwrap();
-    let r = std::fs::metadata(h.remote().join("disk.img")).unwrap();
-    assert_eq!((m.mtime(), m.mtime_nsec()), (r.mtime(), r.mtime_nsec()));
+    for transport in ["stream", "pty"] {
+        let t = ["--transport", transport, "-p"];
+        let (code, _, err) = h.run(&[&t[..], &[s(&src), &remote_arg("")]].concat()).await;
+        assert_eq!(code, 0, "{transport}: {err}");
+        let remote = h.remote().join("disk.img");
+        assert_eq!(sha_file(&remote), want, "{transport}");
+        let back = h.local().join(format!("back-{transport}.img"));
+        let (code, _, err) = h
+            .run(&[&t[..], &[&remote_arg("disk.img"), s(&back)]].concat())
+            .await;
+        assert_eq!(code, 0, "{transport}: {err}");
+        assert_eq!(sha_file(&back), want, "{transport}");
+        let (m, r) = (
+            std::fs::metadata(&back).unwrap(),
+            std::fs::metadata(&src).unwrap(),
+        );
+        assert_eq!(
+            (m.mtime(), m.mtime_nsec()),
+            (r.mtime(), r.mtime_nsec()),
+            "{transport}"
+        );
+        std::fs::remove_file(&remote).unwrap();
+        std::fs::remove_file(&back).unwrap();
+    }
     h.assert_no_sessions_left().await;
 }
 

@@ -88,7 +88,7 @@ impl Harness {
                 None => cmd.env_remove(k),
             };
         }
-        let out = tokio::time::timeout(Duration::from_secs(120), cmd.args(args).output())
+        let out = tokio::time::timeout(Duration::from_secs(300), cmd.args(args).output())
             .await
             .expect("ssmcp finished in time")
             .expect("ssmcp ran");
