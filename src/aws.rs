@@ -25,12 +25,19 @@ pub async fn load(
     if let Some(r) = &opts.region {
         loader = loader.region(aws_config::Region::new(r.clone()));
     }
-    if let Some(e) = &opts.endpoint_url {
-        loader = loader.endpoint_url(e);
-    }
     loader.load().await
 }
 
-pub fn ssm_client(conf: &aws_config::SdkConfig) -> aws_sdk_ssm::Client {
-    aws_sdk_ssm::Client::new(conf)
+/// The SSM client; `--endpoint-url` applies to SSM only (a VPC endpoint for SSM must not
+/// redirect STS), `AWS_ENDPOINT_URL_<SERVICE>` per service as the SDK reads them.
+pub fn ssm_client(conf: &aws_config::SdkConfig, endpoint_url: Option<&str>) -> aws_sdk_ssm::Client {
+    let mut b = aws_sdk_ssm::config::Builder::from(conf);
+    if let Some(e) = endpoint_url {
+        b = b.endpoint_url(e);
+    }
+    aws_sdk_ssm::Client::from_conf(b.build())
+}
+
+pub fn sts_client(conf: &aws_config::SdkConfig) -> aws_sdk_sts::Client {
+    aws_sdk_sts::Client::new(conf)
 }

@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
     name = "ssmcp",
     version,
     about = "Copy files and forward ports to EC2 and hybrid instances through AWS Systems Manager, without SSH",
-    override_usage = "ssmcp [OPTIONS] SRC... DEST\n       ssmcp forward TARGET [LOCAL:]REMOTE_PORT\n       ssmcp exec TARGET -- COMMAND...",
+    override_usage = "ssmcp [OPTIONS] SRC... DEST\n       ssmcp forward TARGET [LOCAL:]REMOTE_PORT\n       ssmcp exec TARGET -- COMMAND...\n       ssmcp doctor TARGET",
     after_help = "Remote paths are [user@]TARGET:PATH, TARGET being i-…, mi-…, i-….REGION[.PROFILE] or name:NAME (the Name tag).\nRelative remote paths and ~ are under the remote user's home. A source directory written with a trailing / copies its contents.",
     propagate_version = true,
     subcommand_precedence_over_arg = true,
@@ -107,6 +107,17 @@ pub enum Command {
     Forward(ForwardArgs),
     /// Run a command on the instance, stream its output and exit with its status.
     Exec(ExecArgs),
+    /// Check credentials, IAM, the instance, its agent and sessions before a copy needs them.
+    Doctor(DoctorArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct DoctorArgs {
+    /// i-…, mi-…, i-….REGION[.PROFILE] or name:NAME
+    pub target: String,
+    /// One JSON document instead of the table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]

@@ -31,6 +31,7 @@ fn main() {
         match &cli.command {
             Some(Command::Forward(a)) => commands::forward::run(&cli.global, a).await,
             Some(Command::Exec(a)) => commands::exec::run(&cli.global, a).await,
+            Some(Command::Doctor(a)) => commands::doctor::run(&cli.global, a).await,
             None => commands::copy::run(&cli.global, &cli.copy).await,
         }
     });

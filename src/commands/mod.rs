@@ -1,6 +1,7 @@
 //! One module per subcommand, each a short orchestration over session/ and friends.
 
 pub mod copy;
+pub mod doctor;
 pub mod exec;
 pub mod forward;
 
@@ -14,6 +15,8 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 
 pub struct Context {
     pub ssm: aws_sdk_ssm::Client,
+    /// The loaded configuration, for clients of other services (STS for doctor).
+    pub aws: aws_config::SdkConfig,
     pub target: Target,
     pub quiet: bool,
     /// Settings for every data channel this command opens (TLS trust included).
@@ -32,13 +35,14 @@ impl Context {
         };
         let trust = Trust::from_env()?;
         let conf = aws::load(&opts, trust.sdk_http_client()?).await;
-        let ssm = aws::ssm_client(&conf);
+        let ssm = aws::ssm_client(&conf, opts.endpoint_url.as_deref());
         let mut target = target;
         if let Some(name) = &target.name {
             target.instance_id = resolve_name(&ssm, name).await?;
         }
         Ok(Context {
             ssm,
+            aws: conf,
             target,
             quiet: global.quiet,
             channel: ChannelConfig {

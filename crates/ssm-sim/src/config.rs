@@ -97,6 +97,15 @@ impl Identity {
         }
     }
 
+    /// A federated user (GetFederationToken): `${aws:username}` is undefined for it too.
+    pub fn federated(name: &str) -> Identity {
+        Identity {
+            arn: format!("arn:aws:sts::{ACCOUNT_ID}:federated-user/{name}"),
+            user_id: format!("{ACCOUNT_ID}:{name}"),
+            session_prefix: name.into(),
+        }
+    }
+
     /// An IAM Identity Center (SSO) role session: `${aws:username}` is undefined for it.
     pub fn sso_role(role: &str, user: &str) -> Identity {
         Identity {

@@ -83,6 +83,7 @@ impl Sim {
     pub fn env(&self) -> Vec<(String, String)> {
         let mut env = vec![
             ("AWS_ENDPOINT_URL_SSM".into(), self.api_url.clone()),
+            ("AWS_ENDPOINT_URL_STS".into(), self.api_url.clone()),
             ("AWS_ACCESS_KEY_ID".into(), config::ACCESS_KEY_ID.into()),
             (
                 "AWS_SECRET_ACCESS_KEY".into(),

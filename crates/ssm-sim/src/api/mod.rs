@@ -3,6 +3,7 @@
 
 pub mod sigv4;
 pub mod ssm;
+pub mod sts;
 
 use crate::state::{lock, SimState};
 use http_body_util::{BodyExt, Full, Limited};
@@ -84,6 +85,16 @@ async fn handle(
         }
     };
     let uri = parts.uri.to_string();
+    // STS speaks the query protocol: a form body instead of an X-Amz-Target header.
+    if parts.headers.get("x-amz-target").is_none() && sts::action(&body).is_some() {
+        let result = sigv4::verify(parts.method.as_str(), &uri, &parts.headers, &body, "sts")
+            .map_err(|e| ApiError::new(e.code, e.message))
+            .and_then(|_| sts::dispatch(&state, &body));
+        return Ok(match result {
+            Ok(xml) => xml_response(200, xml),
+            Err(e) => xml_response(e.status, sts::error_body(&e)),
+        });
+    }
     let result = match sigv4::verify(parts.method.as_str(), &uri, &parts.headers, &body, "ssm") {
         Err(e) => Err(ApiError::new(e.code, e.message)),
         Ok(_region) => {
@@ -172,6 +183,15 @@ fn json_response(status: u16, v: &Value) -> Response<Full<Bytes>> {
     Response::builder()
         .status(status)
         .header("content-type", "application/x-amz-json-1.1")
+        .header("x-amzn-requestid", uuid::Uuid::new_v4().to_string())
+        .body(Full::new(Bytes::from(body)))
+        .unwrap_or_default()
+}
+
+fn xml_response(status: u16, body: String) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "text/xml")
         .header("x-amzn-requestid", uuid::Uuid::new_v4().to_string())
         .body(Full::new(Bytes::from(body)))
         .unwrap_or_default()

@@ -1,0 +1,392 @@
+//! `ssmcp doctor TARGET`: check everything a copy needs, before a deploy needs it, and
+//! say for each failure what is missing and how to fix it.
+
+use super::Context;
+use crate::aws_error;
+use crate::cli::{DoctorArgs, Global};
+use crate::error::{Error, Kind, Result};
+use crate::remote::RunAs;
+use crate::session::{port, SessionSpec};
+use crate::transport::stream::{Endpoint, Receiver};
+use serde_json::json;
+use ssm_proto::version::agent_compare;
+use std::cmp::Ordering;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Ok,
+    Warn,
+    Fail,
+    Skip,
+}
+
+impl Status {
+    fn word(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Warn => "warn",
+            Status::Fail => "FAIL",
+            Status::Skip => "skip",
+        }
+    }
+}
+
+pub struct Check {
+    pub name: &'static str,
+    pub status: Status,
+    pub detail: String,
+    pub fix: Option<String>,
+    /// For a failure: the class that decides doctor's exit code.
+    pub kind: Option<Kind>,
+}
+
+impl Check {
+    fn ok(name: &'static str, detail: impl Into<String>) -> Check {
+        Check {
+            name,
+            status: Status::Ok,
+            detail: detail.into(),
+            fix: None,
+            kind: None,
+        }
+    }
+
+    fn warn(name: &'static str, detail: impl Into<String>, fix: impl Into<String>) -> Check {
+        Check {
+            name,
+            status: Status::Warn,
+            detail: detail.into(),
+            fix: Some(fix.into()),
+            kind: None,
+        }
+    }
+
+    fn fail(name: &'static str, e: &Error) -> Check {
+        Check {
+            name,
+            status: Status::Fail,
+            detail: e.message.clone(),
+            fix: e.hint.clone(),
+            kind: Some(e.kind),
+        }
+    }
+
+    fn skip(name: &'static str, why: &str) -> Check {
+        Check {
+            name,
+            status: Status::Skip,
+            detail: why.to_string(),
+            fix: None,
+            kind: None,
+        }
+    }
+}
+
+/// Agent features and the first agent version that has each (ssm-protocol.md §7–§8;
+/// port forwarding from the Session Manager documentation).
+const FEATURES: &[(&str, &str)] = &[
+    ("port forwarding", "2.3.672.0"),
+    ("InteractiveCommands (receiver launch, exec)", "2.3.668.0"),
+    ("port multiplexing (smux)", "3.0.222.0"),
+    ("NonInteractiveCommands", "3.0.1124.0"),
+    ("port forwarding to remote hosts", "3.1.1188.0"),
+    ("separate stdout/stderr streams", "3.1.1511.0"),
+];
+
+/// What the caller's ARN says about the IAM policy variables that apply to it.
+pub fn describe_identity(arn: &str, user_id: &str) -> (String, bool) {
+    let resource = arn.splitn(6, ':').nth(5).unwrap_or_default();
+    if let Some(name) = resource.strip_prefix("user/") {
+        let name = name.rsplit('/').next().unwrap_or(name);
+        return (
+            format!("IAM user: ${{aws:username}} = {name}, ${{aws:userid}} = {user_id}"),
+            false,
+        );
+    }
+    if let Some(rest) = resource.strip_prefix("assumed-role/") {
+        let role = rest.split('/').next().unwrap_or_default();
+        let kind = if role.starts_with("AWSReservedSSO_") {
+            "IAM Identity Center (SSO) role session"
+        } else {
+            "assumed role session"
+        };
+        return (
+            format!(
+                "{kind} ({role}): ${{aws:username}} is undefined for it; ${{aws:userid}} = {user_id}"
+            ),
+            true,
+        );
+    }
+    if resource.starts_with("federated-user/") {
+        return (
+            format!("federated user: ${{aws:username}} is undefined for it; ${{aws:userid}} = {user_id}"),
+            true,
+        );
+    }
+    (format!("{resource}: ${{aws:userid}} = {user_id}"), false)
+}
+
+pub async fn run(global: &Global, args: &DoctorArgs) -> Result<i32> {
+    let ctx = Context::new(global, &args.target).await?;
+    let checks = checks(&ctx, global).await;
+    report(&checks, args.json);
+    Ok(checks
+        .iter()
+        .find(|c| c.status == Status::Fail)
+        .and_then(|c| c.kind)
+        .map(Kind::exit_code)
+        .unwrap_or(0))
+}
+
+async fn checks(ctx: &Context, global: &Global) -> Vec<Check> {
+    let mut out = Vec::new();
+    let region = ctx
+        .aws
+        .region()
+        .map(|r| r.to_string())
+        .unwrap_or_else(|| "(none)".into());
+    let endpoint = global
+        .endpoint_url
+        .clone()
+        .or_else(|| std::env::var("AWS_ENDPOINT_URL_SSM").ok())
+        .unwrap_or_else(|| format!("https://ssm.{region}.amazonaws.com"));
+    out.push(Check::ok(
+        "region and endpoint",
+        format!("{region}, SSM at {endpoint}"),
+    ));
+
+    // Who we are, and what that means for ${aws:username}-scoped policies.
+    let sts = crate::aws::sts_client(&ctx.aws);
+    let is_role = match sts.get_caller_identity().send().await {
+        Ok(id) => {
+            let arn = id.arn().unwrap_or_default();
+            let (what, role) = describe_identity(arn, id.user_id().unwrap_or_default());
+            out.push(Check::ok(
+                "credentials",
+                format!("{arn} (account {})", id.account().unwrap_or("?")),
+            ));
+            out.push(Check::ok("identity", what));
+            role
+        }
+        Err(e) => {
+            let e = aws_error::from_sdk("GetCallerIdentity", e);
+            out.push(Check::fail("credentials", &e));
+            out.push(Check::skip("everything else", "needs working credentials"));
+            return out;
+        }
+    };
+
+    // The instance as SSM sees it.
+    let id = ctx.target.instance_id.clone();
+    let filter = aws_sdk_ssm::types::InstanceInformationStringFilter::builder()
+        .key("InstanceIds")
+        .values(&id)
+        .build();
+    let info = match filter {
+        Ok(f) => ctx
+            .ssm
+            .describe_instance_information()
+            .filters(f)
+            .send()
+            .await
+            .map_err(|e| aws_error::from_sdk("DescribeInstanceInformation", e)),
+        Err(e) => Err(Error::usage(e.to_string())),
+    };
+    let info = match info {
+        Ok(o) => o.instance_information_list().first().cloned(),
+        Err(e) => {
+            out.push(Check::fail("instance", &e));
+            None
+        }
+    };
+    let Some(info) = info else {
+        if !out.iter().any(|c| c.status == Status::Fail) {
+            let e = Error::new(
+                Kind::Target,
+                format!("{id} is not a managed instance in {region}"),
+            )
+            .hint("check the id and the region; the instance needs the SSM agent running and an instance profile with AmazonSSMManagedInstanceCore (hybrid nodes: an activation)");
+            out.push(Check::fail("instance", &e));
+        }
+        out.push(Check::skip("sessions", "needs a managed instance"));
+        return out;
+    };
+    let ping = info
+        .ping_status()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default();
+    let agent = info.agent_version().unwrap_or("0").to_string();
+    if ping != "Online" {
+        let e = Error::new(
+            Kind::Target,
+            format!("{id} is managed but its agent is not connected (PingStatus {ping})"),
+        )
+        .hint("start the instance, or check that the SSM agent runs and can reach the ssm, ssmmessages and ec2messages endpoints (VPC endpoints or outbound HTTPS)");
+        out.push(Check::fail("instance", &e));
+        out.push(Check::skip("sessions", "needs an Online instance"));
+        return out;
+    }
+    out.push(Check::ok("instance", format!("{id} Online, agent {agent}")));
+    let platform = info
+        .platform_type()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default();
+    let platform_name = info.platform_name().unwrap_or_default();
+    if platform == "Linux" {
+        out.push(Check::ok(
+            "platform",
+            format!("{platform} ({platform_name})"),
+        ));
+    } else {
+        out.push(Check::warn(
+            "platform",
+            format!("{platform} ({platform_name})"),
+            "ssmcp copies need a Linux (or macOS) instance: its transports run sh",
+        ));
+    }
+    if id.starts_with("mi-") {
+        out.push(Check::warn(
+            "hybrid node",
+            "a managed node outside EC2 (mi-)",
+            "Session Manager on hybrid nodes needs the advanced-instances tier (Fleet Manager settings); ssmcp cannot read the tier",
+        ));
+    }
+    let missing: Vec<String> = FEATURES
+        .iter()
+        .filter(|(_, min)| agent_compare(&agent, min) == Ordering::Less)
+        .map(|(f, min)| format!("{f} (needs {min})"))
+        .collect();
+    if missing.is_empty() {
+        out.push(Check::ok("agent features", "all that ssmcp uses"));
+    } else {
+        let port_missing = agent_compare(&agent, FEATURES[0].1) == Ordering::Less;
+        let e = Error::new(
+            if port_missing {
+                Kind::Target
+            } else {
+                Kind::Usage
+            },
+            format!("agent {agent} lacks: {}", missing.join(", ")),
+        )
+        .hint("update the SSM agent (AWS-UpdateSSMAgent through Run Command)");
+        if port_missing {
+            out.push(Check::fail("agent features", &e));
+            return out;
+        }
+        out.push(Check::warn(
+            "agent features",
+            e.message,
+            e.hint.unwrap_or_default(),
+        ));
+    }
+
+    out.push(session_check(ctx, is_role).await);
+    out.push(python_check(ctx).await);
+    out
+}
+
+/// Start a port session and end it the way copies do: in-band flag, then the API.
+async fn session_check(ctx: &Context, is_role: bool) -> Check {
+    let spec = SessionSpec {
+        target: ctx.target.instance_id.clone(),
+        document: "AWS-StartPortForwardingSession".to_string(),
+        // Nothing needs to listen: the agent dials only when a connection is opened.
+        parameters: vec![("portNumber".to_string(), "9".to_string())],
+    };
+    let (session, ports, _) = match port::open(&ctx.ssm, &spec, ctx.channel.clone()).await {
+        Ok(s) => s,
+        Err(e) => return Check::fail("start and end a session", &e),
+    };
+    ports.terminate().await;
+    let end = session.end(None).await;
+    match end.warning {
+        None => Check::ok(
+            "start and end a session",
+            "StartSession, in-band end and the TerminateSession API all work",
+        ),
+        Some(w) => Check::warn(
+            "start and end a session",
+            format!(
+                "sessions start and end in-band (ssmcp copies work), but {w}{}",
+                if is_role {
+                    "; this caller is a role session, the classic ${aws:username} policy pitfall"
+                } else {
+                    ""
+                }
+            ),
+            format!(
+                "{}; other tools (aws ssm start-session, scp through a ProxyCommand) fail with this policy",
+                aws_error::USERID_POLICY_HINT
+            ),
+        ),
+    }
+}
+
+/// Start the receiver as a copy would, and stop it.
+async fn python_check(ctx: &Context) -> Check {
+    let endpoint = Endpoint {
+        ssm: ctx.ssm.clone(),
+        instance: ctx.target.instance_id.clone(),
+        channel: ctx.channel.clone(),
+    };
+    match Receiver::start(&endpoint, &RunAs::SessionUser).await {
+        Ok(Some(r)) => {
+            let _ = r.close().await;
+            Check::ok(
+                "python3 on the instance",
+                "present: copies use the stream transport",
+            )
+        }
+        Ok(None) => Check::warn(
+            "python3 on the instance",
+            "absent: copies fall back to the slower pty transport",
+            "install python3 (3.6 or newer) on the instance for full speed",
+        ),
+        Err(e) => Check::fail("python3 on the instance", &e),
+    }
+}
+
+fn report(checks: &[Check], as_json: bool) {
+    if as_json {
+        let list: Vec<_> = checks
+            .iter()
+            .map(|c| {
+                json!({
+                    "check": c.name,
+                    "status": c.status.word().to_lowercase(),
+                    "detail": c.detail,
+                    "fix": c.fix,
+                    "exit_code": c.kind.map(Kind::exit_code),
+                })
+            })
+            .collect();
+        let ok = !checks.iter().any(|c| c.status == Status::Fail);
+        println!("{}", json!({"ok": ok, "checks": list}));
+        return;
+    }
+    let width = checks.iter().map(|c| c.name.len()).max().unwrap_or(10);
+    for c in checks {
+        println!("{:<width$}  {:<4}  {}", c.name, c.status.word(), c.detail);
+        if let Some(fix) = &c.fix {
+            println!("{:<width$}        fix: {fix}", "");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identities_say_which_policy_variables_exist() {
+        let (s, role) = describe_identity("arn:aws:iam::1:user/ops/bob", "AIDA1");
+        assert!(!role && s.contains("${aws:username} = bob"), "{s}");
+        let (s, role) = describe_identity(
+            "arn:aws:sts::1:assumed-role/AWSReservedSSO_Dev_abc/alice",
+            "AROA1:alice",
+        );
+        assert!(role && s.contains("SSO") && s.contains("undefined"), "{s}");
+        let (s, role) = describe_identity("arn:aws:sts::1:federated-user/carol", "1:carol");
+        assert!(role && s.contains("federated"), "{s}");
+    }
+}

@@ -1,0 +1,171 @@
+//! `ssmcp doctor` end to end: every check's pass and fail case against ssm-sim, and the
+//! seed's scenario (an SSO role whose TerminateSession is denied).
+
+mod common;
+use common::*;
+use ssm_sim::config::{DenyRule, Identity, InstanceConfig};
+
+fn doctor_json(out: &str) -> serde_json::Value {
+    serde_json::from_str(out.trim()).expect("doctor --json prints one JSON document")
+}
+
+fn check<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == name)
+        .unwrap_or_else(|| panic!("no check {name} in {report}"))
+}
+
+#[tokio::test]
+async fn a_healthy_target_passes_every_check() {
+    let h = Harness::new(fast()).await;
+    let (code, out, err) = h.run(&["doctor", INSTANCE]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    for name in [
+        "region and endpoint",
+        "credentials",
+        "identity",
+        "instance",
+        "platform",
+        "agent features",
+        "start and end a session",
+        "python3 on the instance",
+    ] {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("{name}: {out}"));
+        assert!(line.contains(" ok "), "{line}");
+    }
+    assert!(out.contains("${aws:username} = "), "{out}");
+    h.assert_no_sessions_left().await;
+}
+
+#[tokio::test]
+async fn the_sso_terminate_pitfall_is_flagged_and_copies_still_work() {
+    let mut cfg = fast();
+    cfg.identity = Identity::sso_role("AWSReservedSSO_Dev_abc", "alice");
+    cfg.deny = vec![DenyRule::action("ssm:TerminateSession")];
+    let h = Harness::new(cfg).await;
+    let (code, out, err) = h.run(&["doctor", "--json", INSTANCE]).await;
+    assert_eq!(code, 0, "a warning, not a failure: {out}{err}");
+    let report = doctor_json(&out);
+    assert_eq!(check(&report, "identity")["status"], "ok");
+    assert!(check(&report, "identity")["detail"]
+        .as_str()
+        .unwrap()
+        .contains("${aws:username} is undefined"));
+    let s = check(&report, "start and end a session");
+    assert_eq!(s["status"], "warn", "{s}");
+    assert!(
+        s["detail"]
+            .as_str()
+            .unwrap()
+            .contains("ssm:TerminateSession"),
+        "{s}"
+    );
+    assert!(s["fix"].as_str().unwrap().contains("${aws:userid}"), "{s}");
+
+    // The copy itself succeeds, with one warning that carries the fix.
+    let f = h.local().join("f");
+    std::fs::write(&f, b"deployed").unwrap();
+    let (code, _, err) = h.run(&[f.to_str().unwrap(), &format!("{INSTANCE}:")]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("${aws:userid}"), "{err}");
+    assert_eq!(
+        err.matches("warning").count(),
+        2,
+        "one warning and its repeat count: {err}"
+    );
+    assert_eq!(std::fs::read(h.remote().join("f")).unwrap(), b"deployed");
+    h.assert_no_sessions_left().await;
+}
+
+#[tokio::test]
+async fn federated_callers_are_recognised() {
+    let mut cfg = fast();
+    cfg.identity = Identity::federated("carol");
+    let h = Harness::new(cfg).await;
+    let (code, out, _) = h.run(&["doctor", "--json", INSTANCE]).await;
+    assert_eq!(code, 0);
+    let id = check(&doctor_json(&out), "identity")["detail"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(id.contains("federated") && id.contains(":carol"), "{id}");
+}
+
+#[tokio::test]
+async fn unknown_and_offline_instances_fail_with_the_target_class() {
+    let mut cfg = fast();
+    cfg.instances = vec![
+        InstanceConfig::new(INSTANCE),
+        InstanceConfig::new("i-0aaaaaaaaaaaaaaa1").offline(),
+    ];
+    let h = Harness::new(cfg).await;
+    let (code, out, _) = h.run(&["doctor", "i-0fffffffffffffff0"]).await;
+    assert_eq!(code, 68, "{out}");
+    assert!(
+        out.contains("not a managed instance") && out.contains("fix:"),
+        "{out}"
+    );
+    let (code, out, _) = h.run(&["doctor", "i-0aaaaaaaaaaaaaaa1"]).await;
+    assert_eq!(code, 68, "{out}");
+    assert!(out.contains("ConnectionLost"), "{out}");
+    assert_eq!(h.sim.stats().sessions_started, 0);
+}
+
+#[tokio::test]
+async fn old_agents_and_missing_python_are_reported() {
+    let mut cfg = fast();
+    cfg.instances = vec![
+        InstanceConfig::new(INSTANCE)
+            .agent_version("3.0.161.0")
+            .without(&["python3"]),
+        InstanceConfig::new("i-0bbbbbbbbbbbbbbb2").agent_version("2.3.500.0"),
+    ];
+    let h = Harness::new(cfg).await;
+    let (code, out, _) = h.run(&["doctor", "--json", INSTANCE]).await;
+    assert_eq!(code, 0, "{out}");
+    let report = doctor_json(&out);
+    let features = check(&report, "agent features");
+    assert_eq!(features["status"], "warn", "{features}");
+    assert!(
+        features["detail"].as_str().unwrap().contains("smux"),
+        "{features}"
+    );
+    assert_eq!(check(&report, "python3 on the instance")["status"], "warn");
+    // Too old for port forwarding at all: a failure, and no session is tried.
+    let before = h.sim.stats().sessions_started;
+    let (code, out, _) = h.run(&["doctor", "i-0bbbbbbbbbbbbbbb2"]).await;
+    assert_eq!(code, 68, "{out}");
+    assert!(out.contains("port forwarding (needs 2.3.672.0)"), "{out}");
+    assert_eq!(h.sim.stats().sessions_started, before);
+    h.assert_no_sessions_left().await;
+}
+
+#[tokio::test]
+async fn denied_start_session_names_the_action() {
+    let mut cfg = fast();
+    cfg.deny = vec![DenyRule::action("ssm:StartSession")];
+    let h = Harness::new(cfg).await;
+    let (code, out, _) = h.run(&["doctor", INSTANCE]).await;
+    assert_eq!(code, 77, "{out}");
+    assert!(out.contains("ssm:StartSession"), "{out}");
+}
+
+#[tokio::test]
+async fn bad_credentials_fail_first_and_skip_the_rest() {
+    let h = Harness::new(fast()).await;
+    let (code, out, _) = h
+        .run_env(
+            &[("AWS_SECRET_ACCESS_KEY", Some("wrong"))],
+            &["doctor", INSTANCE],
+        )
+        .await;
+    assert_eq!(code, 77, "{out}");
+    assert!(out.contains("credentials") && out.contains("skip"), "{out}");
+    assert_eq!(h.sim.stats().sessions_started, 0);
+}
