@@ -27,6 +27,18 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Every kind, for documentation checks.
+    pub const ALL: [Kind; 8] = [
+        Kind::Usage,
+        Kind::Auth,
+        Kind::Target,
+        Kind::Unavailable,
+        Kind::Transfer,
+        Kind::Write,
+        Kind::Protocol,
+        Kind::Interrupted,
+    ];
+
     pub fn exit_code(self) -> i32 {
         match self {
             Kind::Usage => 64,
@@ -88,3 +100,28 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+#[cfg(test)]
+mod kind_tests {
+    use super::Kind;
+
+    #[test]
+    fn all_lists_every_kind_once() {
+        // A new kind breaks this exhaustive match until it is added to ALL as well.
+        fn position(k: Kind) -> usize {
+            match k {
+                Kind::Usage => 0,
+                Kind::Auth => 1,
+                Kind::Target => 2,
+                Kind::Unavailable => 3,
+                Kind::Transfer => 4,
+                Kind::Write => 5,
+                Kind::Protocol => 6,
+                Kind::Interrupted => 7,
+            }
+        }
+        for (i, k) in Kind::ALL.iter().enumerate() {
+            assert_eq!(position(*k), i);
+        }
+    }
+}

@@ -64,7 +64,7 @@ pub async fn perform(channel: &mut Channel) -> Result<Start> {
                     refused = Some(Error::new(
                         Kind::Protocol,
                         "Session Manager preferences in this account require KMS encryption, which ssmcp does not support yet",
-                    ).hint("use --transport s3, or turn off KMS encryption in Session Manager preferences for this document"));
+                    ).hint("turn off KMS encryption in the Session Manager preferences (Systems Manager console, Session Manager, Preferences); S3 staging, which needs no session encryption, is planned"));
                     (ActionStatus::Failed, "KMS encryption is not supported by this client".into())
                 }
                 other => (ActionStatus::Unsupported, format!("unsupported action {other}")),

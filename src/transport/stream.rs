@@ -230,11 +230,11 @@ async fn read_status<R: AsyncRead + Unpin>(r: &mut BufReader<R>) -> Result<serde
         .take(MAX_LINE)
         .read_until(b'\n', &mut line)
         .await
-        .map_err(|e| Error::transfer(format!("lost the connection to the receiver: {e}")))?;
+        .map_err(lost)?;
     if line.is_empty() {
         return Err(
-            Error::transfer("the receiver closed the connection without an answer")
-                .hint("it may have been stopped on the instance; nothing was put in place"),
+            Error::transfer("the connection to the receiver was lost before it answered")
+                .hint(RECEIVER_GONE),
         );
     }
     let v: serde_json::Value = serde_json::from_slice(&line)
@@ -256,8 +256,11 @@ async fn send_line<W: AsyncWrite + Unpin>(w: &mut W, v: &serde_json::Value) -> R
     w.flush().await.map_err(lost)
 }
 
+const RECEIVER_GONE: &str =
+    "it may have been stopped on the instance; nothing was put in place, run the copy again";
+
 fn lost(e: std::io::Error) -> Error {
-    Error::transfer(format!("lost the connection to the receiver: {e}"))
+    Error::transfer(format!("the connection to the receiver was lost ({e})")).hint(RECEIVER_GONE)
 }
 
 // ------------------------------------------------------------------------- upload

@@ -1,0 +1,350 @@
+//! docs/troubleshooting.md is a contract: every message documented under "Messages from
+//! ssmcp" is produced here by the real binary against ssm-sim, and every exit code class
+//! ssmcp has is on the page.
+
+mod common;
+use common::*;
+use ssm_sim::config::{DenyRule, Identity, InstanceConfig};
+use ssm_sim::SimConfig;
+use std::process::Stdio;
+use std::time::Duration;
+
+const PAGE: &str = include_str!("../docs/troubleshooting.md");
+
+/// The documented messages: the backticked text of each `###` heading in the section.
+fn documented() -> Vec<String> {
+    let section = PAGE
+        .split("## Messages from ssmcp")
+        .nth(1)
+        .expect("the section exists")
+        .split("\n## ")
+        .next()
+        .unwrap();
+    section
+        .lines()
+        .filter_map(|l| l.strip_prefix("### `")?.strip_suffix('`'))
+        .map(str::to_string)
+        .collect()
+}
+
+/// `…` matches anything; the literal pieces must appear in order.
+fn matches(pattern: &str, text: &str) -> bool {
+    let mut rest = text;
+    for piece in pattern.split('…') {
+        match rest.find(piece) {
+            Some(at) => rest = &rest[at + piece.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+fn file(h: &Harness, name: &str, bytes: &[u8]) -> String {
+    let p = h.local().join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p.display().to_string()
+}
+
+fn remote(path: &str) -> String {
+    format!("{INSTANCE}:{path}")
+}
+
+async fn with(cfg: SimConfig) -> Harness {
+    Harness::new(cfg).await
+}
+
+fn instance(f: impl FnOnce(InstanceConfig) -> InstanceConfig) -> SimConfig {
+    SimConfig {
+        instances: vec![f(InstanceConfig::new(INSTANCE))],
+        ..fast()
+    }
+}
+
+/// Produce the documented message `heading`: (exit code, stderr).
+async fn produce(heading: &str) -> (i32, String) {
+    let key = heading.trim_start_matches("ssmcp: ");
+    let (code, err) = match key {
+        k if k.starts_with("StartSession was denied by IAM") => {
+            let h = with(SimConfig {
+                deny: vec![DenyRule::action("ssm:StartSession")],
+                ..fast()
+            })
+            .await;
+            let f = file(&h, "f", b"x");
+            let (c, _, e) = h.run(&[&f, &remote("")]).await;
+            (c, e)
+        }
+        k if k.starts_with("warning: session") => {
+            let h = with(SimConfig {
+                identity: Identity::sso_role("AWSReservedSSO_Dev_abc", "alice"),
+                deny: vec![DenyRule::action("ssm:TerminateSession")],
+                ..fast()
+            })
+            .await;
+            let f = file(&h, "f", b"x");
+            let (c, _, e) = h.run(&[&f, &remote("")]).await;
+            (c, e)
+        }
+        k if k.starts_with("StartSession: the instance is not reachable") => {
+            let h = with(instance(|i| i.offline())).await;
+            let f = file(&h, "f", b"x");
+            let (c, _, e) = h.run(&[&f, &remote("")]).await;
+            (c, e)
+        }
+        k if k.starts_with("no managed instance has the Name tag") => {
+            let h = with(fast()).await;
+            let f = file(&h, "f", b"x");
+            let (c, _, e) = h.run(&[&f, "name:nobody:"]).await;
+            (c, e)
+        }
+        k if k.starts_with("StartSession: AWS rejected the credentials") => {
+            let h = with(fast()).await;
+            let f = file(&h, "f", b"x");
+            let (c, _, e) = h
+                .run_env(
+                    &[("AWS_SECRET_ACCESS_KEY", Some("wrong"))],
+                    &[&f, &remote("")],
+                )
+                .await;
+            (c, e)
+        }
+        k if k.starts_with("StartSession: no usable AWS credentials") => {
+            let h = with(fast()).await;
+            let f = file(&h, "f", b"x");
+            let (c, _, e) = h
+                .run_env(
+                    &[("AWS_ACCESS_KEY_ID", None), ("AWS_SECRET_ACCESS_KEY", None)],
+                    &[&f, &remote("")],
+                )
+                .await;
+            (c, e)
+        }
+        k if k.starts_with("StartSession: AWS throttled") => {
+            let h = with(SimConfig {
+                throttle: vec![("StartSession".into(), 20)],
+                ..fast()
+            })
+            .await;
+            let f = file(&h, "f", b"x");
+            let (c, _, e) = h.run(&[&f, &remote("")]).await;
+            (c, e)
+        }
+        k if k.starts_with("StartSession: cannot reach the AWS endpoint") => {
+            let h = with(fast()).await;
+            let f = file(&h, "f", b"x");
+            let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let url = format!("http://{}", closed.local_addr().unwrap());
+            drop(closed);
+            let (c, _, e) = h
+                .run_env(&[("AWS_ENDPOINT_URL_SSM", Some(&url))], &[&f, &remote("")])
+                .await;
+            (c, e)
+        }
+        k if k.starts_with("StartSession: the endpoint's TLS certificate") => {
+            let h = with(SimConfig {
+                tls: true,
+                ..fast()
+            })
+            .await;
+            let f = file(&h, "f", b"x");
+            let (c, _, e) = h
+                .run_env(&[("AWS_CA_BUNDLE", None)], &[&f, &remote("")])
+                .await;
+            (c, e)
+        }
+        k if k.starts_with("Session Manager preferences in this account require KMS") => {
+            let h = with(SimConfig {
+                kms_key_id: Some("arn:aws:kms:us-east-1:123456789012:key/abc".into()),
+                ..fast()
+            })
+            .await;
+            let f = file(&h, "f", b"x");
+            let (c, _, e) = h.run(&[&f, &remote("")]).await;
+            (c, e)
+        }
+        "… is a directory" => {
+            let h = with(fast()).await;
+            let (c, _, e) = h.run(&[h.local().to_str().unwrap(), &remote("")]).await;
+            (c, e)
+        }
+        "…: No such file or directory" => {
+            let h = with(fast()).await;
+            let missing = h.local().join("missing");
+            let (c, _, e) = h.run(&[missing.to_str().unwrap(), &remote("")]).await;
+            (c, e)
+        }
+        k if k.starts_with("on the instance: the destination directory") => {
+            let h = with(fast()).await;
+            let f = file(&h, "f", b"x");
+            let (c, _, e) = h.run(&[&f, &remote("no/such/f")]).await;
+            (c, e)
+        }
+        k if k.starts_with("on the instance: … is not a directory") => {
+            let h = with(fast()).await;
+            let (a, b) = (file(&h, "a", b"a"), file(&h, "b", b"b"));
+            let (c, _, e) = h.run(&[&a, &b, &remote("single")]).await;
+            (c, e)
+        }
+        "neither side is on an instance" => {
+            let h = with(fast()).await;
+            let f = file(&h, "f", b"x");
+            let (c, _, e) = h.run(&[&f, "elsewhere"]).await;
+            (c, e)
+        }
+        k if k.starts_with("on the instance: cannot … Permission denied") => {
+            let h = with(fast()).await;
+            let f = file(&h, "f", b"x");
+            let (c, _, e) = h.run(&[&f, &remote("/sys/kernel/")]).await;
+            (c, e)
+        }
+        k if k.starts_with("on the instance: cannot write …: File too large") => {
+            let h = with(instance(|i| i.file_size_limit(64 * 1024))).await;
+            let f = file(&h, "f", &vec![1u8; 1024 * 1024]);
+            let (c, _, e) = h.run(&[&f, &remote("")]).await;
+            (c, e)
+        }
+        k if k.starts_with("sudo on the instance needs a password") => {
+            let sudo = "#!/bin/sh\necho 'sudo: a password is required' >&2\nexit 1\n";
+            let h = with(instance(|i| i.command("sudo", sudo))).await;
+            let f = file(&h, "f", b"x");
+            let (c, _, e) = h.run(&["--sudo", &f, &remote("")]).await;
+            (c, e)
+        }
+        k if k.starts_with("the instance has no python3, which") => {
+            let h = with(instance(|i| i.without(&["python3"]))).await;
+            let f = file(&h, "f", b"x");
+            let (c, _, e) = h.run(&["--transport", "stream", &f, &remote("")]).await;
+            (c, e)
+        }
+        k if k.starts_with("warning: the instance has no python3: falling back") => {
+            let h = with(instance(|i| i.without(&["python3"]))).await;
+            let f = file(&h, "f", b"x");
+            let (c, _, e) = h.run(&[&f, &remote("")]).await;
+            (c, e)
+        }
+        k if k.starts_with("the connection to the receiver was lost") => receiver_killed().await,
+        k if k.starts_with("interrupted; nothing partial") => interrupted_copy().await,
+        other => panic!("no scenario produces the documented message `{other}`"),
+    };
+    (code, err)
+}
+
+/// Kill the receiver while an upload is under way.
+async fn receiver_killed() -> (i32, String) {
+    let h = with(fast()).await;
+    let f = file(&h, "big", &pattern(3, 32 * 1024 * 1024));
+    let child = h
+        .ssmcp()
+        .args(["-l", "20000", &f, &remote("")])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_staging(&h).await;
+    let home = h.remote();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let cwd = std::fs::read_link(e.path().join("cwd")).ok();
+        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        if cwd.as_deref() == Some(home.as_path()) && cmd.windows(7).any(|w| w == b"python3") {
+            if let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+    finish(child).await
+}
+
+async fn interrupted_copy() -> (i32, String) {
+    let h = with(fast()).await;
+    let f = file(&h, "big", &pattern(4, 32 * 1024 * 1024));
+    let child = h
+        .ssmcp()
+        .args(["-l", "20000", &f, &remote("")])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_staging(&h).await;
+    interrupt(&child);
+    finish(child).await
+}
+
+async fn wait_for_staging(h: &Harness) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let staged = std::fs::read_dir(h.remote())
+            .map(|d| {
+                d.flatten()
+                    .any(|e| e.file_name().to_string_lossy().contains(".ssmcp-"))
+            })
+            .unwrap_or(false);
+        if staged {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the copy never started"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn finish(child: tokio::process::Child) -> (i32, String) {
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The exit code a heading's entry documents ("Exit NN"), if any.
+fn documented_exit(heading: &str) -> Option<i32> {
+    let entry = PAGE.split(&format!("### `{heading}`")).nth(1)?;
+    let body = entry.split("\n### ").next()?;
+    let rest = body.split("Exit ").nth(1)?;
+    rest.get(..3)?
+        .trim_end_matches(|c: char| !c.is_ascii_digit())
+        .parse()
+        .ok()
+}
+
+#[tokio::test]
+async fn every_documented_message_is_produced() {
+    let headings = documented();
+    assert!(headings.len() >= 20, "{headings:?}");
+    for heading in headings {
+        let (code, err) = produce(&heading).await;
+        assert!(
+            matches(&heading, &err),
+            "documented `{heading}` but ssmcp printed:\n{err}"
+        );
+        match documented_exit(&heading) {
+            Some(want) => assert_eq!(code, want, "`{heading}`: {err}"),
+            None => assert_eq!(code, 0, "`{heading}` is documented as a warning: {err}"),
+        }
+    }
+}
+
+#[test]
+fn every_exit_code_class_is_on_the_page() {
+    use ssmcp::error::Kind;
+    for kind in Kind::ALL {
+        let row = format!("| {} |", kind.exit_code());
+        assert!(
+            PAGE.contains(&row),
+            "exit code {} ({kind:?}) is not documented",
+            kind.exit_code()
+        );
+    }
+}
+
+#[test]
+fn the_pattern_matcher_is_strict() {
+    assert!(matches("a … b", "xx a 123 b yy"));
+    assert!(!matches("a … b", "b then a"));
+    assert!(matches("no wildcard", "say no wildcard here"));
+}
