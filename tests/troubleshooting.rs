@@ -85,6 +85,22 @@ async fn produce(heading: &str) -> (i32, String) {
             let (c, _, e) = h.run(&[&f, &remote("")]).await;
             (c, e)
         }
+        k if k.starts_with("ResumeSession was denied by IAM") => {
+            let mut cfg = SimConfig {
+                identity: Identity::sso_role("AWSReservedSSO_Dev_abc", "alice"),
+                deny: vec![DenyRule::action("ssm:ResumeSession")],
+                ..SimConfig::default()
+            };
+            cfg.faults.cut_after_bytes = vec![256 * 1024];
+            let h = with(cfg).await;
+            std::fs::write(h.remote().join("data"), pattern(6, 1024 * 1024)).unwrap();
+            let out = h.local().join("data");
+            let (c, _, e) = h
+                .run(&["--parallel", "1", &remote("data"), out.to_str().unwrap()])
+                .await;
+            assert!(!out.exists(), "nothing partial");
+            (c, e)
+        }
         k if k.starts_with("StartSession: the instance is not reachable") => {
             let h = with(instance(|i| i.offline())).await;
             let f = file(&h, "f", b"x");

@@ -11,7 +11,7 @@ use crate::plan::Plan;
 use crate::remote::{launch_command, Launch, LaunchScanner, RunAs};
 use crate::session::channel::{Channel, ChannelConfig, Inbound};
 use crate::session::handshake::{self, Start};
-use crate::session::port::{self, PortSession};
+use crate::session::port::{self, Ended, PortSession};
 use crate::session::{self, command, Session, SessionSpec};
 use crate::sink::Stage;
 use serde_json::json;
@@ -206,6 +206,23 @@ pub struct Connection {
 }
 
 impl Connection {
+    /// A connection-level failure seen on the stream (EOF, broken pipe) usually has a
+    /// cause one layer down: the session failed (ResumeSession denied, gave up
+    /// reconnecting) or the service closed it. Report that cause when there is one.
+    async fn explain(&self, e: Error) -> Error {
+        if e.kind != Kind::Transfer {
+            return e;
+        }
+        match tokio::time::timeout(Duration::from_secs(1), self.ports.closed()).await {
+            Ok(Ended::Failed(cause)) => cause,
+            Ok(Ended::Closed(reason)) if !reason.is_empty() => Error::transfer(format!(
+                "the connection to the receiver was lost: the session was closed ({reason})"
+            ))
+            .hint(RECEIVER_GONE),
+            _ => e,
+        }
+    }
+
     pub async fn close(self) -> Vec<String> {
         drop(self.stream);
         self.ports.terminate().await;
@@ -324,6 +341,17 @@ pub async fn inventory(
 
 /// Send the plan as one bundle; the receiver stages, verifies and commits it.
 pub async fn push(
+    conn: &mut Connection,
+    job: Push<'_>,
+    progress: &dyn Progress,
+) -> Result<Summary> {
+    match push_bundle(conn, job, progress).await {
+        Err(e) => Err(conn.explain(e).await),
+        ok => ok,
+    }
+}
+
+async fn push_bundle(
     conn: &mut Connection,
     job: Push<'_>,
     progress: &dyn Progress,
@@ -663,6 +691,13 @@ struct Shared<'a> {
 const PIPELINE: usize = 2;
 
 async fn worker(conn: &mut Connection, shared: &Shared<'_>) -> Result<()> {
+    match serve_batches(conn, shared).await {
+        Err(e) => Err(conn.explain(e).await),
+        ok => ok,
+    }
+}
+
+async fn serve_batches(conn: &mut Connection, shared: &Shared<'_>) -> Result<()> {
     let (mut reader, mut writer) = conn.split();
     let mut buf = vec![0u8; CHUNK];
     let mut inflight = VecDeque::with_capacity(PIPELINE);
