@@ -33,6 +33,8 @@ pub struct SimState {
     pub sessions: Mutex<HashMap<String, Arc<Session>>>,
     pub gateway_base: Mutex<String>,
     pub throttled: Mutex<HashMap<String, u32>>,
+    /// Run Command commands by id.
+    pub commands: crate::api::run::Commands,
 }
 
 /// Lock a std mutex, recovering the data if a panicking thread poisoned it: the state
@@ -50,6 +52,7 @@ impl SimState {
             sessions: Mutex::new(HashMap::new()),
             gateway_base: Mutex::new(String::new()),
             throttled: Mutex::new(HashMap::new()),
+            commands: Default::default(),
         }
     }
 

@@ -25,6 +25,27 @@ pub struct ProcessEnv {
 }
 
 impl ProcessEnv {
+    /// Set up a (non-pty) command to run as this instance's processes do.
+    pub fn apply(&self, cmd: &mut tokio::process::Command) {
+        cmd.envs(self.vars());
+        if let Some(h) = &self.home {
+            cmd.current_dir(h);
+        }
+        if let Some(limit) = self.file_size_limit {
+            // SAFETY: setrlimit is async-signal-safe and touches no shared state.
+            unsafe {
+                cmd.pre_exec(move || {
+                    nix::sys::resource::setrlimit(
+                        nix::sys::resource::Resource::RLIMIT_FSIZE,
+                        limit,
+                        limit,
+                    )
+                    .map_err(std::io::Error::from)
+                });
+            }
+        }
+    }
+
     /// Environment every shell-type process gets, as the agent sets it (§8.1).
     fn vars(&self) -> Vec<(String, String)> {
         let mut env = vec![

@@ -1,6 +1,7 @@
 //! The SSM JSON 1.1 API over HTTP: SigV4-checked, dispatched on `X-Amz-Target`, answered
 //! in AWS's shapes (errors as `{"__type", "message"}` with status 400).
 
+pub mod run;
 pub mod sigv4;
 pub mod ssm;
 pub mod sts;
@@ -132,6 +133,11 @@ async fn dispatch(state: &Arc<SimState>, op: &str, body: &[u8]) -> ApiResult {
         "TerminateSession" => ssm::terminate_session(state, &input).await,
         "DescribeSessions" => ssm::describe_sessions(state, &input),
         "DescribeInstanceInformation" => ssm::describe_instance_information(state, &input),
+        "SendCommand" => run::send_command(state, &input),
+        "GetCommandInvocation" => run::get_command_invocation(state, &input),
+        "ListCommandInvocations" => run::list_command_invocations(state, &input),
+        "ListCommands" => run::list_commands(state, &input),
+        "CancelCommand" => run::cancel_command(state, &input),
         other => Err(ApiError::new(
             "UnknownOperationException",
             format!("The simulator does not implement {other}."),
