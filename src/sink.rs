@@ -271,11 +271,15 @@ impl Stage {
         Ok(self.files.len() - 1)
     }
 
-    pub fn link(&mut self, rel: &[u8], target: &[u8]) -> Result<()> {
+    pub fn link(&mut self, rel: &[u8], target: &[u8], mtime: Mtime) -> Result<()> {
         let (parent, final_path) = self.place(rel, Claim::Link)?;
         let temp = self.temp_name(&parent, &final_path, "lnk");
         std::os::unix::fs::symlink(OsStr::from_bytes(target), &temp)
             .map_err(|e| write_error("cannot create symlink", &final_path, &e))?;
+        if self.preserve {
+            // The link's own time (never its target's); a rename keeps it.
+            let _ = set_mtime(&temp, mtime);
+        }
         self.links.push((temp, final_path));
         Ok(())
     }

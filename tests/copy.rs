@@ -40,7 +40,9 @@ fn snapshot(root: &Path, with_meta: bool) -> BTreeMap<Vec<u8>, String> {
         } else {
             format!("file {}", sha(&std::fs::read(e.path()).unwrap()))
         };
-        let meta = if with_meta && !m.file_type().is_symlink() && !rel.is_empty() {
+        let meta = if with_meta && m.file_type().is_symlink() {
+            format!(" mtime {}.{}", m.mtime(), m.mtime_nsec())
+        } else if with_meta && !rel.is_empty() {
             format!(
                 " mode {:o} mtime {}.{}",
                 m.mode() & 0o7777,

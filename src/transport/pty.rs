@@ -432,7 +432,7 @@ fn upload_script(plan: &Plan, dest: &[u8], place: &PlaceOptions, tag: &str) -> R
 if [ ! -d \"$1\" ]; then mkdir \"$1\" || fail permission \"cannot create directory $1\"; CREATED=\"$1\n$CREATED\"; fi; }\n",
     );
     let mut files: Vec<(Placed, u64, &Meta)> = Vec::new();
-    let mut links: Vec<(Placed, &[u8])> = Vec::new();
+    let mut links: Vec<(Placed, &[u8], &Meta)> = Vec::new();
     let mut dirs: Vec<(Vec<u8>, &Meta)> = Vec::new();
     for e in &plan.entries {
         let (meta, kind) = match &e.record {
@@ -478,6 +478,7 @@ if [ ! -d \"$1\" ]; then mkdir \"$1\" || fail permission \"cannot create directo
                         final_path: path,
                     },
                     target,
+                    meta,
                 ));
             }
             _ => {}
@@ -489,7 +490,7 @@ if [ ! -d \"$1\" ]; then mkdir \"$1\" || fail permission \"cannot create directo
         s.push(b' ');
         s.extend_from_slice(&p.temp);
     }
-    for (p, _) in &links {
+    for (p, _, _) in &links {
         s.push(b' ');
         s.extend_from_slice(&p.temp);
     }
@@ -534,24 +535,29 @@ if [ ! -d \"$1\" ]; then mkdir \"$1\" || fail permission \"cannot create directo
             s.push(b'\n');
         }
     }
-    for (p, target) in &links {
+    for (p, target, meta) in &links {
         s.extend_from_slice(b"ln -s ");
         s.extend(sq(target));
         s.push(b' ');
         s.extend_from_slice(&p.temp);
         s.extend_from_slice(b" || fail permission \"cannot create a symlink\"\n");
+        if place.preserve {
+            s.extend_from_slice(touch(&meta.mtime).as_bytes());
+            s.extend_from_slice(&p.temp);
+            s.push(b'\n');
+        }
     }
     // No directory may sit where a file or link goes: check all before the first rename.
     for (p, _, _) in &files {
         check_not_dir(&mut s, &p.final_path);
     }
-    for (p, _) in &links {
+    for (p, _, _) in &links {
         check_not_dir(&mut s, &p.final_path);
     }
     for (p, _, _) in &files {
         mv(&mut s, &p.temp, &p.final_path);
     }
-    for (p, _) in &links {
+    for (p, _, _) in &links {
         mv(&mut s, &p.temp, &p.final_path);
     }
     s.extend_from_slice(b"cleanup() { :; }\n");
@@ -886,7 +892,7 @@ pub async fn pull(
                 summary.files += 1;
                 summary.bytes += size;
             }
-            Record::Link { meta, target } => stage.link(&meta.path, target)?,
+            Record::Link { meta, target } => stage.link(&meta.path, target, meta.mtime)?,
             _ => {}
         }
     }

@@ -574,7 +574,7 @@ pub async fn fetch(
                 summary.files += 1;
                 summary.bytes += size;
             }
-            Record::Link { meta, target } => stage.link(&meta.path, target)?,
+            Record::Link { meta, target } => stage.link(&meta.path, target, meta.mtime)?,
             _ => {}
         }
     }
