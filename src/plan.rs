@@ -209,8 +209,8 @@ fn walk(root: &Path, top: &[u8], exclude: &GlobSet, plan: &mut Plan) -> Result<(
         let item = match item {
             Ok(i) => i,
             Err(e) => {
-                return Err(Error::usage(format!("cannot read {}", e)))
-                    .map_err(|e| e.hint("check the permissions of the source tree"))
+                return Err(Error::usage(format!("cannot read {e}"))
+                    .hint("check the permissions of the source tree"))
             }
         };
         let rel = item.path().strip_prefix(root).unwrap_or(item.path());

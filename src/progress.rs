@@ -5,13 +5,21 @@ use crate::transport::Progress;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{json, Value};
 use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub enum Reporter {
-    Bar(ProgressBar),
+    Bar(Bar),
     Json(JsonLines),
     Silent { notes: bool },
+}
+
+/// The terminal bar and the file counts its message shows.
+pub struct Bar {
+    bar: ProgressBar,
+    files_done: AtomicU64,
+    files: AtomicU64,
 }
 
 pub struct JsonLines {
@@ -47,7 +55,11 @@ impl Reporter {
                 )
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
-            return Reporter::Bar(bar);
+            return Reporter::Bar(Bar {
+                bar,
+                files_done: AtomicU64::new(0),
+                files: AtomicU64::new(0),
+            });
         }
         Reporter::Silent {
             notes: verbose && !quiet,
@@ -65,7 +77,7 @@ impl Reporter {
 
     pub fn finish(&self) {
         if let Reporter::Bar(b) = self {
-            b.finish_and_clear();
+            b.bar.finish_and_clear();
         }
     }
 }
@@ -74,8 +86,9 @@ impl Progress for Reporter {
     fn plan(&self, files: u64, bytes: u64) {
         match self {
             Reporter::Bar(b) => {
-                b.set_length(bytes);
-                b.set_message(format!("0/{files} files"));
+                b.files.store(files, Ordering::Relaxed);
+                b.bar.set_length(bytes);
+                b.bar.set_message(format!("0/{files} files"));
             }
             Reporter::Json(j) => {
                 if let Ok(mut s) = j.state.lock() {
@@ -89,7 +102,7 @@ impl Progress for Reporter {
 
     fn advance(&self, bytes: u64) {
         match self {
-            Reporter::Bar(b) => b.inc(bytes),
+            Reporter::Bar(b) => b.bar.inc(bytes),
             Reporter::Json(j) => {
                 let due = match j.state.lock() {
                     Ok(mut s) => {
@@ -113,11 +126,9 @@ impl Progress for Reporter {
     fn file_done(&self, path: &[u8], bytes: u64) {
         match self {
             Reporter::Bar(b) => {
-                let files = b.message();
-                if let Some((done, total)) = files.split_once('/') {
-                    let done: u64 = done.parse().unwrap_or(0) + 1;
-                    b.set_message(format!("{done}/{total}"));
-                }
+                let done = b.files_done.fetch_add(1, Ordering::Relaxed) + 1;
+                let files = b.files.load(Ordering::Relaxed);
+                b.bar.set_message(format!("{done}/{files} files"));
             }
             Reporter::Json(_) => self.event(json!({
                 "event": "file",
@@ -130,7 +141,7 @@ impl Progress for Reporter {
 
     fn note(&self, text: &str) {
         match self {
-            Reporter::Bar(b) => b.println(format!("ssmcp: {text}")),
+            Reporter::Bar(b) => b.bar.println(format!("ssmcp: {text}")),
             Reporter::Json(_) => self.event(json!({"event": "note", "text": text})),
             Reporter::Silent { notes: true } => eprintln!("ssmcp: {text}"),
             Reporter::Silent { notes: false } => {}

@@ -3,7 +3,7 @@
 //! same rules as the instance-side receiver (remote/receiver.py), because a compromised
 //! or buggy instance must not be able to write outside the destination either.
 
-use crate::bundle::{components, Mtime};
+use crate::bundle::{components, Mtime, Record};
 use crate::error::{Error, Kind, Result};
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -106,6 +106,43 @@ fn under_single(tops: &[(Vec<u8>, bool)], dest: &Path) -> Roots {
 }
 
 impl Stage {
+    /// Stage a listing from the other side (directories, files as empty temporaries,
+    /// links), in order: `files[k]` is the k-th `Listed` record. Returns the stage and
+    /// the number of files and bytes to fetch.
+    pub fn for_listing(
+        dest: &Path,
+        records: &[Record],
+        preserve: bool,
+    ) -> Result<(Stage, u64, u64)> {
+        let mut tops: Vec<(Vec<u8>, bool)> = Vec::new();
+        for r in records {
+            let (path, is_dir) = match r {
+                Record::Dir(m) => (&m.path, true),
+                Record::Listed { meta, .. } | Record::Link { meta, .. } => (&meta.path, false),
+                _ => continue,
+            };
+            let first = components(path)?[0].to_vec();
+            if !tops.iter().any(|(n, _)| *n == first) {
+                tops.push((first, is_dir));
+            }
+        }
+        let mut stage = Stage::new(dest, &tops, preserve)?;
+        let (mut files, mut bytes) = (0, 0);
+        for r in records {
+            match r {
+                Record::Dir(m) => stage.directory(&m.path, m.mode, m.mtime)?,
+                Record::Listed { meta, size } => {
+                    stage.file(&meta.path, *size, meta.mode, meta.mtime)?;
+                    files += 1;
+                    bytes += size;
+                }
+                Record::Link { meta, target } => stage.link(&meta.path, target, meta.mtime)?,
+                _ => {}
+            }
+        }
+        Ok((stage, files, bytes))
+    }
+
     pub fn new(dest: &Path, tops: &[(Vec<u8>, bool)], preserve: bool) -> Result<Stage> {
         let (roots, create) = resolve(dest, tops)?;
         let umask = read_umask();
@@ -231,7 +268,7 @@ impl Stage {
         parent.join(OsStr::from_bytes(&t))
     }
 
-    pub fn directory(&mut self, rel: &[u8], mode: u32, mtime: Mtime) -> Result<()> {
+    fn directory(&mut self, rel: &[u8], mode: u32, mtime: Mtime) -> Result<()> {
         let (root, parts) = self.target(rel)?;
         let mut p = root.clone();
         for c in &parts {
@@ -244,8 +281,8 @@ impl Stage {
         Ok(())
     }
 
-    /// Create the (empty) temporary file for a manifest entry; returns its index in `files`.
-    pub fn file(&mut self, rel: &[u8], size: u64, mode: u32, mtime: Mtime) -> Result<usize> {
+    /// Create the (empty) temporary file for a manifest entry, appended to `files`.
+    fn file(&mut self, rel: &[u8], size: u64, mode: u32, mtime: Mtime) -> Result<()> {
         let (parent, final_path) = self.place(rel, Claim::File)?;
         if final_path.is_dir() && !is_symlink(&final_path) {
             return Err(Error::usage(format!(
@@ -268,10 +305,10 @@ impl Stage {
             mode,
             mtime,
         });
-        Ok(self.files.len() - 1)
+        Ok(())
     }
 
-    pub fn link(&mut self, rel: &[u8], target: &[u8], mtime: Mtime) -> Result<()> {
+    fn link(&mut self, rel: &[u8], target: &[u8], mtime: Mtime) -> Result<()> {
         let (parent, final_path) = self.place(rel, Claim::Link)?;
         let temp = self.temp_name(&parent, &final_path, "lnk");
         std::os::unix::fs::symlink(OsStr::from_bytes(target), &temp)

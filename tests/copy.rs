@@ -7,8 +7,7 @@ use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::Path;
 use std::time::Duration;
 
 fn remote_arg(path: &str) -> String {
@@ -368,35 +367,6 @@ async fn cut_websockets_are_survived() {
     h.assert_no_sessions_left().await;
 }
 
-/// Start a copy, wait until the receiver has staged some bytes, then `act`.
-async fn interrupt_midway(h: &Harness, args: &[&str], staged_in: &Path) -> tokio::process::Child {
-    let child = h
-        .ssmcp()
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let staged = std::fs::read_dir(staged_in)
-            .map(|d| {
-                d.filter_map(|e| e.ok())
-                    .any(|e| e.file_name().as_bytes().windows(7).any(|w| w == b".ssmcp-"))
-            })
-            .unwrap_or(false);
-        if staged {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the copy never started"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    child
-}
-
 #[tokio::test]
 async fn sigint_mid_upload_leaves_nothing_and_ends_every_session() {
     let h = Harness::new(fast()).await;
@@ -446,27 +416,6 @@ async fn a_receiver_killed_mid_upload_fails_cleanly() {
     // Killed with SIGKILL, it could not clean up: its temporary is all that may remain,
     // and the destination name itself was never created.
     assert!(!home.join("big").exists());
-}
-
-/// SIGKILL the receivers whose working directory is `home` (the simulator starts command
-/// sessions there).
-fn kill_receivers(home: &Path) -> usize {
-    let mut n = 0;
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let cwd: Option<PathBuf> = std::fs::read_link(e.path().join("cwd")).ok();
-        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-        if cwd.as_deref() == Some(home) && cmd.windows(7).any(|w| w == b"python3") {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-            n += 1;
-        }
-    }
-    n
 }
 
 fn sha_file(p: &Path) -> String {

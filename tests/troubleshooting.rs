@@ -6,7 +6,6 @@ mod common;
 use common::*;
 use ssm_sim::config::{DenyRule, Identity, InstanceConfig};
 use ssm_sim::SimConfig;
-use std::process::Stdio;
 use std::time::Duration;
 
 const PAGE: &str = include_str!("../docs/troubleshooting.md");
@@ -249,61 +248,17 @@ async fn produce(heading: &str) -> (i32, String) {
 async fn receiver_killed() -> (i32, String) {
     let h = with(fast()).await;
     let f = file(&h, "big", &pattern(3, 32 * 1024 * 1024));
-    let child = h
-        .ssmcp()
-        .args(["-l", "20000", &f, &remote("")])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for_staging(&h).await;
-    let home = h.remote();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let cwd = std::fs::read_link(e.path().join("cwd")).ok();
-        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-        if cwd.as_deref() == Some(home.as_path()) && cmd.windows(7).any(|w| w == b"python3") {
-            if let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-        }
-    }
+    let child = interrupt_midway(&h, &["-l", "20000", &f, &remote("")], &h.remote()).await;
+    assert!(kill_receivers(&h.remote()) > 0, "found the receiver");
     finish(child).await
 }
 
 async fn interrupted_copy() -> (i32, String) {
     let h = with(fast()).await;
     let f = file(&h, "big", &pattern(4, 32 * 1024 * 1024));
-    let child = h
-        .ssmcp()
-        .args(["-l", "20000", &f, &remote("")])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for_staging(&h).await;
+    let child = interrupt_midway(&h, &["-l", "20000", &f, &remote("")], &h.remote()).await;
     interrupt(&child);
     finish(child).await
-}
-
-async fn wait_for_staging(h: &Harness) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let staged = std::fs::read_dir(h.remote())
-            .map(|d| {
-                d.flatten()
-                    .any(|e| e.file_name().to_string_lossy().contains(".ssmcp-"))
-            })
-            .unwrap_or(false);
-        if staged {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the copy never started"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 async fn finish(child: tokio::process::Child) -> (i32, String) {

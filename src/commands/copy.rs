@@ -2,6 +2,7 @@
 //! transport. Every session opened here is ended on every path out, ^C included.
 
 use super::{Context, Signals};
+use crate::bundle::Record;
 use crate::cli::{CopyArgs, Global, TransportChoice};
 use crate::error::{Error, Kind, Result};
 use crate::plan::{self, Plan};
@@ -286,12 +287,9 @@ async fn upload(
         },
     )?;
     if args.dry_run {
-        print_plan(&plan, dest, reporter);
-        return Ok(Summary {
-            files: plan.files,
-            bytes: plan.bytes,
-            ..Summary::default()
-        });
+        let s = print_entries(plan.entries.iter().map(|e| &e.record), reporter);
+        print_total(&s, &String::from_utf8_lossy(dest), reporter);
+        return Ok(s);
     }
     let ctx = Context::new(global, target).await?;
     for w in &plan.warnings {
@@ -439,12 +437,17 @@ async fn pty_upload(
     outcome
 }
 
-fn print_plan(plan: &Plan, dest: &[u8], reporter: &Reporter) {
-    use crate::bundle::Record;
-    for e in &plan.entries {
-        let (kind, path, size) = match &e.record {
+/// --dry-run: one line (or `plan-entry` event) per entry; returns the files and bytes.
+fn print_entries<'a>(records: impl Iterator<Item = &'a Record>, reporter: &Reporter) -> Summary {
+    let mut s = Summary::default();
+    for r in records {
+        let (kind, path, size) = match r {
             Record::Dir(m) => ("dir", &m.path, 0),
-            Record::File { meta, size } => ("file", &meta.path, *size),
+            Record::File { meta, size } | Record::Listed { meta, size } => {
+                s.files += 1;
+                s.bytes += size;
+                ("file", &meta.path, *size)
+            }
             Record::Link { meta, .. } => ("link", &meta.path, 0),
             _ => continue,
         };
@@ -456,13 +459,13 @@ fn print_plan(plan: &Plan, dest: &[u8], reporter: &Reporter) {
             println!("{kind}\t{size}\t{path}");
         }
     }
+    s
+}
+
+/// The dry run's last line, where it is not JSON.
+fn print_total(s: &Summary, to: &str, reporter: &Reporter) {
     if !matches!(reporter, Reporter::Json(_)) {
-        println!(
-            "would copy {} files, {} bytes to {}",
-            plan.files,
-            plan.bytes,
-            String::from_utf8_lossy(dest)
-        );
+        println!("would copy {} files, {} bytes to {to}", s.files, s.bytes);
     }
 }
 
@@ -568,7 +571,9 @@ async fn fetch_all(
         ctx.warn(&format!("on the instance: {w}"));
     }
     if args.dry_run {
-        return Ok(print_manifest(&manifest, reporter));
+        let s = print_entries(manifest.records.iter(), reporter);
+        print_total(&s, &job.dest.display().to_string(), reporter);
+        return Ok(s);
     }
     let wanted = manifest.connections(usize::from(args.parallel));
     let extra = (1..wanted).map(|_| receiver.connect());
@@ -580,31 +585,6 @@ async fn fetch_all(
         conns.len()
     ));
     stream::fetch(conns, &manifest, job, reporter).await
-}
-
-fn print_manifest(manifest: &Manifest, reporter: &Reporter) -> Summary {
-    use crate::bundle::Record;
-    let mut s = Summary::default();
-    for r in &manifest.records {
-        let (kind, path, size) = match r {
-            Record::Dir(m) => ("dir", &m.path, 0),
-            Record::Listed { meta, size } => ("file", &meta.path, *size),
-            Record::Link { meta, .. } => ("link", &meta.path, 0),
-            _ => continue,
-        };
-        if kind == "file" {
-            s.files += 1;
-            s.bytes += size;
-        }
-        let path = String::from_utf8_lossy(path);
-        if matches!(reporter, Reporter::Json(_)) {
-            reporter
-                .event(json!({"event": "plan-entry", "kind": kind, "path": path, "bytes": size}));
-        } else {
-            println!("{kind}\t{size}\t{path}");
-        }
-    }
-    s
 }
 
 #[cfg(test)]

@@ -41,6 +41,10 @@ pub struct Summary {
     pub deleted: u64,
 }
 
+/// What to do after a digest mismatch, whichever side found it.
+pub const DAMAGED: &str =
+    "the bytes were damaged on the way; nothing was put in place, run the copy again";
+
 /// A failure the receiver reported, by its class (see remote/receiver.py).
 pub fn remote_failure(class: &str, message: &str) -> Error {
     let (kind, hint) = match class {
@@ -51,10 +55,7 @@ pub fn remote_failure(class: &str, message: &str) -> Error {
         "space" => (Kind::Write, Some("free some space on the instance")),
         "write" => (Kind::Write, None),
         "usage" | "source" => (Kind::Usage, None),
-        "integrity" => (
-            Kind::Transfer,
-            Some("the bytes were damaged on the way; nothing was put in place, run the copy again"),
-        ),
+        "integrity" => (Kind::Transfer, Some(DAMAGED)),
         "aborted" => (Kind::Transfer, None),
         _ => (Kind::Protocol, None),
     };

@@ -6,7 +6,7 @@
 //! names, everything renamed into place only after every file verified. Slower: base64
 //! costs a third more bytes and downloads use one paced session.
 
-use super::{remote_failure, Limiter, PlaceOptions, Progress, Summary};
+use super::{remote_failure, Limiter, PlaceOptions, Progress, Summary, DAMAGED};
 use crate::bundle::{components, Meta, Mtime, Record};
 use crate::error::{Error, Kind, Result};
 use crate::plan::Plan;
@@ -865,54 +865,40 @@ pub async fn pull(
     for w in &warnings {
         warn(&format!("on the instance: {w}"));
     }
-    let mut tops: Vec<(Vec<u8>, bool)> = Vec::new();
-    let mut remote_paths = Vec::new();
+    let (mut stage, files, bytes) = Stage::for_listing(dest, &records, preserve)?;
+    progress.plan(files, bytes);
+    // Which remote file each listed one is: its source's path (P<i> in the script, in
+    // the order the listing named the sources) plus the rest of its path.
+    let mut tops: Vec<&[u8]> = Vec::new();
+    let mut listed: Vec<(&[u8], Vec<u8>)> = Vec::new();
     for r in &records {
-        let (m, is_dir) = match r {
-            Record::Dir(m) => (m, true),
-            Record::Listed { meta, .. } | Record::Link { meta, .. } => (meta, false),
+        let path = match r {
+            Record::Dir(m) | Record::Listed { meta: m, .. } | Record::Link { meta: m, .. } => {
+                &m.path
+            }
             _ => continue,
         };
-        let first = components(&m.path)?[0].to_vec();
-        if !tops.iter().any(|(n, _)| *n == first) {
-            tops.push((first, is_dir));
-        }
-    }
-    let mut stage = Stage::new(dest, &tops, preserve)?;
-    let mut summary = Summary::default();
-    let mut slots = Vec::new();
-    for r in &records {
-        match r {
-            Record::Dir(m) => stage.directory(&m.path, m.mode, m.mtime)?,
-            Record::Listed { meta, size } => {
-                slots.push((
-                    stage.file(&meta.path, *size, meta.mode, meta.mtime)?,
-                    meta.path.clone(),
-                ));
-                summary.files += 1;
-                summary.bytes += size;
-            }
-            Record::Link { meta, target } => stage.link(&meta.path, target, meta.mtime)?,
-            _ => {}
-        }
-    }
-    progress.plan(summary.files, summary.bytes);
-    // Which remote file each listed one is: the top's source path plus the rest.
-    for (_, path) in &slots {
         let parts = components(path)?;
-        let top = tops.iter().position(|(n, _)| n == parts[0]).unwrap_or(0);
-        let mut word = format!("\"$P{top}\"").into_bytes();
-        for p in &parts[1..] {
-            word.push(b'/');
-            word.extend(sq(p));
+        let top = match tops.iter().position(|t| *t == parts[0]) {
+            Some(i) => i,
+            None => {
+                tops.push(parts[0]);
+                tops.len() - 1
+            }
+        };
+        if let Record::Listed { .. } = r {
+            let mut word = format!("\"$P{top}\"").into_bytes();
+            for p in &parts[1..] {
+                word.push(b'/');
+                word.extend(sq(p));
+            }
+            listed.push((path, word));
         }
-        remote_paths.push(word);
     }
-    if !slots.is_empty() {
-        shell
-            .run_script(&send_script(sources, &remote_paths))
-            .await?;
-        for (i, (slot, path)) in slots.iter().enumerate() {
+    if !listed.is_empty() {
+        let words: Vec<Vec<u8>> = listed.iter().map(|(_, w)| w.clone()).collect();
+        shell.run_script(&send_script(sources, &words)).await?;
+        for (i, ((path, _), staged)) in listed.iter().zip(&stage.files).enumerate() {
             let m = shell.marker().await?;
             if m.starts_with(b"FAIL ") || m.starts_with(b"DONE") {
                 return Err(Error::transfer(format!(
@@ -924,7 +910,6 @@ pub async fn pull(
             if m != format!("F {i}").as_bytes() {
                 return Err(Error::protocol("the instance sent files out of order"));
             }
-            let staged = &stage.files[*slot];
             let (got, digest) = shell.decode_line_into(&staged.temp, progress).await?;
             let said = shell.line().await?;
             if got != staged.size {
@@ -938,14 +923,18 @@ pub async fn pull(
                     "SHA-256 mismatch in {}",
                     String::from_utf8_lossy(path)
                 ))
-                .hint("the bytes were damaged on the way; nothing was put in place, run the copy again"));
+                .hint(DAMAGED));
             }
             progress.file_done(path, got);
         }
         shell.outcome().await?;
     }
     stage.commit()?;
-    Ok(summary)
+    Ok(Summary {
+        files,
+        bytes,
+        ..Summary::default()
+    })
 }
 
 /// Print each file as `F i`, its base64 on one line, then its SHA-256.

@@ -4,8 +4,8 @@
 //! because the agent paces what it sends per session.
 
 use super::zlib::{Inflate, Out};
-use super::{remote_failure, Limiter, PlaceOptions, Progress, Summary};
-use crate::bundle::{components, Record, DIGEST_LEN};
+use super::{remote_failure, Limiter, PlaceOptions, Progress, Summary, DAMAGED};
+use crate::bundle::{Record, DIGEST_LEN};
 use crate::error::{Error, Kind, Result};
 use crate::plan::Plan;
 use crate::remote::{launch_command, Launch, LaunchScanner, RunAs};
@@ -13,13 +13,14 @@ use crate::session::channel::{Channel, ChannelConfig, Inbound};
 use crate::session::handshake::{self, Start};
 use crate::session::port::{self, Ended, PortSession};
 use crate::session::{self, command, Session, SessionSpec};
-use crate::sink::Stage;
+use crate::sink::{Stage, Staged};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use ssm_proto::PayloadType;
 use std::collections::VecDeque;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::io::{
@@ -124,10 +125,12 @@ impl Receiver {
             let _ = session.end(None).await;
             return Err(Error::transfer(format!("cannot reach the receiver: {e}")));
         }
+        let (reader, writer) = tokio::io::split(stream);
         Ok(Connection {
             session,
             ports,
-            stream,
+            reader: BufReader::with_capacity(CHUNK, reader),
+            writer,
         })
     }
 
@@ -198,11 +201,14 @@ fn launch_failure(output: &str, run_as: &RunAs) -> Error {
     )
 }
 
-/// One port session to the receiver, carrying one connection.
+/// One port session to the receiver, carrying one connection. The reading half is
+/// buffered once for the connection's life, so nothing read ahead is ever dropped
+/// between one request and the next.
 pub struct Connection {
     session: Session,
     ports: PortSession,
-    stream: DuplexStream,
+    reader: BufReader<ReadHalf<DuplexStream>>,
+    writer: WriteHalf<DuplexStream>,
 }
 
 impl Connection {
@@ -224,19 +230,18 @@ impl Connection {
     }
 
     pub async fn close(self) -> Vec<String> {
-        drop(self.stream);
+        drop((self.reader, self.writer));
         self.ports.terminate().await;
         self.session.end(None).await.warning.into_iter().collect()
     }
 
-    fn split(
+    fn halves(
         &mut self,
     ) -> (
-        BufReader<ReadHalf<&mut DuplexStream>>,
-        WriteHalf<&mut DuplexStream>,
+        &mut BufReader<ReadHalf<DuplexStream>>,
+        &mut WriteHalf<DuplexStream>,
     ) {
-        let (r, w) = tokio::io::split(&mut self.stream);
-        (BufReader::with_capacity(CHUNK, r), w)
+        (&mut self.reader, &mut self.writer)
     }
 }
 
@@ -318,13 +323,13 @@ pub async fn inventory(
         })
         .collect();
     let count = files.len();
-    let (mut reader, mut writer) = conn.split();
+    let (reader, writer) = conn.halves();
     send_line(
-        &mut writer,
+        &mut *writer,
         &json!({"op": "inventory", "dest": hex::encode(dest), "tops": tops_json(plan), "files": files}),
     )
     .await?;
-    read_status(&mut reader).await?;
+    read_status(&mut *reader).await?;
     let mut out = Vec::with_capacity(count);
     for _ in 0..count {
         let flag = reader.read_u8().await.map_err(lost)?;
@@ -372,7 +377,7 @@ async fn push_bundle(
         "keep": keep,
         "compress": job.compress,
     });
-    let (mut reader, writer) = conn.split();
+    let (reader, writer) = conn.halves();
     let mut writer = BufWriter::with_capacity(CHUNK, writer);
     send_line(&mut writer, &request).await?;
     let mut limiter = Limiter::new(job.limit);
@@ -383,9 +388,9 @@ async fn push_bundle(
     let status = tokio::select! {
         sent = &mut sending => {
             sent?;
-            read_status(&mut reader).await?
+            read_status(&mut *reader).await?
         }
-        early = read_status(&mut reader) => {
+        early = read_status(&mut *reader) => {
             early?;
             return Err(Error::protocol("the receiver answered before the bundle was complete"));
         }
@@ -497,18 +502,18 @@ pub async fn list(conn: &mut Connection, job: &Pull<'_>) -> Result<Manifest> {
         .iter()
         .map(|s| json!({"path": hex::encode(s), "contents": s.ends_with(b"/") && s.len() > 1}))
         .collect();
-    let (mut reader, mut writer) = conn.split();
+    let (reader, writer) = conn.halves();
     send_line(
-        &mut writer,
+        &mut *writer,
         &json!({"op": "list", "sources": sources, "recursive": job.recursive}),
     )
     .await?;
-    let status = read_status(&mut reader).await?;
+    let status = read_status(&mut *reader).await?;
     let id = status["id"].as_str().unwrap_or_default().to_string();
     let mut records = Vec::new();
     let mut warnings = Vec::new();
     loop {
-        match Record::read(&mut reader).await? {
+        match Record::read(&mut *reader).await? {
             Record::End { count } => {
                 if count != records.len() as u64 {
                     return Err(Error::protocol("the receiver's listing is incomplete"));
@@ -549,55 +554,21 @@ pub async fn fetch(
     job: &Pull<'_>,
     progress: &dyn Progress,
 ) -> Result<Summary> {
-    let mut tops: Vec<(Vec<u8>, bool)> = Vec::new();
-    for r in &manifest.records {
-        let (path, is_dir) = match r {
-            Record::Dir(m) => (&m.path, true),
-            Record::Listed { meta, .. } => (&meta.path, false),
-            Record::Link { meta, .. } => (&meta.path, false),
-            _ => continue,
-        };
-        let first = components(path)?[0].to_vec();
-        if !tops.iter().any(|(n, _)| *n == first) {
-            tops.push((first, is_dir));
-        }
-    }
-    let mut stage = Stage::new(job.dest, &tops, job.preserve)?;
-    // Manifest index of each file -> its slot in the stage.
-    let mut slots = Vec::new();
-    let mut summary = Summary::default();
-    for r in &manifest.records {
-        match r {
-            Record::Dir(m) => stage.directory(&m.path, m.mode, m.mtime)?,
-            Record::Listed { meta, size } => {
-                slots.push(stage.file(&meta.path, *size, meta.mode, meta.mtime)?);
-                summary.files += 1;
-                summary.bytes += size;
-            }
-            Record::Link { meta, target } => stage.link(&meta.path, target, meta.mtime)?,
-            _ => {}
-        }
-    }
+    let (mut stage, files, bytes) = Stage::for_listing(job.dest, &manifest.records, job.preserve)?;
+    let summary = Summary {
+        files,
+        bytes,
+        ..Summary::default()
+    };
     progress.plan(summary.files, summary.bytes);
     let per_request = (summary.bytes / (conns.len() as u64 * REQUESTS_PER_CONNECTION))
         .clamp(REQUEST_MIN_BYTES, REQUEST_BYTES);
     let queue = Mutex::new(plan_batches(manifest.sizes(), per_request));
-    let stage_files: Vec<(std::path::PathBuf, u64, Vec<u8>)> = slots
-        .iter()
-        .map(|&s| {
-            let f = &stage.files[s];
-            (
-                f.temp.clone(),
-                f.size,
-                f.final_path.as_os_str().as_encoded_bytes().to_vec(),
-            )
-        })
-        .collect();
-    let received: Vec<Mutex<u64>> = stage_files.iter().map(|_| Mutex::new(0)).collect();
+    let received: Vec<AtomicU64> = stage.files.iter().map(|_| AtomicU64::new(0)).collect();
     let shared = Shared {
         queue: &queue,
         remote_index: &manifest.listed,
-        files: &stage_files,
+        files: &stage.files,
         received: &received,
         manifest: &manifest.id,
         compress: job.compress,
@@ -606,15 +577,15 @@ pub async fn fetch(
     let workers = conns.iter_mut().map(|c| worker(c, &shared));
     let results = futures_util::future::join_all(workers).await;
     results.into_iter().collect::<Result<Vec<()>>>()?;
-    for (i, (_, size, name)) in stage_files.iter().enumerate() {
-        let got = *received[i]
-            .lock()
-            .map_err(|_| Error::protocol("poisoned"))?;
-        if got != *size {
+    for (f, got) in stage.files.iter().zip(&received) {
+        let got = got.load(Ordering::Relaxed);
+        if got != f.size {
             return Err(Error::transfer(format!(
-                "{} arrived incomplete ({got} of {size} bytes)",
-                String::from_utf8_lossy(name)
-            )));
+                "{} arrived incomplete ({got} of {} bytes)",
+                f.final_path.display(),
+                f.size
+            ))
+            .hint(RECEIVER_GONE));
         }
     }
     stage.commit()?;
@@ -678,9 +649,10 @@ struct Shared<'a> {
     queue: &'a Mutex<VecDeque<Batch>>,
     /// The receiver's index of each file.
     remote_index: &'a [u32],
-    /// Per manifest file: temporary path, size, display name.
-    files: &'a [(std::path::PathBuf, u64, Vec<u8>)],
-    received: &'a [Mutex<u64>],
+    /// The staged files, in manifest order.
+    files: &'a [Staged],
+    /// Bytes received and verified so far, per file.
+    received: &'a [AtomicU64],
     manifest: &'a str,
     compress: bool,
     progress: &'a dyn Progress,
@@ -698,7 +670,7 @@ async fn worker(conn: &mut Connection, shared: &Shared<'_>) -> Result<()> {
 }
 
 async fn serve_batches(conn: &mut Connection, shared: &Shared<'_>) -> Result<()> {
-    let (mut reader, mut writer) = conn.split();
+    let (reader, writer) = conn.halves();
     let mut buf = vec![0u8; CHUNK];
     let mut inflight = VecDeque::with_capacity(PIPELINE);
     loop {
@@ -714,7 +686,7 @@ async fn serve_batches(conn: &mut Connection, shared: &Shared<'_>) -> Result<()>
                 .map(|&(i, o, l)| json!([shared.remote_index[i], o, l]))
                 .collect();
             send_line(
-                &mut writer,
+                &mut *writer,
                 &json!({"op": "read", "id": shared.manifest, "ranges": ranges, "compress": shared.compress}),
             )
             .await?;
@@ -723,13 +695,13 @@ async fn serve_batches(conn: &mut Connection, shared: &Shared<'_>) -> Result<()>
         let Some(batch) = inflight.pop_front() else {
             return Ok(());
         };
-        read_status(&mut reader).await?;
+        read_status(&mut *reader).await?;
         if shared.compress {
-            let mut z = Inflate::new(&mut reader);
+            let mut z = Inflate::new(&mut *reader);
             read_ranges(&mut z, &batch, shared, &mut buf).await?;
             z.finish().await.map_err(lost)?;
         } else {
-            read_ranges(&mut reader, &batch, shared, &mut buf).await?;
+            read_ranges(&mut *reader, &batch, shared, &mut buf).await?;
         }
     }
 }
@@ -773,7 +745,8 @@ async fn receive_range<R: AsyncRead + Unpin>(
     len: u64,
     buf: &mut [u8],
 ) -> Result<()> {
-    let (temp, _, name) = &shared.files[index];
+    let staged = &shared.files[index];
+    let (temp, name) = (&staged.temp, staged.final_path.display());
     let file = std::fs::OpenOptions::new()
         .write(true)
         .open(temp)
@@ -795,18 +768,13 @@ async fn receive_range<R: AsyncRead + Unpin>(
     let mut digest = [0u8; DIGEST_LEN];
     reader.read_exact(&mut digest).await.map_err(lost)?;
     if hash.finalize().as_slice() != digest {
-        return Err(Error::transfer(format!(
-            "SHA-256 mismatch in {}",
-            String::from_utf8_lossy(name)
-        ))
-        .hint("the bytes were damaged on the way; nothing was put in place, run the copy again"));
+        return Err(Error::transfer(format!("SHA-256 mismatch in {name}")).hint(DAMAGED));
     }
-    let mut got = shared.received[index]
-        .lock()
-        .map_err(|_| Error::protocol("poisoned"))?;
-    *got += len;
-    if *got == shared.files[index].1 {
-        shared.progress.file_done(name, *got);
+    let got = shared.received[index].fetch_add(len, Ordering::Relaxed) + len;
+    if got == staged.size {
+        shared
+            .progress
+            .file_done(staged.final_path.as_os_str().as_encoded_bytes(), got);
     }
     Ok(())
 }

@@ -212,3 +212,53 @@ pub fn interrupt(child: &Child) {
         );
     }
 }
+
+/// Start ssmcp with `args` and return once the remote side has staged something (a
+/// `.ssmcp-` temporary appears in `staged_in`), so the copy is known to be under way.
+pub async fn interrupt_midway(h: &Harness, args: &[&str], staged_in: &std::path::Path) -> Child {
+    let child = h
+        .ssmcp()
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let staged = std::fs::read_dir(staged_in)
+            .map(|d| {
+                d.flatten()
+                    .any(|e| e.file_name().to_string_lossy().contains(".ssmcp-"))
+            })
+            .unwrap_or(false);
+        if staged {
+            return child;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the copy never started"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// SIGKILL the python receivers whose working directory is `home` (the simulator starts
+/// command sessions in the instance's home). Returns how many were found.
+pub fn kill_receivers(home: &std::path::Path) -> usize {
+    let mut n = 0;
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cwd = std::fs::read_link(e.path().join("cwd")).ok();
+        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        if cwd.as_deref() == Some(home) && cmd.windows(7).any(|w| w == b"python3") {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            n += 1;
+        }
+    }
+    n
+}

@@ -24,6 +24,12 @@ pub struct ProcessEnv {
     pub file_size_limit: Option<u64>,
 }
 
+/// In a child between fork and exec: the instance's quota in miniature.
+fn limit_file_size(bytes: u64) -> std::io::Result<()> {
+    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_FSIZE, bytes, bytes)
+        .map_err(std::io::Error::from)
+}
+
 impl ProcessEnv {
     /// Set up a (non-pty) command to run as this instance's processes do.
     pub fn apply(&self, cmd: &mut tokio::process::Command) {
@@ -34,14 +40,7 @@ impl ProcessEnv {
         if let Some(limit) = self.file_size_limit {
             // SAFETY: setrlimit is async-signal-safe and touches no shared state.
             unsafe {
-                cmd.pre_exec(move || {
-                    nix::sys::resource::setrlimit(
-                        nix::sys::resource::Resource::RLIMIT_FSIZE,
-                        limit,
-                        limit,
-                    )
-                    .map_err(std::io::Error::from)
-                });
+                cmd.pre_exec(move || limit_file_size(limit));
             }
         }
     }
@@ -138,16 +137,7 @@ impl Pty {
         }
         if let Some(limit) = penv.file_size_limit {
             // SAFETY: setrlimit is async-signal-safe and touches no shared state.
-            cmd = unsafe {
-                cmd.pre_exec(move || {
-                    nix::sys::resource::setrlimit(
-                        nix::sys::resource::Resource::RLIMIT_FSIZE,
-                        limit,
-                        limit,
-                    )
-                    .map_err(std::io::Error::from)
-                })
-            };
+            cmd = unsafe { cmd.pre_exec(move || limit_file_size(limit)) };
         }
         let mut child = cmd.spawn(pts).map_err(|e| e.to_string())?;
         let (mut reader, writer) = pty.into_split();
