@@ -42,6 +42,20 @@ pub fn launch_command(run_as: &RunAs) -> String {
     )
 }
 
+/// When `run_as` went through sudo and what the instance printed is sudo refusing to
+/// run without a password: the error to report (the same for every transport).
+pub fn sudo_refusal(run_as: &RunAs, output: &str) -> Option<crate::error::Error> {
+    let refused =
+        output.contains("password is required") || output.contains("terminal is required");
+    (matches!(run_as, RunAs::Sudo(_)) && refused).then(|| {
+        crate::error::Error::new(
+            crate::error::Kind::Auth,
+            "sudo on the instance needs a password, which ssmcp cannot type",
+        )
+        .hint("allow the session user passwordless sudo (NOPASSWD in sudoers) for python3 and sh, or copy without --sudo / user@")
+    })
+}
+
 /// What the launch printed, as far as it can be told yet.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Launch {

@@ -10,7 +10,7 @@ use super::{remote_failure, Limiter, PlaceOptions, Progress, Summary, DAMAGED};
 use crate::bundle::{components, Meta, Mtime, Record};
 use crate::error::{Error, Kind, Result};
 use crate::plan::Plan;
-use crate::remote::RunAs;
+use crate::remote::{sudo_refusal, RunAs};
 use crate::session::channel::{Channel, Inbound};
 use crate::session::handshake::{self, Start};
 use crate::session::{self, command, Session, SessionSpec};
@@ -83,6 +83,8 @@ pub struct Shell {
     pending: VecDeque<u8>,
     /// The tail of everything printed, for error messages.
     said: Vec<u8>,
+    /// Who the scripts run as (a sudo refusal is told apart from other failures).
+    run_as: RunAs,
 }
 
 impl Shell {
@@ -108,6 +110,7 @@ impl Shell {
             channel,
             pending,
             said: Vec::new(),
+            run_as: run_as.clone(),
         };
         match tokio::time::timeout(READY_TIMEOUT, shell.marker()).await {
             Ok(Ok(m)) if m == b"READY" => Ok(shell),
@@ -117,14 +120,7 @@ impl Shell {
                 ))
                 .await),
             Ok(Err(e)) => {
-                let e = match run_as {
-                    RunAs::Sudo(_) if shell.output().contains("password is required") => Error::new(
-                        Kind::Auth,
-                        "sudo on the instance needs a password, which ssmcp cannot type",
-                    )
-                    .hint("allow the session user passwordless sudo (NOPASSWD), or copy without --sudo / user@"),
-                    _ => e,
-                };
+                let e = sudo_refusal(run_as, &shell.output()).unwrap_or(e);
                 Err(shell.fail(e).await)
             }
             Err(_) => Err(shell
@@ -337,12 +333,8 @@ impl Shell {
     /// A script ended without saying OK or FAIL: sudo refused, or a tool is missing.
     fn script_failed(&self) -> Error {
         let said = self.output();
-        if said.contains("password is required") || said.contains("terminal is required") {
-            return Error::new(
-                Kind::Auth,
-                "sudo on the instance needs a password, which ssmcp cannot type",
-            )
-            .hint("allow the session user passwordless sudo (NOPASSWD), or copy without --sudo / user@");
+        if let Some(e) = sudo_refusal(&self.run_as, &said) {
+            return e;
         }
         let last = said
             .lines()

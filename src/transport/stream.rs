@@ -8,7 +8,7 @@ use super::{remote_failure, Limiter, PlaceOptions, Progress, Summary, DAMAGED};
 use crate::bundle::{Record, DIGEST_LEN};
 use crate::error::{Error, Kind, Result};
 use crate::plan::Plan;
-use crate::remote::{launch_command, Launch, LaunchScanner, RunAs};
+use crate::remote::{launch_command, sudo_refusal, Launch, LaunchScanner, RunAs};
 use crate::session::channel::{Channel, ChannelConfig, Inbound};
 use crate::session::handshake::{self, Start};
 use crate::session::port::{self, Ended, PortSession};
@@ -186,14 +186,8 @@ fn launch_failure(output: &str, run_as: &RunAs) -> Error {
     } else {
         format!(": {output}")
     };
-    if matches!(run_as, RunAs::Sudo(_))
-        && (output.contains("password is required") || output.contains("terminal is required"))
-    {
-        return Error::new(
-            Kind::Auth,
-            "sudo on the instance needs a password, which ssmcp cannot type",
-        )
-        .hint("allow the session user passwordless sudo for python3 (NOPASSWD in sudoers), or copy without --sudo / user@");
+    if let Some(e) = sudo_refusal(run_as, output) {
+        return e;
     }
     Error::new(
         Kind::Target,
