@@ -181,8 +181,18 @@ async fn pause_publication_holds_sending_until_start() {
     h.sim
         .send_to_client(&id, frame(ssm_proto::MessageType::PausePublication))
         .await;
-    // Let what was already on its way arrive, then watch for new data.
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Let what was already on its way arrive (frames queued before the pause still
+    // drain; on a loaded machine that takes a while), then watch for new data.
+    let settle_by = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut last = h.sim.stats().client_stream_messages;
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = h.sim.stats().client_stream_messages;
+        if now == last || tokio::time::Instant::now() > settle_by {
+            break;
+        }
+        last = now;
+    }
     let before = h.sim.stats().client_stream_messages;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let during = h.sim.stats().client_stream_messages - before;
