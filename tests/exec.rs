@@ -41,7 +41,11 @@ async fn ctrl_c_reaches_the_remote_command() {
             "exec",
             INSTANCE,
             "--",
-            "echo started; sleep 30; echo not-reached",
+            // `read` is a builtin, so the shell that printed "started" is the one the
+            // ^C must stop. With `sleep` a ^C landing between the shell's fork and the
+            // exec is caught by the forked shell and lost — a race every terminal has,
+            // which made this test flaky on a loaded machine.
+            "echo started; read line; echo not-reached",
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -58,7 +62,7 @@ async fn ctrl_c_reaches_the_remote_command() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(status.code(), Some(130), "sleep died of SIGINT");
+    assert_eq!(status.code(), Some(130), "the command died of SIGINT");
     assert_eq!(lines.next_line().await.unwrap(), None);
     h.assert_no_sessions_left().await;
 }
