@@ -41,3 +41,13 @@ pub fn ssm_client(conf: &aws_config::SdkConfig, endpoint_url: Option<&str>) -> a
 pub fn sts_client(conf: &aws_config::SdkConfig) -> aws_sdk_sts::Client {
     aws_sdk_sts::Client::new(conf)
 }
+
+/// The S3 client; `bucket_region` when the bucket lives elsewhere than the instances
+/// (presigned URLs must be signed for the bucket's own region).
+pub fn s3_client(conf: &aws_config::SdkConfig, bucket_region: Option<&str>) -> aws_sdk_s3::Client {
+    let mut b = aws_sdk_s3::config::Builder::from(conf);
+    if let Some(r) = bucket_region {
+        b = b.region(aws_config::Region::new(r.to_string()));
+    }
+    aws_sdk_s3::Client::from_conf(b.build())
+}

@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
     version,
     about = "Copy files and forward ports to EC2 and hybrid instances through AWS Systems Manager, without SSH",
     override_usage = "ssmcp [OPTIONS] SRC... DEST\n       ssmcp forward TARGET [LOCAL:]REMOTE_PORT\n       ssmcp exec TARGET -- COMMAND...\n       ssmcp doctor TARGET",
-    after_help = "Remote paths are [user@]TARGET:PATH, TARGET being i-…, mi-…, i-….REGION[.PROFILE] or name:NAME (the Name tag).\nRelative remote paths and ~ are under the remote user's home. A source directory written with a trailing / copies its contents.",
+    after_help = "Remote paths are [user@]TARGET:PATH, TARGET being i-…, mi-…, i-….REGION[.PROFILE] or name:NAME (the Name tag).\nAn upload can go to several instances at once (s3 transport): i-a,i-b:PATH or tag:KEY=VALUE:PATH.\nRelative remote paths and ~ are under the remote user's home. A source directory written with a trailing / copies its contents.",
     propagate_version = true,
     subcommand_precedence_over_arg = true,
     subcommand_negates_reqs = true
@@ -68,10 +68,29 @@ pub struct CopyArgs {
     #[arg(long)]
     pub json: bool,
     /// How the bytes travel: `stream` (python3 receiver + port sessions), `pty` (base64
-    /// through a terminal; slower, needs no python3), or `auto`: stream, falling back to
-    /// pty when the instance has no python3.
+    /// through a terminal; slower, needs no python3), `s3` (staged in --bucket, pulled by
+    /// the instances through Run Command), or `auto`: s3 for several targets or, with a
+    /// bucket configured, a large upload; otherwise stream, falling back to pty when the
+    /// instance has no python3.
     #[arg(long, value_enum, default_value_t = TransportChoice::Auto)]
     pub transport: TransportChoice,
+    /// S3 bucket to stage uploads in (s3 transport); objects are removed after the copy.
+    #[arg(long, env = "SSMCP_BUCKET", value_name = "BUCKET")]
+    pub bucket: Option<String>,
+    /// Key prefix for staged objects in --bucket.
+    #[arg(long, env = "SSMCP_PREFIX", value_name = "PREFIX", default_value = "")]
+    pub prefix: String,
+    /// The bucket's region, when it differs from the instances' region.
+    #[arg(long, value_name = "REGION")]
+    pub bucket_region: Option<String>,
+    /// Run Command rate control (s3 transport): instances copying at once, a number or a
+    /// percentage such as 10%.
+    #[arg(long, default_value = "10", value_name = "N|P%")]
+    pub max_concurrency: String,
+    /// Run Command rate control: failed instances tolerated before the rest are not
+    /// started, a number or a percentage. The copy still exits non-zero if any failed.
+    #[arg(long, default_value = "0", value_name = "N|P%")]
+    pub max_errors: String,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -80,6 +99,7 @@ pub enum TransportChoice {
     Auto,
     Stream,
     Pty,
+    S3,
 }
 
 #[derive(Args, Debug, Clone)]

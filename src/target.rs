@@ -53,6 +53,53 @@ impl Target {
     }
 }
 
+/// Several instances for one upload (S3 transport): `i-a,i-b,…` or `tag:KEY=VALUE`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fleet {
+    Instances(Vec<String>),
+    Tag { key: String, value: String },
+}
+
+impl Fleet {
+    /// `None` when `s` names one instance (or nothing a fleet can be).
+    pub fn parse(s: &str) -> Option<Result<Fleet>> {
+        if let Some(kv) = s.strip_prefix("tag:") {
+            return Some(match kv.split_once('=') {
+                Some((k, v)) if !k.is_empty() && !v.is_empty() => Ok(Fleet::Tag {
+                    key: k.to_string(),
+                    value: v.to_string(),
+                }),
+                _ => Err(Error::usage(format!(
+                    "'{s}' needs a tag key and value, e.g. tag:Role=web"
+                ))),
+            });
+        }
+        if !s.contains(',') {
+            return None;
+        }
+        let ids: Vec<String> = s.split(',').map(str::to_string).collect();
+        Some(match ids.iter().find(|id| !is_instance_id(id)) {
+            Some(bad) => Err(Error::usage(format!(
+                "'{bad}' in '{s}' is not an instance id"
+            ))
+            .hint("list instance ids separated by commas (i-a,i-b); name: targets and .REGION suffixes name one instance each")),
+            None if ids.len() > 50 => Err(Error::usage(format!(
+                "{} instances listed; Run Command takes at most 50 ids",
+                ids.len()
+            ))
+            .hint("tag the instances and use tag:KEY=VALUE instead")),
+            None => Ok(Fleet::Instances(ids)),
+        })
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Fleet::Instances(ids) => format!("{} instances", ids.len()),
+            Fleet::Tag { key, value } => format!("the instances tagged {key}={value}"),
+        }
+    }
+}
+
 /// `i-` or `mi-` followed by 8 or 17 hex digits, as EC2 and SSM issue them.
 pub fn is_instance_id(s: &str) -> bool {
     let hex = s.strip_prefix("i-").or_else(|| s.strip_prefix("mi-"));
@@ -62,6 +109,24 @@ pub fn is_instance_id(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fleets_are_lists_or_tags() {
+        assert!(Fleet::parse("i-0123456789abcdef0").is_none());
+        assert_eq!(
+            Fleet::parse("i-01234567,i-89abcdef").unwrap().unwrap(),
+            Fleet::Instances(vec!["i-01234567".into(), "i-89abcdef".into()])
+        );
+        assert_eq!(
+            Fleet::parse("tag:Role=web").unwrap().unwrap(),
+            Fleet::Tag {
+                key: "Role".into(),
+                value: "web".into()
+            }
+        );
+        assert!(Fleet::parse("tag:Role").unwrap().is_err());
+        assert!(Fleet::parse("i-01234567,web").unwrap().is_err());
+    }
 
     #[test]
     fn parses_plain_and_qualified_targets() {

@@ -1,6 +1,7 @@
 //! `ssmcp [OPTIONS] SRC… DEST`: scp-style copies to or from one instance over the stream
 //! transport. Every session opened here is ended on every path out, ^C included.
 
+use super::s3copy::{self, Destination};
 use super::{Context, Signals};
 use crate::bundle::Record;
 use crate::cli::{CopyArgs, Global, TransportChoice};
@@ -8,7 +9,7 @@ use crate::error::{Error, Kind, Result};
 use crate::plan::{self, Plan};
 use crate::progress::Reporter;
 use crate::remote::RunAs;
-use crate::target::Target;
+use crate::target::{Fleet, Target};
 use crate::transport::stream::{self, Connection, Endpoint, Manifest, Pull, Push, Receiver};
 use crate::transport::{pty, PlaceOptions, Progress, Summary};
 use serde_json::json;
@@ -42,9 +43,13 @@ pub fn parse_operand(arg: &OsStr) -> Operand {
         }
         _ => (None, b),
     };
-    let (target, path) = if let Some(name) = rest.strip_prefix(b"name:") {
-        match name.iter().position(|&c| c == b':') {
-            Some(c) => (&rest[..5 + c], &name[c + 1..]),
+    let labelled = [&b"name:"[..], b"tag:"]
+        .into_iter()
+        .find(|p| rest.starts_with(p));
+    let (target, path) = if let Some(label) = labelled {
+        let value = &rest[label.len()..];
+        match value.iter().position(|&c| c == b':') {
+            Some(c) => (&rest[..label.len() + c], &value[c + 1..]),
             None => return local(),
         }
     } else {
@@ -56,7 +61,7 @@ pub fn parse_operand(arg: &OsStr) -> Operand {
     let Ok(target) = std::str::from_utf8(target) else {
         return local();
     };
-    if Target::parse(target).is_err() {
+    if Target::parse(target).is_err() && Fleet::parse(target).is_none() {
         return local();
     }
     let user = user.map(|u| String::from_utf8_lossy(u).into_owned());
@@ -143,6 +148,11 @@ fn job(paths: &[OsString]) -> Result<Job> {
                 }
             }
             let (target, user) = target_user.unwrap_or_default();
+            if Fleet::parse(&target).is_some() {
+                return Err(Error::usage(
+                    "downloads come from one instance; several targets are for uploads",
+                ));
+            }
             Ok(Job::Download {
                 sources: paths,
                 target,
@@ -291,9 +301,60 @@ async fn upload(
         print_total(&s, &String::from_utf8_lossy(dest), reporter);
         return Ok(s);
     }
+    if let Some(fleet) = Fleet::parse(target) {
+        let fleet = fleet?;
+        if matches!(
+            args.transport,
+            TransportChoice::Stream | TransportChoice::Pty
+        ) {
+            return Err(Error::usage(format!(
+                "an upload to {} goes through S3, not --transport {}",
+                fleet.describe(),
+                if args.transport == TransportChoice::Pty {
+                    "pty"
+                } else {
+                    "stream"
+                }
+            ))
+            .hint("leave out --transport (or use --transport s3) and give --bucket"));
+        }
+        no_session_only_flags(args)?;
+        for w in &plan.warnings {
+            if !global.quiet {
+                eprintln!("ssmcp: warning: {w}");
+            }
+        }
+        let (conf, ssm, _) =
+            super::load_aws(global, global.region.clone(), global.profile.clone()).await?;
+        let job = s3copy::Job {
+            ssm: &ssm,
+            conf: &conf,
+            destination: Destination::Fleet(fleet),
+            run_as,
+            plan: &plan,
+            dest,
+            args,
+            quiet: global.quiet,
+        };
+        return s3copy::upload(job, signals, reporter).await;
+    }
     let ctx = Context::new(global, target).await?;
     for w in &plan.warnings {
         ctx.warn(w);
+    }
+    if wants_s3(args, &plan, reporter) {
+        no_session_only_flags(args)?;
+        let job = s3copy::Job {
+            ssm: &ctx.ssm,
+            conf: &ctx.aws,
+            destination: Destination::One(ctx.target.instance_id.clone()),
+            run_as,
+            plan: &plan,
+            dest,
+            args,
+            quiet: global.quiet,
+        };
+        return s3copy::upload(job, signals, reporter).await;
     }
     let endpoint = endpoint(&ctx);
     let receiver = match args.transport {
@@ -366,6 +427,41 @@ async fn push_plan(
     let mut summary = stream::push(conn, job, reporter).await?;
     summary.unchanged = unchanged.len() as u64;
     Ok(summary)
+}
+
+/// Uploads at least this big go through S3 under `--transport auto` when a bucket is
+/// configured: a session carries about 1 MB/s, S3 many times that.
+const AUTO_S3_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Whether a one-instance upload goes through S3, saying why when it was not asked for.
+fn wants_s3(args: &CopyArgs, plan: &Plan, reporter: &Reporter) -> bool {
+    match args.transport {
+        TransportChoice::S3 => true,
+        TransportChoice::Auto
+            if args.bucket.is_some()
+                && plan.bytes >= AUTO_S3_BYTES
+                && !args.sync
+                && !args.delete =>
+        {
+            reporter.note(&format!(
+                "transport auto chose s3: {} MiB to upload and a bucket is configured (a session carries about 1 MB/s)",
+                plan.bytes >> 20
+            ));
+            true
+        }
+        _ => false,
+    }
+}
+
+/// --sync and --delete compare with the destination, which needs a session to it.
+fn no_session_only_flags(args: &CopyArgs) -> Result<()> {
+    if args.sync || args.delete {
+        return Err(Error::usage(
+            "--sync and --delete need a session to the instance and do not work through S3",
+        )
+        .hint("copy to one instance with --transport stream, or leave out --sync/--delete"));
+    }
+    Ok(())
 }
 
 /// `-l` is in Kbit/s, as scp's; transports want bytes per second.
@@ -484,6 +580,12 @@ async fn download(
         return Err(Error::usage(
             "--sync and --delete apply to uploads; downloads always copy everything",
         ));
+    }
+    if args.transport == TransportChoice::S3 {
+        return Err(Error::usage(
+            "downloads through S3 are not supported yet; they travel over sessions",
+        )
+        .hint("leave out --transport s3 (downloads stripe over --parallel sessions)"));
     }
     let ctx = Context::new(global, target).await?;
     let endpoint = endpoint(&ctx);

@@ -4,6 +4,7 @@ pub mod copy;
 pub mod doctor;
 pub mod exec;
 pub mod forward;
+pub mod s3copy;
 
 use crate::aws::{self, AwsOptions};
 use crate::cli::Global;
@@ -28,14 +29,12 @@ impl Context {
     /// target (`i-….REGION.PROFILE`) win over the global flags.
     pub async fn new(global: &Global, target: &str) -> Result<Context> {
         let target = Target::parse(target)?;
-        let opts = AwsOptions {
-            region: target.region.clone().or_else(|| global.region.clone()),
-            profile: target.profile.clone().or_else(|| global.profile.clone()),
-            endpoint_url: global.endpoint_url.clone(),
-        };
-        let trust = Trust::from_env()?;
-        let conf = aws::load(&opts, trust.sdk_http_client()?).await;
-        let ssm = aws::ssm_client(&conf, opts.endpoint_url.as_deref());
+        let (conf, ssm, trust) = load_aws(
+            global,
+            target.region.clone().or_else(|| global.region.clone()),
+            target.profile.clone().or_else(|| global.profile.clone()),
+        )
+        .await?;
         let mut target = target;
         if let Some(name) = &target.name {
             target.instance_id = resolve_name(&ssm, name).await?;
@@ -63,6 +62,23 @@ impl Context {
             eprintln!("ssmcp: warning: {msg}");
         }
     }
+}
+
+/// AWS configuration and the SSM client, trusting AWS_CA_BUNDLE as the AWS CLI does.
+pub async fn load_aws(
+    global: &Global,
+    region: Option<String>,
+    profile: Option<String>,
+) -> Result<(aws_config::SdkConfig, aws_sdk_ssm::Client, Trust)> {
+    let opts = AwsOptions {
+        region,
+        profile,
+        endpoint_url: global.endpoint_url.clone(),
+    };
+    let trust = Trust::from_env()?;
+    let conf = aws::load(&opts, trust.sdk_http_client()?).await;
+    let ssm = aws::ssm_client(&conf, opts.endpoint_url.as_deref());
+    Ok((conf, ssm, trust))
 }
 
 /// The one managed instance whose Name tag is `name`.

@@ -27,6 +27,26 @@ pub enum RunAs {
 /// base64-encoded inside the command (a few KiB), so nothing is written to the instance.
 /// The terminal goes raw and silent first so nothing the pty does can touch our markers.
 pub fn launch_command(run_as: &RunAs) -> String {
+    format!(
+        "stty raw -echo 2>/dev/null; command -v python3 >/dev/null 2>&1 || {{ printf '\\036%s\\n' SSMCP-NO-PYTHON3; exit 127; }}; \
+         exec {}",
+        python_receiver(run_as, "")
+    )
+}
+
+/// The script for AWS-RunShellScript (S3 transport): the receiver in pull mode, with
+/// `request` (one JSON line holding the presigned URL) on its stdin through a here-doc,
+/// so the URL never appears on a command line another local user could read with ps.
+pub fn pull_script(run_as: &RunAs, request: &str) -> String {
+    format!(
+        "command -v python3 >/dev/null 2>&1 || {{ echo 'ssmcp: the instance has no python3, which the S3 transport needs' >&2; exit 127; }}\n\
+         {} <<'SSMCP-REQUEST'\n{request}\nSSMCP-REQUEST\n",
+        python_receiver(run_as, " pull")
+    )
+}
+
+/// `[sudo -n [-u USER]] python3 -c '<receiver>'ARGS`.
+fn python_receiver(run_as: &RunAs, args: &str) -> String {
     let mut z = ZlibEncoder::new(Vec::new(), Compression::best());
     // Writing into a Vec cannot fail.
     let _ = z.write_all(RECEIVER.as_bytes());
@@ -37,8 +57,7 @@ pub fn launch_command(run_as: &RunAs) -> String {
         RunAs::Sudo(Some(u)) => format!("sudo -n -u {} ", crate::session::command::shell_quote(u)),
     };
     format!(
-        "stty raw -echo 2>/dev/null; command -v python3 >/dev/null 2>&1 || {{ printf '\\036%s\\n' SSMCP-NO-PYTHON3; exit 127; }}; \
-         exec {sudo}python3 -c 'import base64,zlib;exec(compile(zlib.decompress(base64.b64decode(\"{packed}\")),\"ssmcp-receiver\",\"exec\"))'"
+        "{sudo}python3 -c 'import base64,zlib;exec(compile(zlib.decompress(base64.b64decode(\"{packed}\")),\"ssmcp-receiver\",\"exec\"))'{args}"
     )
 }
 

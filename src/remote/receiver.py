@@ -1,6 +1,11 @@
 # ssmcp's instance-side helper, shipped inside the ssmcp binary and started through a
 # Session Manager command session for one copy. Python 3.6+, standard library only.
 #
+# With the argument "pull" it is started by Run Command instead (the S3 transport): it
+# reads one request line on stdin, fetches the bundle from the presigned URL in it and
+# places it exactly as an upload through a port session would be, then prints
+# "<RS>SSMCP-RESULT <json>".
+#
 # It listens on 127.0.0.1 (random port) and prints "<RS>SSMCP-READY <port> <token>".
 # Port sessions then connect to it; each connection must present the token first, so no
 # other local user can talk to it. Requests are one JSON line; data travels in ssmcp's
@@ -20,6 +25,8 @@ import struct
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 import zlib
 
 CHUNK = 256 * 1024
@@ -801,7 +808,52 @@ def exit_when_told_or_orphaned(activity):
         t.start()
 
 
+class Marked:
+    """Replies for Run Command: one marked line in the command's output."""
+
+    def __init__(self, out):
+        self.out = out
+
+    def write(self, data):
+        self.out.write(b"\x1e" + b"SSMCP-RESULT " + data)
+
+    def flush(self):
+        self.out.flush()
+
+
+def fetch(url):
+    try:
+        return urllib.request.urlopen(url, timeout=60)
+    except urllib.error.HTTPError as e:
+        raise Failure("fetch", "S3 refused the download of the bundle: HTTP %d %s" % (e.code, e.reason))
+    except (urllib.error.URLError, OSError) as e:
+        raise Failure("fetch", "the instance cannot reach S3: %s" % getattr(e, "reason", e))
+
+
+def pull():
+    out = Marked(sys.stdout.buffer)
+    try:
+        req = json.loads(sys.stdin.readline())
+        body = fetch(req.pop("url"))
+        try:
+            op_push(req, body, out, binascii.hexlify(os.urandom(12)))
+        except (socket.timeout, ConnectionError) as e:
+            raise Failure("fetch", "the download of the bundle from S3 broke off: %s" % e)
+        except OSError as e:
+            raise os_failure("cannot write", os.fsencode(getattr(e, "filename", None) or ""), e)
+    except Failure as f:
+        reply(out, {"ok": False, "class": f.cls, "error": f.message})
+        sys.stderr.write("ssmcp: %s\n" % f.message)
+        sys.exit(1)
+    except (ValueError, KeyError, TypeError) as e:
+        reply(out, {"ok": False, "class": "protocol", "error": "bad request: %s" % e})
+        sys.exit(1)
+
+
 def main():
+    if sys.argv[1:] == ["pull"]:
+        pull()
+        return
     token = binascii.hexlify(os.urandom(24))
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.bind(("127.0.0.1", 0))

@@ -3,6 +3,8 @@
 //! none of them knows about the terminal.
 
 pub mod pty;
+pub mod s3;
+pub mod send;
 pub mod stream;
 pub mod zlib;
 

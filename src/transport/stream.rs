@@ -3,6 +3,7 @@
 //! agent does not pace what it receives); downloads stripe file ranges over several,
 //! because the agent paces what it sends per session.
 
+use super::send::send_bundle;
 use super::zlib::{Inflate, Out};
 use super::{remote_failure, Limiter, PlaceOptions, Progress, Summary, DAMAGED};
 use crate::bundle::{Record, DIGEST_LEN};
@@ -301,6 +302,24 @@ fn tops_json(plan: &Plan) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// What the receiver needs to place one bundle (both the port-session and the S3
+/// transport send it).
+pub fn push_request(
+    plan: &Plan,
+    dest: &[u8],
+    place: &PlaceOptions,
+    compress: bool,
+) -> serde_json::Value {
+    json!({
+        "op": "push",
+        "dest": hex::encode(dest),
+        "tops": tops_json(plan),
+        "preserve": place.preserve,
+        "atomic": place.atomic,
+        "compress": compress,
+    })
+}
+
 /// --sync: what the destination already holds for each file of the plan, in plan
 /// order: its SHA-256 when it is a regular file of the same size.
 pub async fn inventory(
@@ -361,22 +380,15 @@ async fn push_bundle(
         .iter()
         .map(hex::encode)
         .collect();
-    let request = json!({
-        "op": "push",
-        "dest": hex::encode(job.dest),
-        "tops": tops_json(job.plan),
-        "preserve": job.place.preserve,
-        "atomic": job.place.atomic,
-        "delete": job.delete_keeping.is_some(),
-        "keep": keep,
-        "compress": job.compress,
-    });
+    let mut request = push_request(job.plan, job.dest, &job.place, job.compress);
+    request["delete"] = json!(job.delete_keeping.is_some());
+    request["keep"] = json!(keep);
     let (reader, writer) = conn.halves();
     let mut writer = BufWriter::with_capacity(CHUNK, writer);
     send_line(&mut writer, &request).await?;
     let mut limiter = Limiter::new(job.limit);
     let mut out = Out::new(&mut writer, job.compress);
-    let sending = send_bundle(&mut out, job.plan, progress, &mut limiter);
+    let sending = send_bundle(&mut out, job.plan, progress, &mut limiter, lost);
     tokio::pin!(sending);
     // The receiver answers early only to refuse; otherwise after the commit.
     let status = tokio::select! {
@@ -395,77 +407,6 @@ async fn push_bundle(
         deleted: status["deleted"].as_u64().unwrap_or(0),
         ..Summary::default()
     })
-}
-
-/// Files up to this size are read in one go.
-const SMALL_FILE: u64 = 64 * 1024;
-
-fn changed(path: &Path) -> Error {
-    Error::usage(format!(
-        "{} changed size while it was being copied; nothing was put in place",
-        path.display()
-    ))
-}
-
-async fn send_bundle<W: AsyncWrite + Unpin>(
-    w: &mut Out<'_, W>,
-    plan: &Plan,
-    progress: &dyn Progress,
-    limiter: &mut Limiter,
-) -> Result<()> {
-    let mut buf = vec![0u8; CHUNK];
-    for entry in &plan.entries {
-        w.put(&entry.record.encode()).await.map_err(lost)?;
-        let Record::File { meta, size } = &entry.record else {
-            continue;
-        };
-        let cannot_read = |e: std::io::Error| {
-            Error::usage(format!(
-                "cannot read {}: {}",
-                entry.source.display(),
-                crate::plan::io_reason(&e)
-            ))
-        };
-        let mut hash = Sha256::new();
-        if *size <= SMALL_FILE {
-            // Small files are read in one blocking call: a trip through tokio's blocking
-            // pool per open and read costs more than the read (10,000 small files).
-            let data = std::fs::read(&entry.source).map_err(cannot_read)?;
-            if data.len() as u64 != *size {
-                return Err(changed(&entry.source));
-            }
-            hash.update(&data);
-            limiter.take(data.len()).await;
-            w.put(&data).await.map_err(lost)?;
-            progress.advance(*size);
-        } else {
-            let mut file = tokio::fs::File::open(&entry.source)
-                .await
-                .map_err(cannot_read)?;
-            let mut left = *size;
-            while left > 0 {
-                let want = buf.len().min(left as usize);
-                let n = file.read(&mut buf[..want]).await.map_err(cannot_read)?;
-                if n == 0 {
-                    // The receiver is mid-file and cannot be told; dropping the
-                    // connection makes it discard everything staged.
-                    return Err(changed(&entry.source));
-                }
-                hash.update(&buf[..n]);
-                limiter.take(n).await;
-                w.put(&buf[..n]).await.map_err(lost)?;
-                progress.advance(n as u64);
-                left -= n as u64;
-            }
-        }
-        w.put(&hash.finalize()).await.map_err(lost)?;
-        progress.file_done(&meta.path, *size);
-    }
-    let end = Record::End {
-        count: plan.entries.len() as u64,
-    };
-    w.put(&end.encode()).await.map_err(lost)?;
-    w.finish().await.map_err(lost)
 }
 
 // ------------------------------------------------------------------------- download

@@ -5,6 +5,8 @@
 use std::time::Duration;
 
 /// Test credentials every request must be signed with.
+/// The bucket every simulator starts with.
+pub const DEFAULT_BUCKET: &str = "ssmcp-sim";
 pub const ACCESS_KEY_ID: &str = "AKIASSMSIMEXAMPLE000";
 pub const SECRET_ACCESS_KEY: &str = "ssm-sim/secret/key/that/is/not/secret00";
 pub const ACCOUNT_ID: &str = "123456789012";
@@ -200,6 +202,10 @@ pub struct SimConfig {
     /// Delay before a basic-mode port session's destination is connected; input
     /// arriving meanwhile is refused (not acknowledged), forcing client resends.
     pub port_ready_delay: Duration,
+    /// Buckets the S3 server starts with.
+    pub s3_buckets: Vec<String>,
+    /// Where the S3 server keeps objects; `None` is a temporary directory.
+    pub s3_root: Option<std::path::PathBuf>,
 }
 
 impl Default for SimConfig {
@@ -221,6 +227,8 @@ impl Default for SimConfig {
             kms_key_id: None,
             documents: Vec::new(),
             tls: false,
+            s3_buckets: vec![DEFAULT_BUCKET.into()],
+            s3_root: None,
         }
     }
 }

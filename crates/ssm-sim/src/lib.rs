@@ -12,6 +12,7 @@ pub mod config;
 pub mod documents;
 pub mod faults;
 pub mod gateway;
+pub mod s3;
 pub mod state;
 pub mod stats;
 pub mod tls;
@@ -30,6 +31,10 @@ pub struct Sim {
     state: Arc<SimState>,
     pub api_url: String,
     pub gateway_url: String,
+    /// The S3-compatible server (s3s-fs) for the S3 transport.
+    pub s3_url: String,
+    s3_root: std::path::PathBuf,
+    _s3_dir: Option<tempfile::TempDir>,
     /// With `tls`: the PEM file of the simulator's CA, for `AWS_CA_BUNDLE`.
     pub ca_bundle: Option<std::path::PathBuf>,
     _ca_dir: Option<tempfile::TempDir>,
@@ -64,15 +69,32 @@ impl Sim {
             }
             None => (None, None),
         };
+        let (s3_dir, s3_root) = match &state.config.s3_root {
+            Some(r) => (None, r.clone()),
+            None => {
+                let d = tempfile::tempdir()?;
+                let r = d.path().to_path_buf();
+                (Some(d), r)
+            }
+        };
+        // Plain http even with `tls`: presigned URLs are fetched by commands on the
+        // instances, which do not trust the simulator's CA.
+        let s3 = TcpListener::bind("127.0.0.1:0").await?;
+        let s3_url = format!("http://{}", s3.local_addr()?);
+        let s3_server = s3::serve(s3, &s3_root, &state.config.s3_buckets).await?;
         let acceptor = tls.map(|t| t.acceptor);
         let tasks = vec![
             tokio::spawn(api::serve(api, state.clone(), acceptor.clone())),
             tokio::spawn(gateway::serve(gw, state.clone(), acceptor)),
+            tokio::spawn(s3_server),
         ];
         Ok(Sim {
             state,
             api_url,
             gateway_url,
+            s3_url,
+            s3_root,
+            _s3_dir: s3_dir,
             ca_bundle,
             _ca_dir: ca_dir,
             tasks,
@@ -84,6 +106,7 @@ impl Sim {
         let mut env = vec![
             ("AWS_ENDPOINT_URL_SSM".into(), self.api_url.clone()),
             ("AWS_ENDPOINT_URL_STS".into(), self.api_url.clone()),
+            ("AWS_ENDPOINT_URL_S3".into(), self.s3_url.clone()),
             ("AWS_ACCESS_KEY_ID".into(), config::ACCESS_KEY_ID.into()),
             (
                 "AWS_SECRET_ACCESS_KEY".into(),
@@ -95,6 +118,12 @@ impl Sim {
             env.push(("AWS_CA_BUNDLE".into(), ca.display().to_string()));
         }
         env
+    }
+
+    /// What is left in S3: objects as `bucket/key`, unfinished multipart uploads as
+    /// `upload:ID`.
+    pub fn s3_leftovers(&self) -> Vec<String> {
+        s3::leftovers(&self.s3_root)
     }
 
     pub fn config(&self) -> &SimConfig {

@@ -1,0 +1,78 @@
+//! A real S3-compatible server for the S3 transport: s3s-fs (objects as files under a
+//! directory) behind s3s's SigV4 check with the simulator's keys, on 127.0.0.1, so that
+//! the SDK on this machine and presigned URLs fetched by commands on the simulated
+//! instances both reach it. Nothing here is hand-written S3: only the listener.
+
+use crate::config::{ACCESS_KEY_ID, SECRET_ACCESS_KEY};
+use hyper_util::rt::TokioIo;
+use s3s::auth::SimpleAuth;
+use s3s::service::S3ServiceBuilder;
+use std::path::Path;
+use tokio::net::TcpListener;
+
+/// Serve S3 for `root` (one directory per bucket; `buckets` are created) until dropped.
+pub async fn serve(
+    listener: TcpListener,
+    root: &Path,
+    buckets: &[String],
+) -> std::io::Result<impl std::future::Future<Output = ()>> {
+    for b in buckets {
+        std::fs::create_dir_all(root.join(b))?;
+    }
+    let fs = s3s_fs::FileSystem::new(root).map_err(|e| std::io::Error::other(format!("{e:?}")))?;
+    let mut builder = S3ServiceBuilder::new(fs);
+    builder.set_auth(SimpleAuth::from_single(ACCESS_KEY_ID, SECRET_ACCESS_KEY));
+    let service = builder.build();
+    Ok(async move {
+        loop {
+            let Ok((socket, _)) = listener.accept().await else {
+                continue;
+            };
+            let service = service.clone();
+            tokio::spawn(async move {
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(socket), service);
+                let _ = conn.await;
+            });
+        }
+    })
+}
+
+/// Objects and unfinished multipart uploads left under `root`, as `bucket/key` and
+/// `upload:ID` (s3s-fs keeps an upload's state as `.upload-ID.json` beside the buckets).
+pub fn leftovers(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let Ok(top) = std::fs::read_dir(root) else {
+        return out;
+    };
+    for e in top.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(id) = name
+            .strip_prefix(".upload-")
+            .and_then(|n| n.strip_suffix(".json"))
+        {
+            out.push(format!("upload:{id}"));
+        } else if e.path().is_dir() {
+            for f in walk(&e.path()) {
+                if let Ok(rel) = f.strip_prefix(root) {
+                    out.push(rel.display().to_string());
+                }
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

@@ -1,0 +1,415 @@
+//! Uploads through S3 and Run Command, to one instance or a fleet: the bundle is
+//! uploaded once, each instance pulls it with a presigned GET (it needs no S3
+//! permissions) and places it with the same receiver the stream transport uses, under
+//! Run Command's own rate control. The object is removed on every way out.
+
+use super::Signals;
+use crate::aws;
+use crate::aws_error::from_sdk;
+use crate::cli::CopyArgs;
+use crate::error::{Error, Kind, Result};
+use crate::plan::Plan;
+use crate::progress::Reporter;
+use crate::remote::{pull_script, sudo_refusal, RunAs};
+use crate::target::Fleet;
+use crate::transport::s3::Staging;
+use crate::transport::stream::push_request;
+use crate::transport::{remote_failure, PlaceOptions, Progress, Summary};
+use aws_sdk_ssm::types::{CommandInvocationStatus, CommandStatus, Target as RunTarget};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// How long the presigned URL works. Instances start at most MaxConcurrency at a time,
+/// so the last may start well after the first; the object is deleted when the run
+/// ends, which ends the URL's use sooner.
+const URL_LIFETIME: Duration = Duration::from_secs(60 * 60);
+const RESULT_MARKER: &str = "\u{1e}SSMCP-RESULT ";
+const TAIL: usize = 600;
+
+/// Where the upload goes.
+pub enum Destination {
+    One(String),
+    Fleet(Fleet),
+}
+
+pub struct Job<'a> {
+    pub ssm: &'a aws_sdk_ssm::Client,
+    pub conf: &'a aws_config::SdkConfig,
+    pub destination: Destination,
+    pub run_as: &'a RunAs,
+    pub plan: &'a Plan,
+    pub dest: &'a [u8],
+    pub args: &'a CopyArgs,
+    pub quiet: bool,
+}
+
+/// One instance's outcome.
+struct Outcome {
+    instance: String,
+    ok: bool,
+    files: u64,
+    bytes: u64,
+    /// Why it failed, and the error it maps to.
+    failure: Option<Error>,
+}
+
+pub async fn upload(job: Job<'_>, signals: &mut Signals, reporter: &Reporter) -> Result<Summary> {
+    let bucket = job.args.bucket.clone().ok_or_else(|| {
+        Error::usage("the s3 transport needs a bucket to stage the upload in")
+            .hint("pass --bucket NAME or set SSMCP_BUCKET; ssmcp removes what it puts there")
+    })?;
+    let s3 = aws::s3_client(job.conf, job.args.bucket_region.as_deref());
+    let key = format!(
+        "{}ssmcp-{}.bundle",
+        job.args.prefix,
+        uuid::Uuid::new_v4().simple()
+    );
+    let staging = Staging::new(s3, &bucket, &key);
+    reporter.plan(job.plan.files, job.plan.bytes);
+    // The command under way, where an interrupt can find it.
+    let command = OnceLock::new();
+    let outcome = tokio::select! {
+        r = stage_and_run(&job, &staging, &command, reporter) => r,
+        _ = signals.recv() => Err(Error::new(
+            Kind::Interrupted,
+            "interrupted; the staged object was removed and nothing partial was left in place",
+        )),
+    };
+    // Cancelling the command first means no instance starts reading a vanishing object.
+    if let Err(e) = &outcome {
+        if e.kind == Kind::Interrupted {
+            if let Some(id) = command.get() {
+                let _ = job.ssm.cancel_command().command_id(id).send().await;
+            }
+        }
+    }
+    for w in staging.remove().await {
+        reporter.note(&format!("warning: {w}"));
+        if !job.quiet && !job.args.json {
+            eprintln!("ssmcp: warning: {w}");
+        }
+    }
+    let results = outcome?;
+    report(&results, reporter, job.args.json || job.quiet);
+    let failed: Vec<&Outcome> = results.iter().filter(|o| !o.ok).collect();
+    if failed.is_empty() {
+        let first = results.first();
+        return Ok(Summary {
+            files: first.map_or(0, |o| o.files),
+            bytes: first.map_or(0, |o| o.bytes),
+            ..Summary::default()
+        });
+    }
+    Err(fleet_failure(&results, &failed))
+}
+
+async fn stage_and_run(
+    job: &Job<'_>,
+    staging: &Staging,
+    command: &OnceLock<String>,
+    reporter: &Reporter,
+) -> Result<Vec<Outcome>> {
+    reporter.note(&format!(
+        "transport s3: staging the bundle in s3://{}/{} ({})",
+        staging.bucket,
+        staging.key,
+        match &job.destination {
+            Destination::One(id) => id.clone(),
+            Destination::Fleet(f) => f.describe(),
+        }
+    ));
+    let staged = staging
+        .upload(job.plan, job.args.compress, limit(job.args), reporter)
+        .await?;
+    reporter.note(&format!(
+        "staged {} bytes; the instances pull it now",
+        staged.bytes
+    ));
+    let url = staging.presign_get(URL_LIFETIME).await?;
+    let place = PlaceOptions {
+        preserve: job.args.preserve,
+        atomic: job.args.atomic,
+    };
+    let mut request = push_request(job.plan, job.dest, &place, job.args.compress);
+    request["url"] = json!(url);
+    let script = pull_script(job.run_as, &request.to_string());
+    let command_id = send(job, &script).await?;
+    let _ = command.set(command_id.clone());
+    wait(job.ssm, &command_id, job.run_as, reporter).await
+}
+
+async fn send(job: &Job<'_>, script: &str) -> Result<String> {
+    let mut req = job
+        .ssm
+        .send_command()
+        .document_name("AWS-RunShellScript")
+        .comment(format!("ssmcp {} copy", env!("CARGO_PKG_VERSION")))
+        .parameters("commands", vec![script.to_string()])
+        .max_concurrency(&job.args.max_concurrency)
+        .max_errors(&job.args.max_errors);
+    req = match &job.destination {
+        Destination::One(id) => req.instance_ids(id),
+        Destination::Fleet(Fleet::Instances(ids)) => req.set_instance_ids(Some(ids.clone())),
+        Destination::Fleet(Fleet::Tag { key, value }) => req.targets(
+            RunTarget::builder()
+                .key(format!("tag:{key}"))
+                .values(value)
+                .build(),
+        ),
+    };
+    let out = req.send().await.map_err(|e| from_sdk("SendCommand", e))?;
+    out.command()
+        .and_then(|c| c.command_id())
+        .map(str::to_string)
+        .ok_or_else(|| Error::protocol("SendCommand returned no command id"))
+}
+
+/// Poll until the command is over, reporting each instance as it finishes.
+async fn wait(
+    ssm: &aws_sdk_ssm::Client,
+    command_id: &str,
+    run_as: &RunAs,
+    reporter: &Reporter,
+) -> Result<Vec<Outcome>> {
+    let mut finished: BTreeMap<String, Outcome> = BTreeMap::new();
+    let mut pause = Duration::from_millis(200);
+    loop {
+        let over = command_over(ssm, command_id).await?;
+        for (instance, status) in invocations(ssm, command_id).await? {
+            if finished.contains_key(&instance) || !invocation_over(&status) {
+                continue;
+            }
+            let outcome = outcome_of(ssm, command_id, &instance, &status, run_as).await?;
+            match &outcome.failure {
+                None => reporter.note(&format!(
+                    "{instance}: placed {} files, {} bytes",
+                    outcome.files, outcome.bytes
+                )),
+                Some(e) => reporter.note(&format!("{instance}: failed: {}", e.message)),
+            }
+            finished.insert(instance, outcome);
+        }
+        if over {
+            return Ok(finished.into_values().collect());
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 3 / 2).min(Duration::from_secs(3));
+    }
+}
+
+async fn command_over(ssm: &aws_sdk_ssm::Client, command_id: &str) -> Result<bool> {
+    let out = ssm
+        .list_commands()
+        .command_id(command_id)
+        .send()
+        .await
+        .map_err(|e| from_sdk("ListCommands", e))?;
+    Ok(out.commands().iter().any(|c| {
+        !matches!(
+            c.status(),
+            Some(CommandStatus::Pending | CommandStatus::InProgress | CommandStatus::Cancelling)
+                | None
+        )
+    }))
+}
+
+async fn invocations(
+    ssm: &aws_sdk_ssm::Client,
+    command_id: &str,
+) -> Result<Vec<(String, CommandInvocationStatus)>> {
+    let mut out = Vec::new();
+    let mut pages = ssm
+        .list_command_invocations()
+        .command_id(command_id)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| from_sdk("ListCommandInvocations", e))?;
+        for inv in page.command_invocations() {
+            if let (Some(id), Some(status)) = (inv.instance_id(), inv.status()) {
+                out.push((id.to_string(), status.clone()));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn invocation_over(status: &CommandInvocationStatus) -> bool {
+    !matches!(
+        status,
+        CommandInvocationStatus::Pending
+            | CommandInvocationStatus::InProgress
+            | CommandInvocationStatus::Delayed
+            | CommandInvocationStatus::Cancelling
+    )
+}
+
+async fn outcome_of(
+    ssm: &aws_sdk_ssm::Client,
+    command_id: &str,
+    instance: &str,
+    status: &CommandInvocationStatus,
+    run_as: &RunAs,
+) -> Result<Outcome> {
+    let inv = ssm
+        .get_command_invocation()
+        .command_id(command_id)
+        .instance_id(instance)
+        .send()
+        .await
+        .map_err(|e| from_sdk("GetCommandInvocation", e))?;
+    let stdout = inv.standard_output_content().unwrap_or_default();
+    let stderr = inv.standard_error_content().unwrap_or_default();
+    let details = inv.status_details().unwrap_or_default();
+    let mut outcome = Outcome {
+        instance: instance.to_string(),
+        ok: false,
+        files: 0,
+        bytes: 0,
+        failure: None,
+    };
+    let result: Option<Value> = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(RESULT_MARKER))
+        .and_then(|j| serde_json::from_str(j).ok());
+    match result {
+        Some(r) if r["ok"].as_bool() == Some(true) => {
+            outcome.ok = true;
+            outcome.files = r["files"].as_u64().unwrap_or(0);
+            outcome.bytes = r["bytes"].as_u64().unwrap_or(0);
+        }
+        Some(r) => {
+            let class = r["class"].as_str().unwrap_or("protocol");
+            let message = r["error"].as_str().unwrap_or("failed");
+            outcome.failure = Some(receiver_failure(class, message));
+        }
+        None => {
+            outcome.failure = Some(
+                sudo_refusal(run_as, stderr)
+                    .unwrap_or_else(|| no_result(status, details, inv.response_code(), stderr)),
+            );
+        }
+    }
+    Ok(outcome)
+}
+
+fn receiver_failure(class: &str, message: &str) -> Error {
+    if class == "fetch" {
+        return Error::new(Kind::Target, format!("on the instance: {message}")).hint(
+            "the instance must reach S3 over HTTPS (a NAT gateway, or a VPC gateway endpoint for S3)",
+        );
+    }
+    remote_failure(class, message)
+}
+
+/// An invocation that ended without the receiver's result line.
+fn no_result(status: &CommandInvocationStatus, details: &str, code: i32, stderr: &str) -> Error {
+    match (status, details) {
+        (_, "Undeliverable") => Error::new(
+            Kind::Target,
+            "the instance is not connected to Systems Manager (Undeliverable)",
+        )
+        .hint("check that it runs and shows as Online (ssmcp doctor TARGET)"),
+        (CommandInvocationStatus::Cancelled, _) => Error::new(
+            Kind::Transfer,
+            "not started: more instances failed than --max-errors allows, so Run Command stopped starting new ones",
+        ),
+        (CommandInvocationStatus::TimedOut, _) => {
+            Error::new(Kind::Transfer, "the copy timed out on the instance")
+        }
+        _ if code == 127 => Error::new(
+            Kind::Target,
+            "the instance has no python3, which the s3 transport needs",
+        )
+        .hint("install python3 (3.6 or newer) on the instance, or copy with --transport pty"),
+        _ => Error::new(
+            Kind::Transfer,
+            format!(
+                "the copy ended with exit code {code} ({details}){}",
+                tail(stderr)
+            ),
+        ),
+    }
+}
+
+/// The end of the command's error output, for the report.
+fn tail(stderr: &str) -> String {
+    let t = stderr.trim();
+    if t.is_empty() {
+        return String::new();
+    }
+    let cut = t.len().saturating_sub(TAIL);
+    let start = (cut..t.len()).find(|&i| t.is_char_boundary(i)).unwrap_or(0);
+    format!(": {}", &t[start..])
+}
+
+fn report(results: &[Outcome], reporter: &Reporter, no_table: bool) {
+    for o in results {
+        reporter.event(json!({
+            "event": "instance",
+            "instance": o.instance,
+            "ok": o.ok,
+            "files": o.files,
+            "bytes": o.bytes,
+            "error": o.failure.as_ref().map(|e| e.message.clone()),
+            "exit_code": o.failure.as_ref().map_or(0, |e| e.kind.exit_code()),
+        }));
+    }
+    if no_table || results.len() < 2 {
+        return;
+    }
+    let mut table = format!(
+        "{:<22} {:<7} {:>7} {:>14}  DETAIL\n",
+        "INSTANCE", "RESULT", "FILES", "BYTES"
+    );
+    for o in results {
+        let detail = o.failure.as_ref().map(|e| e.message.as_str()).unwrap_or("");
+        table.push_str(&format!(
+            "{:<22} {:<7} {:>7} {:>14}  {detail}\n",
+            o.instance,
+            if o.ok { "ok" } else { "FAILED" },
+            o.files,
+            o.bytes
+        ));
+    }
+    reporter.finish();
+    eprint!("{table}");
+}
+
+/// The error for a run in which some instances failed: which, and why.
+fn fleet_failure(results: &[Outcome], failed: &[&Outcome]) -> Error {
+    let first = failed[0].failure.as_ref();
+    if results.len() == 1 {
+        if let Some(e) = first {
+            return e.clone();
+        }
+    }
+    let names: Vec<String> = failed
+        .iter()
+        .map(|o| {
+            let why = o
+                .failure
+                .as_ref()
+                .map(|e| e.message.as_str())
+                .unwrap_or("failed");
+            format!("{} ({why})", o.instance)
+        })
+        .collect();
+    Error::new(
+        first.map_or(Kind::Transfer, |e| e.kind),
+        format!(
+            "{} of {} instances failed: {}",
+            failed.len(),
+            results.len(),
+            names.join("; ")
+        ),
+    )
+    .hint("the other instances have the files; rerun the copy for the failed ones")
+}
+
+/// `-l` is in Kbit/s, as scp's.
+fn limit(args: &CopyArgs) -> Option<u64> {
+    args.limit.map(|kbit| kbit * 1000 / 8)
+}

@@ -1,0 +1,284 @@
+//! The S3 transport's staging: one bundle (the same format the stream transport sends)
+//! uploaded once to a per-run key, read by the instances through a presigned GET, and
+//! removed again on every way out. Memory stays bounded: the bundle is cut into parts
+//! as it is produced, and only `PARTS_IN_FLIGHT` parts are held at a time.
+
+use super::send::send_bundle;
+use super::zlib::Out;
+use super::{Limiter, Progress};
+use crate::aws_error::from_sdk;
+use crate::error::{Error, Result};
+use crate::plan::Plan;
+use aws_sdk_s3::presigning::PresigningConfig;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::task::JoinSet;
+
+/// S3's smallest part (but the last) is 5 MiB; bigger parts mean fewer requests.
+const PART_SIZE: usize = 8 * 1024 * 1024;
+/// S3 allows 10,000 parts; leave room so a file growing a little still fits.
+const MAX_PARTS: u64 = 9_000;
+const PARTS_IN_FLIGHT: usize = 4;
+const PIPE: usize = 256 * 1024;
+
+/// One run's object in S3. What it created is remembered so `remove` can undo it.
+pub struct Staging {
+    s3: aws_sdk_s3::Client,
+    pub bucket: String,
+    pub key: String,
+    upload_id: Mutex<Option<String>>,
+}
+
+/// The bundle in S3: how many bytes it has.
+pub struct Staged {
+    pub bytes: u64,
+}
+
+impl Staging {
+    pub fn new(s3: aws_sdk_s3::Client, bucket: &str, key: &str) -> Staging {
+        Staging {
+            s3,
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            upload_id: Mutex::new(None),
+        }
+    }
+
+    /// Write `plan` as one bundle to the object.
+    pub async fn upload(
+        &self,
+        plan: &Plan,
+        compress: bool,
+        limit: Option<u64>,
+        progress: &dyn Progress,
+    ) -> Result<Staged> {
+        let (mut pipe_in, pipe_out) = tokio::io::duplex(PIPE);
+        let produce = async {
+            let mut limiter = Limiter::new(limit);
+            {
+                let mut out = Out::new(&mut pipe_in, compress);
+                send_bundle(&mut out, plan, progress, &mut limiter, upload_gone).await?;
+            }
+            pipe_in.shutdown().await.map_err(upload_gone)
+        };
+        let part_size = part_size(plan.bytes);
+        let consume = self.store(pipe_out, part_size);
+        let ((), staged) = tokio::try_join!(produce, consume)?;
+        Ok(staged)
+    }
+
+    /// Read the bundle from `pipe` and store it: one PUT when it fits one part,
+    /// otherwise a multipart upload with parts sent in parallel.
+    async fn store<R: AsyncRead + Unpin>(&self, mut pipe: R, part_size: usize) -> Result<Staged> {
+        let first = fill(&mut pipe, part_size).await?;
+        if first.len() < part_size {
+            let bytes = first.len() as u64;
+            self.s3
+                .put_object()
+                .bucket(&self.bucket)
+                .key(&self.key)
+                .checksum_algorithm(ChecksumAlgorithm::Crc32)
+                .body(ByteStream::from(first))
+                .send()
+                .await
+                .map_err(|e| from_sdk("PutObject", e))?;
+            return Ok(Staged { bytes });
+        }
+        let created = self
+            .s3
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .checksum_algorithm(ChecksumAlgorithm::Crc32)
+            .send()
+            .await
+            .map_err(|e| from_sdk("CreateMultipartUpload", e))?;
+        let upload_id = created
+            .upload_id()
+            .ok_or_else(|| Error::protocol("S3 started a multipart upload without an id"))?
+            .to_string();
+        *self.lock_upload() = Some(upload_id.clone());
+        let mut running = JoinSet::new();
+        let mut done = Vec::new();
+        let mut bytes = 0u64;
+        let mut next = Some(first);
+        let mut number = 1;
+        while let Some(part) = next.take() {
+            if part.is_empty() {
+                break;
+            }
+            let last = part.len() < part_size;
+            bytes += part.len() as u64;
+            while running.len() >= PARTS_IN_FLIGHT {
+                done.push(joined(running.join_next().await)?);
+            }
+            running.spawn(upload_part(
+                self.s3.clone(),
+                self.bucket.clone(),
+                self.key.clone(),
+                upload_id.clone(),
+                number,
+                part,
+            ));
+            number += 1;
+            if !last {
+                next = Some(fill(&mut pipe, part_size).await?);
+            }
+        }
+        while !running.is_empty() {
+            done.push(joined(running.join_next().await)?);
+        }
+        done.sort_by_key(|p| p.part_number());
+        self.s3
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .upload_id(&upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(done))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| from_sdk("CompleteMultipartUpload", e))?;
+        *self.lock_upload() = None;
+        Ok(Staged { bytes })
+    }
+
+    /// A URL that lets its holder read the object for `expires`, and nothing else.
+    pub async fn presign_get(&self, expires: Duration) -> Result<String> {
+        let config = PresigningConfig::expires_in(expires)
+            .map_err(|e| Error::usage(format!("bad presigned URL lifetime: {e}")))?;
+        let request = self
+            .s3
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .presigned(config)
+            .await
+            .map_err(|e| from_sdk("GetObject (presign)", e))?;
+        Ok(request.uri().to_string())
+    }
+
+    /// Remove what this run created: an unfinished multipart upload and the object.
+    /// Returns what could not be removed, as warnings (never the presigned URL).
+    pub async fn remove(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        let unfinished = self.lock_upload().take();
+        if let Some(id) = unfinished {
+            let aborted = self
+                .s3
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(&self.key)
+                .upload_id(&id)
+                .send()
+                .await;
+            if let Err(e) = aborted {
+                warnings.push(format!(
+                    "could not abort the multipart upload {id} of s3://{}/{} ({}); remove it with `ssmcp gc` or a lifecycle rule",
+                    self.bucket,
+                    self.key,
+                    from_sdk("AbortMultipartUpload", e).message
+                ));
+            }
+        }
+        let deleted = self
+            .s3
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .send()
+            .await;
+        if let Err(e) = deleted {
+            warnings.push(format!(
+                "could not delete s3://{}/{} ({}); remove it with `ssmcp gc`",
+                self.bucket,
+                self.key,
+                from_sdk("DeleteObject", e).message
+            ));
+        }
+        warnings
+    }
+
+    fn lock_upload(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        // A poisoned lock still holds a valid Option.
+        self.upload_id.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Parts big enough that the whole plan fits S3's part limit.
+fn part_size(plan_bytes: u64) -> usize {
+    let needed = plan_bytes.div_ceil(MAX_PARTS);
+    PART_SIZE.max(needed.min(5 * 1024 * 1024 * 1024) as usize)
+}
+
+/// Read until `size` bytes or the end of the bundle.
+async fn fill<R: AsyncRead + Unpin>(pipe: &mut R, size: usize) -> Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(size);
+    let mut limited = pipe.take(size as u64);
+    limited
+        .read_to_end(&mut buf)
+        .await
+        .map_err(|e| Error::protocol(format!("the bundle could not be read: {e}")))?;
+    Ok(buf)
+}
+
+async fn upload_part(
+    s3: aws_sdk_s3::Client,
+    bucket: String,
+    key: String,
+    upload_id: String,
+    number: i32,
+    data: Vec<u8>,
+) -> Result<CompletedPart> {
+    let out = s3
+        .upload_part()
+        .bucket(bucket)
+        .key(key)
+        .upload_id(upload_id)
+        .part_number(number)
+        .checksum_algorithm(ChecksumAlgorithm::Crc32)
+        .body(ByteStream::from(data))
+        .send()
+        .await
+        .map_err(|e| from_sdk("UploadPart", e))?;
+    Ok(CompletedPart::builder()
+        .part_number(number)
+        .set_e_tag(out.e_tag().map(str::to_string))
+        .set_checksum_crc32(out.checksum_crc32().map(str::to_string))
+        .build())
+}
+
+fn joined(
+    r: Option<std::result::Result<Result<CompletedPart>, tokio::task::JoinError>>,
+) -> Result<CompletedPart> {
+    match r {
+        Some(Ok(part)) => part,
+        Some(Err(e)) => Err(Error::protocol(format!("a part upload stopped: {e}"))),
+        None => Err(Error::protocol("no part upload was running")),
+    }
+}
+
+/// The producer only fails to write when the upload side has already given up, with
+/// its own error; this one is only seen if that error was lost.
+fn upload_gone(e: std::io::Error) -> Error {
+    Error::transfer(format!("the upload to S3 stopped ({e})"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_grow_for_huge_plans_only() {
+        assert_eq!(part_size(0), PART_SIZE);
+        assert_eq!(part_size(1 << 30), PART_SIZE);
+        let huge = 200u64 << 30;
+        assert!(part_size(huge) as u64 * MAX_PARTS >= huge);
+    }
+}
