@@ -3,7 +3,6 @@
 
 mod common;
 use common::*;
-use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -16,56 +15,6 @@ fn remote_arg(path: &str) -> String {
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
-}
-
-/// What a tree holds, comparable across copies: kind, content hash or link target, and
-/// (when `with_meta`) mode and mtime.
-fn snapshot(root: &Path, with_meta: bool) -> BTreeMap<Vec<u8>, String> {
-    let mut out = BTreeMap::new();
-    for e in walkdir::WalkDir::new(root).sort_by_file_name() {
-        let e = e.unwrap();
-        let rel = e
-            .path()
-            .strip_prefix(root)
-            .unwrap()
-            .as_os_str()
-            .as_bytes()
-            .to_vec();
-        let m = e.path().symlink_metadata().unwrap();
-        let what = if m.file_type().is_symlink() {
-            format!("link {:?}", std::fs::read_link(e.path()).unwrap())
-        } else if m.is_dir() {
-            "dir".to_string()
-        } else {
-            format!("file {}", sha(&std::fs::read(e.path()).unwrap()))
-        };
-        let meta = if with_meta && m.file_type().is_symlink() {
-            format!(" mtime {}.{}", m.mtime(), m.mtime_nsec())
-        } else if with_meta && !rel.is_empty() {
-            format!(
-                " mode {:o} mtime {}.{}",
-                m.mode() & 0o7777,
-                m.mtime(),
-                m.mtime_nsec()
-            )
-        } else {
-            String::new()
-        };
-        out.insert(rel, what + &meta);
-    }
-    out
-}
-
-fn assert_no_temporaries(root: &Path) {
-    for e in walkdir::WalkDir::new(root) {
-        let e = e.unwrap();
-        let name = e.file_name().as_bytes();
-        assert!(
-            !name.windows(7).any(|w| w == b".ssmcp-"),
-            "temporary left behind: {}",
-            e.path().display()
-        );
-    }
 }
 
 /// Nested directories, odd names, symlinks (inside and pointing out), modes and mtimes.

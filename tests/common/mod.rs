@@ -5,6 +5,10 @@
 
 use sha2::{Digest, Sha256};
 use ssm_sim::{Sim, SimConfig};
+use std::collections::BTreeMap;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -261,4 +265,54 @@ pub fn kill_receivers(home: &std::path::Path) -> usize {
         }
     }
     n
+}
+
+/// What a tree holds, comparable across copies: kind, content hash or link target, and
+/// (when `with_meta`) mode and mtime.
+pub fn snapshot(root: &Path, with_meta: bool) -> BTreeMap<Vec<u8>, String> {
+    let mut out = BTreeMap::new();
+    for e in walkdir::WalkDir::new(root).sort_by_file_name() {
+        let e = e.unwrap();
+        let rel = e
+            .path()
+            .strip_prefix(root)
+            .unwrap()
+            .as_os_str()
+            .as_bytes()
+            .to_vec();
+        let m = e.path().symlink_metadata().unwrap();
+        let what = if m.file_type().is_symlink() {
+            format!("link {:?}", std::fs::read_link(e.path()).unwrap())
+        } else if m.is_dir() {
+            "dir".to_string()
+        } else {
+            format!("file {}", sha(&std::fs::read(e.path()).unwrap()))
+        };
+        let meta = if with_meta && m.file_type().is_symlink() {
+            format!(" mtime {}.{}", m.mtime(), m.mtime_nsec())
+        } else if with_meta && !rel.is_empty() {
+            format!(
+                " mode {:o} mtime {}.{}",
+                m.mode() & 0o7777,
+                m.mtime(),
+                m.mtime_nsec()
+            )
+        } else {
+            String::new()
+        };
+        out.insert(rel, what + &meta);
+    }
+    out
+}
+
+pub fn assert_no_temporaries(root: &Path) {
+    for e in walkdir::WalkDir::new(root) {
+        let e = e.unwrap();
+        let name = e.file_name().as_bytes();
+        assert!(
+            !name.windows(7).any(|w| w == b".ssmcp-"),
+            "temporary left behind: {}",
+            e.path().display()
+        );
+    }
 }

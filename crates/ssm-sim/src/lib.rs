@@ -126,6 +126,11 @@ impl Sim {
         s3::leftovers(&self.s3_root)
     }
 
+    /// Where the S3 server keeps buckets (one directory each) and upload state.
+    pub fn s3_root(&self) -> &std::path::Path {
+        &self.s3_root
+    }
+
     pub fn config(&self) -> &SimConfig {
         &self.state.config
     }

@@ -4,6 +4,8 @@
 //! instances both reach it. Nothing here is hand-written S3: only the listener.
 
 use crate::config::{ACCESS_KEY_ID, SECRET_ACCESS_KEY};
+use http::Request;
+use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use s3s::auth::SimpleAuth;
 use s3s::service::S3ServiceBuilder;
@@ -23,19 +25,55 @@ pub async fn serve(
     let mut builder = S3ServiceBuilder::new(fs);
     builder.set_auth(SimpleAuth::from_single(ACCESS_KEY_ID, SECRET_ACCESS_KEY));
     let service = builder.build();
+    let root = root.to_path_buf();
     Ok(async move {
         loop {
             let Ok((socket, _)) = listener.accept().await else {
                 continue;
             };
-            let service = service.clone();
+            let (service, root) = (service.clone(), root.clone());
             tokio::spawn(async move {
+                let checked = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let missing = missing_bucket(&root, &req);
+                    let service = service.clone();
+                    async move {
+                        match missing {
+                            Some(bucket) => Ok(no_such_bucket(&bucket)),
+                            None => hyper::service::Service::call(&service, req).await,
+                        }
+                    }
+                });
                 let conn = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(socket), service);
+                    .serve_connection(TokioIo::new(socket), checked);
                 let _ = conn.await;
             });
         }
     })
+}
+
+/// s3s-fs writes an object into a bucket that does not exist (it makes the directory);
+/// real S3 answers NoSuchBucket, and so must we. Path-style requests only, as the
+/// simulator's endpoint is an IP address. Creating a bucket (PUT /bucket) is let through.
+fn missing_bucket(root: &Path, req: &Request<Incoming>) -> Option<String> {
+    let path = req.uri().path().trim_start_matches('/');
+    let (bucket, key) = path.split_once('/').unwrap_or((path, ""));
+    let creating = req.method() == http::Method::PUT && key.is_empty();
+    let exists = root.join(bucket).is_dir();
+    (!bucket.is_empty() && !creating && !exists && !bucket.starts_with('.'))
+        .then(|| bucket.to_string())
+}
+
+fn no_such_bucket(bucket: &str) -> http::Response<s3s::Body> {
+    let xml = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>NoSuchBucket</Code><Message>The specified bucket does not exist</Message><BucketName>{bucket}</BucketName></Error>"
+    );
+    let mut resp = http::Response::new(s3s::Body::from(xml));
+    *resp.status_mut() = http::StatusCode::NOT_FOUND;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/xml"),
+    );
+    resp
 }
 
 /// Objects and unfinished multipart uploads left under `root`, as `bucket/key` and

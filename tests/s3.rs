@@ -1,0 +1,322 @@
+//! The S3 transport end to end: the real binary stages the bundle in a real S3 server
+//! (s3s-fs inside ssm-sim, and moto_server as a second, independent implementation),
+//! Run Command runs the receiver for real on each simulated instance, and the files
+//! land in each instance's own home.
+
+mod common;
+use common::*;
+use serde_json::Value;
+use ssm_sim::config::{InstanceConfig, DEFAULT_BUCKET};
+use ssm_sim::SimConfig;
+use std::path::Path;
+use std::time::Duration;
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// `files` small files over nested directories, plus one of `big` bytes.
+fn make_tree(root: &Path, files: usize, big: usize) {
+    for i in 0..files {
+        let dir = root.join(format!("d{:02}/e{}", i % 40, i % 3));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join(format!("f{i}.txt")),
+            pattern(i as u64, 200 + i % 700),
+        )
+        .unwrap();
+    }
+    std::fs::write(root.join("big.bin"), pattern(7, big)).unwrap();
+    std::os::unix::fs::symlink("big.bin", root.join("link")).unwrap();
+}
+
+fn fleet(n: usize) -> Vec<InstanceConfig> {
+    (0..n)
+        .map(|i| InstanceConfig::new(&format!("i-{i:017x}")).tag("Role", "web"))
+        .collect()
+}
+
+fn s3_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec!["--transport", "s3", "--bucket", DEFAULT_BUCKET];
+    v.extend_from_slice(extra);
+    v
+}
+
+fn events(stdout: &str) -> Vec<Value> {
+    stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_tree_goes_through_s3_and_nothing_stays_in_the_bucket() {
+    let h = Harness::new(fast()).await;
+    let src = h.local().join("site");
+    make_tree(&src, 2000, 12 << 20); // the big file makes the bundle multipart
+    let (code, out, err) = h
+        .run(&s3_args(&[
+            "-r",
+            "-p",
+            "--json",
+            s(&src),
+            &format!("{INSTANCE}:www/"),
+        ]))
+        .await;
+    assert_eq!(code, 0, "{err}");
+    let placed = h.remote().join("www/site");
+    assert_eq!(snapshot(&src, true), snapshot(&placed, true));
+    assert_no_temporaries(&h.remote());
+    assert_eq!(h.sim.s3_leftovers(), Vec::<String>::new());
+    let ev = events(&out);
+    let inst: Vec<_> = ev.iter().filter(|e| e["event"] == "instance").collect();
+    assert_eq!(inst.len(), 1);
+    assert_eq!(inst[0]["ok"], true);
+    assert_eq!(inst[0]["files"], 2001);
+    assert!(
+        ev.iter()
+            .any(|e| e["event"] == "summary" && e["files"] == 2001),
+        "{out}"
+    );
+    assert!(!err.contains("X-Amz-Signature") && !out.contains("X-Amz-Signature"));
+}
+
+#[tokio::test]
+async fn a_one_gib_file_goes_through_s3() {
+    let h = Harness::new(fast()).await;
+    let src = h.local().join("disk.img");
+    {
+        use std::io::Write;
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&src).unwrap());
+        for i in 0..1024u64 {
+            f.write_all(&pattern(i, 1 << 20)).unwrap();
+        }
+    }
+    let (code, _, err) = h
+        .run(&s3_args(&[s(&src), &format!("{INSTANCE}:disk.img")]))
+        .await;
+    assert_eq!(code, 0, "{err}");
+    let placed = h.remote().join("disk.img");
+    assert_eq!(std::fs::metadata(&placed).unwrap().len(), 1 << 30);
+    assert_eq!(file_sha(&src), file_sha(&placed));
+    assert_eq!(h.sim.s3_leftovers(), Vec::<String>::new());
+    std::fs::remove_file(&placed).unwrap();
+}
+
+fn file_sha(p: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    let mut f = std::fs::File::open(p).unwrap();
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h).unwrap();
+    hex::encode(h.finalize())
+}
+
+/// 20 instances, 5 at a time; one is offline and one has no room for the files. With
+/// --max-errors 3 the other 18 get the tree, the table names the two, the exit code
+/// says the copy failed.
+#[tokio::test]
+async fn fan_out_reports_each_instance_and_fails_for_the_two_that_did() {
+    let mut instances = fleet(20);
+    instances[3] = instances[3].clone().offline();
+    instances[11] = instances[11].clone().file_size_limit(4096);
+    let h = Harness::new(SimConfig {
+        instances,
+        ..fast()
+    })
+    .await;
+    let src = h.local().join("app");
+    make_tree(&src, 50, 64 << 10);
+    let (code, out, err) = h
+        .run(&s3_args(&[
+            "-r",
+            "--json",
+            "--max-concurrency",
+            "5",
+            "--max-errors",
+            "3",
+            s(&src),
+            "tag:Role=web:opt/",
+        ]))
+        .await;
+    // The exit code is the class of the first failed instance by id: i-…03, offline.
+    assert_eq!(code, 68, "{err}");
+    let ev = events(&out);
+    let inst: Vec<&Value> = ev.iter().filter(|e| e["event"] == "instance").collect();
+    assert_eq!(inst.len(), 20, "{out}");
+    let failed: Vec<&str> = inst
+        .iter()
+        .filter(|e| e["ok"] == false)
+        .map(|e| e["instance"].as_str().unwrap())
+        .collect();
+    let offline = format!("i-{:017x}", 3);
+    let full = format!("i-{:017x}", 11);
+    assert_eq!(failed.len(), 2, "{out}");
+    assert!(failed.contains(&offline.as_str()) && failed.contains(&full.as_str()));
+    assert!(err.contains(&offline) && err.contains(&full), "{err}");
+    assert!(err.contains("2 of 20 instances failed"), "{err}");
+    for i in 0..20 {
+        let id = format!("i-{i:017x}");
+        let placed = h.instances.path().join(&id).join("opt/app");
+        if i == 3 || i == 11 {
+            assert!(!placed.exists(), "{id} has a partial tree");
+            continue;
+        }
+        assert_eq!(snapshot(&src, false), snapshot(&placed, false), "{id}");
+    }
+    assert_no_temporaries(h.instances.path());
+    assert_eq!(h.sim.s3_leftovers(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn the_result_table_names_every_instance() {
+    let h = Harness::new(SimConfig {
+        instances: fleet(3),
+        ..fast()
+    })
+    .await;
+    let src = h.local().join("f.txt");
+    std::fs::write(&src, b"hello").unwrap();
+    let ids: Vec<String> = (0..3).map(|i| format!("i-{i:017x}")).collect();
+    let (code, _, err) = h
+        .run(&s3_args(&[s(&src), &format!("{}:f.txt", ids.join(","))]))
+        .await;
+    assert_eq!(code, 0, "{err}");
+    for id in &ids {
+        assert!(
+            err.lines()
+                .any(|l| l.starts_with(id.as_str()) && l.contains("ok")),
+            "{err}"
+        );
+        assert_eq!(
+            std::fs::read(h.instances.path().join(id).join("f.txt")).unwrap(),
+            b"hello"
+        );
+    }
+}
+
+#[tokio::test]
+async fn interrupting_the_upload_leaves_nothing_in_s3() {
+    let h = Harness::new(fast()).await;
+    let src = h.local().join("big.bin");
+    std::fs::write(&src, pattern(3, 40 << 20)).unwrap();
+    // 40 MiB at 8 MB/s: the multipart upload is under way for seconds.
+    let mut child = h
+        .ssmcp()
+        .args(s3_args(&[
+            "-l",
+            "64000",
+            s(&src),
+            &format!("{INSTANCE}:big.bin"),
+        ]))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !h
+        .sim
+        .s3_leftovers()
+        .iter()
+        .any(|l| l.starts_with("upload:"))
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no multipart upload started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    interrupt(&child);
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(130));
+    assert_eq!(h.sim.s3_leftovers(), Vec::<String>::new());
+    assert!(!h.remote().join("big.bin").exists());
+}
+
+#[tokio::test]
+async fn the_instance_without_python_fails_clearly() {
+    let h = Harness::new(SimConfig {
+        instances: vec![InstanceConfig::new(INSTANCE).without(&["python3"])],
+        ..fast()
+    })
+    .await;
+    let src = h.local().join("f.txt");
+    std::fs::write(&src, b"x").unwrap();
+    let (code, _, err) = h
+        .run(&s3_args(&[s(&src), &format!("{INSTANCE}:f.txt")]))
+        .await;
+    assert_eq!(code, 68, "{err}");
+    assert!(err.contains("no python3"), "{err}");
+    assert_eq!(h.sim.s3_leftovers(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn wrong_use_is_refused_before_anything_is_created() {
+    let h = Harness::new(SimConfig {
+        instances: fleet(2),
+        ..fast()
+    })
+    .await;
+    let src = h.local().join("f.txt");
+    std::fs::write(&src, b"x").unwrap();
+    let two = format!("i-{:017x},i-{:017x}:f.txt", 0, 1);
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec![s(&src), &two], "needs a bucket"),
+        (
+            vec!["--transport", "stream", s(&src), &two],
+            "goes through S3",
+        ),
+        (
+            vec!["--bucket", DEFAULT_BUCKET, "--sync", s(&src), &two],
+            "--sync and --delete need a session",
+        ),
+        (
+            vec![
+                "--transport",
+                "s3",
+                "--bucket",
+                DEFAULT_BUCKET,
+                "i-00000000000000000:f.txt",
+                s(&src),
+            ],
+            "downloads through S3 are not supported yet",
+        ),
+    ];
+    for (args, says) in cases {
+        let (code, _, err) = h.run(&args).await;
+        assert_eq!(code, 64, "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    let (code, _, err) = h
+        .run(&[
+            "--transport",
+            "s3",
+            "--bucket",
+            "no-such-bucket",
+            s(&src),
+            &format!("{INSTANCE}:f.txt"),
+        ])
+        .await;
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("bucket does not exist"), "{err}");
+    assert_eq!(h.sim.s3_leftovers(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn auto_picks_s3_for_a_large_upload_when_a_bucket_is_configured() {
+    let h = Harness::new(fast()).await;
+    let src = h.local().join("big.bin");
+    std::fs::write(&src, pattern(5, 65 << 20)).unwrap();
+    let (code, _, err) = h
+        .run_env(
+            &[("SSMCP_BUCKET", Some(DEFAULT_BUCKET))],
+            &["-v", s(&src), &format!("{INSTANCE}:big.bin")],
+        )
+        .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("transport auto chose s3"), "{err}");
+    assert_eq!(file_sha(&src), file_sha(&h.remote().join("big.bin")));
+    assert_eq!(h.sim.s3_leftovers(), Vec::<String>::new());
+}
