@@ -320,3 +320,166 @@ async fn auto_picks_s3_for_a_large_upload_when_a_bucket_is_configured() {
     assert_eq!(file_sha(&src), file_sha(&h.remote().join("big.bin")));
     assert_eq!(h.sim.s3_leftovers(), Vec::<String>::new());
 }
+
+/// moto_server (PyPI), an S3 written independently of s3s, on an ephemeral port.
+/// scripts/test installs it into target/pyenv; SSMCP_MOTO_SERVER names another one.
+struct Moto {
+    // Held so the server is killed when the test ends.
+    _child: tokio::process::Child,
+    url: String,
+    client: aws_sdk_s3::Client,
+}
+
+impl Moto {
+    async fn start() -> Moto {
+        let exe = std::env::var_os("SSMCP_MOTO_SERVER")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| {
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("target/pyenv/bin/moto_server")
+            });
+        assert!(
+            exe.exists(),
+            "{} is missing: run scripts/test, which installs moto_server (or set SSMCP_MOTO_SERVER)",
+            exe.display()
+        );
+        let mut child = tokio::process::Command::new(&exe)
+            .args(["-H", "127.0.0.1", "-p", "0"])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        use tokio::io::AsyncBufReadExt;
+        let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let url = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Some(l) = lines.next_line().await.unwrap() {
+                if let Some(at) = l.find("http://127.0.0.1:") {
+                    return l[at..].trim().to_string();
+                }
+            }
+            panic!("moto_server exited before listening");
+        })
+        .await
+        .expect("moto_server listens within 60 s");
+        // Keep draining its log so it never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let conf = aws_sdk_s3::config::Builder::new()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .endpoint_url(&url)
+            .force_path_style(true)
+            .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                ssm_sim::config::ACCESS_KEY_ID,
+                ssm_sim::config::SECRET_ACCESS_KEY,
+                None,
+                None,
+                "test",
+            ))
+            .build();
+        let client = aws_sdk_s3::Client::from_conf(conf);
+        client
+            .create_bucket()
+            .bucket(DEFAULT_BUCKET)
+            .send()
+            .await
+            .unwrap();
+        Moto {
+            _child: child,
+            url,
+            client,
+        }
+    }
+
+    /// Objects and unfinished multipart uploads left in the bucket.
+    async fn leftovers(&self) -> Vec<String> {
+        let objects = self
+            .client
+            .list_objects_v2()
+            .bucket(DEFAULT_BUCKET)
+            .send()
+            .await
+            .unwrap();
+        let uploads = self
+            .client
+            .list_multipart_uploads()
+            .bucket(DEFAULT_BUCKET)
+            .send()
+            .await
+            .unwrap();
+        let mut out: Vec<String> = objects
+            .contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_string))
+            .collect();
+        out.extend(
+            uploads
+                .uploads()
+                .iter()
+                .map(|u| format!("upload:{}", u.upload_id().unwrap_or_default())),
+        );
+        out
+    }
+}
+
+#[tokio::test]
+async fn moto_as_the_s3_server_tree_and_interrupt() {
+    let moto = Moto::start().await;
+    let h = Harness::new(fast()).await;
+    let env = [("AWS_ENDPOINT_URL_S3", Some(moto.url.as_str()))];
+    let src = h.local().join("site");
+    make_tree(&src, 300, 12 << 20);
+    let mut args = s3_args(&["-r", "-p", s(&src)]);
+    let dest = format!("{INSTANCE}:www/");
+    args.push(&dest);
+    let (code, _, err) = h.run_env(&env, &args).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        snapshot(&src, true),
+        snapshot(&h.remote().join("www/site"), true)
+    );
+    assert_eq!(moto.leftovers().await, Vec::<String>::new());
+    assert_eq!(
+        h.sim.s3_leftovers(),
+        Vec::<String>::new(),
+        "nothing went to s3s"
+    );
+
+    // ^C while the multipart upload is under way.
+    let big = h.local().join("big.bin");
+    std::fs::write(&big, pattern(3, 40 << 20)).unwrap();
+    let mut child = h
+        .ssmcp()
+        .env("AWS_ENDPOINT_URL_S3", &moto.url)
+        .args(s3_args(&[
+            "-l",
+            "64000",
+            s(&big),
+            &format!("{INSTANCE}:big.bin"),
+        ]))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !moto
+        .leftovers()
+        .await
+        .iter()
+        .any(|l| l.starts_with("upload:"))
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no multipart upload started"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    interrupt(&child);
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(130));
+    assert_eq!(moto.leftovers().await, Vec::<String>::new());
+}
