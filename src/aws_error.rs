@@ -95,12 +95,13 @@ pub fn from_code(operation: &str, code: &str, message: &str) -> Error {
             "{operation}: AWS rejected the request ({said})"
         )),
         // S3 names its errors differently from SSM.
-        "AccessDenied" | "AllAccessDisabled" => Error::new(
+        // HEAD requests have no body, so S3's code is only the HTTP status's name.
+        "AccessDenied" | "AllAccessDisabled" | "Forbidden" => Error::new(
             Kind::Auth,
             format!("{operation} was denied ({said})"),
         )
         .hint("the S3 transport needs s3:PutObject, s3:GetObject, s3:DeleteObject and s3:AbortMultipartUpload on the staging prefix of --bucket (see docs/transports.md)"),
-        "NoSuchBucket" => Error::usage(format!("{operation}: the bucket does not exist ({said})"))
+        "NoSuchBucket" | "NotFound" => Error::usage(format!("{operation}: the bucket does not exist ({said})"))
             .hint("check --bucket / SSMCP_BUCKET; ssmcp does not create buckets"),
         "PermanentRedirect" | "AuthorizationHeaderMalformed" | "IllegalLocationConstraintException" => Error::usage(format!(
             "{operation}: the bucket is in another region ({said})"

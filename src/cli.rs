@@ -138,6 +138,16 @@ pub struct DoctorArgs {
     /// One JSON document instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// Also check this staging bucket (s3 transport): reachable, its region, and
+    /// whether the instance can download from S3.
+    #[arg(long, env = "SSMCP_BUCKET", value_name = "BUCKET")]
+    pub bucket: Option<String>,
+    /// Key prefix for the probe object in --bucket.
+    #[arg(long, env = "SSMCP_PREFIX", value_name = "PREFIX", default_value = "")]
+    pub prefix: String,
+    /// The bucket's region, when it differs from the instance's.
+    #[arg(long, value_name = "REGION")]
+    pub bucket_region: Option<String>,
 }
 
 #[derive(Args, Debug)]

@@ -169,3 +169,51 @@ async fn bad_credentials_fail_first_and_skip_the_rest() {
     assert!(out.contains("credentials") && out.contains("skip"), "{out}");
     assert_eq!(h.sim.stats().sessions_started, 0);
 }
+
+#[tokio::test]
+async fn the_bucket_and_the_instances_way_to_s3_are_checked() {
+    let h = Harness::new(fast()).await;
+    let (code, out, err) = h
+        .run(&["doctor", "--json", "--bucket", "ssmcp-sim", INSTANCE])
+        .await;
+    assert_eq!(code, 0, "{out}{err}");
+    let report = doctor_json(&out);
+    assert_eq!(check(&report, "s3 bucket")["status"], "ok", "{report}");
+    assert_eq!(
+        check(&report, "instance reaches S3")["status"],
+        "ok",
+        "{report}"
+    );
+    assert_eq!(
+        h.sim.s3_leftovers(),
+        Vec::<String>::new(),
+        "the probe is removed"
+    );
+
+    let (code, out, _) = h
+        .run(&["doctor", "--json", "--bucket", "no-such-bucket", INSTANCE])
+        .await;
+    assert_eq!(code, 64, "{out}");
+    let report = doctor_json(&out);
+    assert_eq!(check(&report, "s3 bucket")["status"], "fail");
+    assert_eq!(check(&report, "instance reaches S3")["status"], "skip");
+}
+
+#[tokio::test]
+async fn an_instance_that_cannot_fetch_from_s3_fails_the_check() {
+    let mut cfg = fast();
+    cfg.instances = vec![InstanceConfig::new(INSTANCE).without(&["python3"])];
+    let h = Harness::new(cfg).await;
+    let (code, out, err) = h
+        .run(&["doctor", "--json", "--bucket", "ssmcp-sim", INSTANCE])
+        .await;
+    assert_eq!(code, 68, "{out}{err}");
+    let report = doctor_json(&out);
+    let c = check(&report, "instance reaches S3");
+    assert_eq!(c["status"], "fail", "{report}");
+    assert!(
+        c["fix"].as_str().unwrap().contains("VPC gateway endpoint"),
+        "{report}"
+    );
+    assert_eq!(h.sim.s3_leftovers(), Vec::<String>::new());
+}

@@ -128,7 +128,13 @@ pub fn describe_identity(arn: &str, user_id: &str) -> (String, bool) {
 
 pub async fn run(global: &Global, args: &DoctorArgs) -> Result<i32> {
     let ctx = Context::new(global, &args.target).await?;
-    let checks = checks(&ctx, global).await;
+    let mut checks = checks(&ctx, global).await;
+    if let Some(bucket) = &args.bucket {
+        let instance_ok = checks
+            .iter()
+            .any(|c| c.name == "instance" && c.status == Status::Ok);
+        checks.extend(s3_checks(&ctx, args, bucket, instance_ok).await);
+    }
     report(&checks, args.json);
     Ok(checks
         .iter()
@@ -343,6 +349,140 @@ async fn python_check(ctx: &Context) -> Check {
             "install python3 (3.6 or newer) on the instance for full speed",
         ),
         Err(e) => Check::fail("python3 on the instance", &e),
+    }
+}
+
+/// The S3 transport's needs: the bucket answers (and where it is), and the instance
+/// can fetch a presigned URL from it (a probe object, removed afterwards).
+async fn s3_checks(
+    ctx: &Context,
+    args: &DoctorArgs,
+    bucket: &str,
+    instance_ok: bool,
+) -> Vec<Check> {
+    let s3 = crate::aws::s3_client(&ctx.aws, args.bucket_region.as_deref());
+    let head = s3.head_bucket().bucket(bucket).send().await;
+    let region = match head {
+        Ok(h) => h.bucket_region().map(str::to_string),
+        Err(e) => {
+            let e = aws_error::from_sdk("HeadBucket", e);
+            return vec![
+                Check::fail("s3 bucket", &e),
+                Check::skip("instance reaches S3", "needs a reachable bucket"),
+            ];
+        }
+    };
+    let here = args
+        .bucket_region
+        .clone()
+        .or_else(|| ctx.aws.region().map(|r| r.to_string()));
+    let mut out = vec![match (&region, &here) {
+        (Some(b), Some(h)) if b != h => Check::warn(
+            "s3 bucket",
+            format!("{bucket} is in {b}, not {h}"),
+            format!(
+                "pass --bucket-region {b} so presigned URLs are signed for the bucket's region"
+            ),
+        ),
+        (Some(b), _) => Check::ok("s3 bucket", format!("{bucket} ({b})")),
+        (None, _) => Check::ok("s3 bucket", bucket.to_string()),
+    }];
+    if !instance_ok {
+        out.push(Check::skip(
+            "instance reaches S3",
+            "needs an Online instance",
+        ));
+        return out;
+    }
+    let key = format!(
+        "{}ssmcp-doctor-{}.txt",
+        args.prefix,
+        uuid::Uuid::new_v4().simple()
+    );
+    let staging = crate::transport::s3::Staging::new(s3, bucket, &key);
+    let check = match instance_fetch(ctx, &staging).await {
+        Ok(()) => Check::ok(
+            "instance reaches S3",
+            "a presigned GET from the instance worked",
+        ),
+        Err(e) => Check::fail("instance reaches S3", &e),
+    };
+    let _ = staging.remove().await;
+    out.push(check);
+    out
+}
+
+/// Put a probe object, have the instance fetch it through Run Command, compare.
+async fn instance_fetch(ctx: &Context, staging: &crate::transport::s3::Staging) -> Result<()> {
+    let nonce = format!("ssmcp-probe-{:016x}", rand::random::<u64>());
+    staging.put_small(nonce.as_bytes().to_vec()).await?;
+    let url = staging
+        .presign_get(std::time::Duration::from_secs(300))
+        .await?;
+    // The URL reaches python on stdin, never a command line.
+    let script = format!(
+        "python3 -c 'import sys,urllib.request;sys.stdout.write(urllib.request.urlopen(sys.stdin.readline().strip(),timeout=20).read().decode())' <<'SSMCP-URL'\n{url}\nSSMCP-URL\n"
+    );
+    let sent = ctx
+        .ssm
+        .send_command()
+        .document_name("AWS-RunShellScript")
+        .comment("ssmcp doctor: can the instance reach S3")
+        .instance_ids(&ctx.target.instance_id)
+        .parameters("commands", vec![script])
+        .send()
+        .await
+        .map_err(|e| aws_error::from_sdk("SendCommand", e))?;
+    let id = sent
+        .command()
+        .and_then(|c| c.command_id())
+        .unwrap_or_default()
+        .to_string();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(90);
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let inv = ctx
+            .ssm
+            .get_command_invocation()
+            .command_id(&id)
+            .instance_id(&ctx.target.instance_id)
+            .send()
+            .await;
+        let inv = match inv {
+            Ok(i) => i,
+            // Right after SendCommand the invocation may not exist yet.
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_invocation_does_not_exist()) =>
+            {
+                continue
+            }
+            Err(e) => return Err(aws_error::from_sdk("GetCommandInvocation", e)),
+        };
+        use aws_sdk_ssm::types::CommandInvocationStatus as S;
+        match inv.status() {
+            Some(S::Success) if inv.standard_output_content() == Some(nonce.as_str()) => {
+                return Ok(())
+            }
+            Some(S::Pending | S::InProgress | S::Delayed) | None
+                if tokio::time::Instant::now() < deadline => {}
+            Some(S::Pending | S::InProgress | S::Delayed) | None => {
+                let _ = ctx.ssm.cancel_command().command_id(&id).send().await;
+                return Err(Error::new(
+                    Kind::Target,
+                    "the probe command did not finish within 90 s",
+                ));
+            }
+            _ => {
+                let said = inv.standard_error_content().unwrap_or_default().trim();
+                let last = said.lines().last().unwrap_or("no output");
+                return Err(Error::new(
+                    Kind::Target,
+                    format!("the instance could not download from S3 ({last})"),
+                )
+                .hint("the instance needs HTTPS to S3 (a NAT gateway or a VPC gateway endpoint for S3) and python3; it needs no S3 permissions"));
+            }
+        }
     }
 }
 

@@ -76,15 +76,7 @@ impl Staging {
         let first = fill(&mut pipe, part_size).await?;
         if first.len() < part_size {
             let bytes = first.len() as u64;
-            self.s3
-                .put_object()
-                .bucket(&self.bucket)
-                .key(&self.key)
-                .checksum_algorithm(ChecksumAlgorithm::Crc32)
-                .body(ByteStream::from(first))
-                .send()
-                .await
-                .map_err(|e| from_sdk("PutObject", e))?;
+            self.put_small(first).await?;
             return Ok(Staged { bytes });
         }
         let created = self
@@ -147,6 +139,20 @@ impl Staging {
             .map_err(|e| from_sdk("CompleteMultipartUpload", e))?;
         *self.lock_upload() = None;
         Ok(Staged { bytes })
+    }
+
+    /// Store an object of at most one part in one request.
+    pub async fn put_small(&self, data: Vec<u8>) -> Result<()> {
+        self.s3
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .checksum_algorithm(ChecksumAlgorithm::Crc32)
+            .body(ByteStream::from(data))
+            .send()
+            .await
+            .map_err(|e| from_sdk("PutObject", e))?;
+        Ok(())
     }
 
     /// A URL that lets its holder read the object for `expires`, and nothing else.
