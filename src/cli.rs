@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
     name = "ssmcp",
     version,
     about = "Copy files and forward ports to EC2 and hybrid instances through AWS Systems Manager, without SSH",
-    override_usage = "ssmcp [OPTIONS] SRC... DEST\n       ssmcp forward TARGET [LOCAL:]REMOTE_PORT\n       ssmcp exec TARGET -- COMMAND...\n       ssmcp doctor TARGET",
+    override_usage = "ssmcp [OPTIONS] SRC... DEST\n       ssmcp forward TARGET [LOCAL:]REMOTE_PORT\n       ssmcp exec TARGET -- COMMAND...\n       ssmcp doctor TARGET [--bucket BUCKET]\n       ssmcp gc [--dry-run]",
     after_help = "Remote paths are [user@]TARGET:PATH, TARGET being i-…, mi-…, i-….REGION[.PROFILE] or name:NAME (the Name tag).\nAn upload can go to several instances at once (s3 transport): i-a,i-b:PATH or tag:KEY=VALUE:PATH.\nRelative remote paths and ~ are under the remote user's home. A source directory written with a trailing / copies its contents.",
     propagate_version = true,
     subcommand_precedence_over_arg = true,
@@ -129,6 +129,15 @@ pub enum Command {
     Exec(ExecArgs),
     /// Check credentials, IAM, the instance, its agent and sessions before a copy needs them.
     Doctor(DoctorArgs),
+    /// Remove what S3 copies that were killed left in their bucket (from ssmcp's journal).
+    Gc(GcArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct GcArgs {
+    /// List what would be removed, remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Args, Debug)]

@@ -32,6 +32,7 @@ fn main() {
             Some(Command::Forward(a)) => commands::forward::run(&cli.global, a).await,
             Some(Command::Exec(a)) => commands::exec::run(&cli.global, a).await,
             Some(Command::Doctor(a)) => commands::doctor::run(&cli.global, a).await,
+            Some(Command::Gc(a)) => commands::gc::run(&cli.global, a).await,
             None => commands::copy::run(&cli.global, &cli.copy).await,
         }
     });

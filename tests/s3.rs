@@ -79,6 +79,11 @@ async fn a_tree_goes_through_s3_and_nothing_stays_in_the_bucket() {
         "{out}"
     );
     assert!(!err.contains("X-Amz-Signature") && !out.contains("X-Amz-Signature"));
+    assert_eq!(
+        journal_entries(&h),
+        0,
+        "a run that cleaned up leaves no journal entry"
+    );
 }
 
 #[tokio::test]
@@ -482,4 +487,70 @@ async fn moto_as_the_s3_server_tree_and_interrupt() {
         .unwrap();
     assert_eq!(status.code(), Some(130));
     assert_eq!(moto.leftovers().await, Vec::<String>::new());
+}
+
+fn journal_text(h: &Harness) -> String {
+    let dir = h.home.path().join(".local/state/ssmcp/staged");
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .collect()
+}
+
+fn journal_entries(h: &Harness) -> usize {
+    let dir = h.home.path().join(".local/state/ssmcp/staged");
+    std::fs::read_dir(dir).map_or(0, |d| d.count())
+}
+
+#[tokio::test]
+async fn gc_removes_what_a_killed_run_left() {
+    let h = Harness::new(fast()).await;
+    let src = h.local().join("big.bin");
+    std::fs::write(&src, pattern(9, 40 << 20)).unwrap();
+    let mut child = h
+        .ssmcp()
+        .args(s3_args(&[
+            "-l",
+            "64000",
+            s(&src),
+            &format!("{INSTANCE}:big.bin"),
+        ]))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    // Killed once the journal knows the multipart upload (s3s-fs cannot list uploads,
+    // so an id that never reached the journal could not be found; see docs).
+    while !journal_text(&h).contains("\"upload_id\":\"") {
+        assert!(tokio::time::Instant::now() < deadline, "no upload noted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.start_kill().unwrap(); // SIGKILL: no cleanup of its own
+    child.wait().await.unwrap();
+    assert!(!h.sim.s3_leftovers().is_empty());
+    assert_eq!(journal_entries(&h), 1);
+
+    let (code, out, err) = h.run(&["gc", "--dry-run"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("would remove s3://ssmcp-sim/ssmcp-"),
+        "{out}"
+    );
+    assert!(out.contains("unfinished multipart upload"), "{out}");
+    assert!(
+        !h.sim.s3_leftovers().is_empty(),
+        "a dry run removes nothing"
+    );
+
+    let (code, out, err) = h.run(&["gc"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("removed s3://ssmcp-sim/ssmcp-"), "{out}");
+    assert_eq!(h.sim.s3_leftovers(), Vec::<String>::new());
+    assert_eq!(journal_entries(&h), 0);
+    let (code, _, err) = h.run(&["gc"]).await;
+    assert_eq!(code, 0);
+    assert!(err.contains("nothing to clean up"), "{err}");
 }

@@ -59,6 +59,13 @@ fn instance(f: impl FnOnce(InstanceConfig) -> InstanceConfig) -> SimConfig {
     }
 }
 
+const S3: [&str; 4] = [
+    "--transport",
+    "s3",
+    "--bucket",
+    ssm_sim::config::DEFAULT_BUCKET,
+];
+
 /// Produce the documented message `heading`: (exit code, stderr).
 async fn produce(heading: &str) -> (i32, String) {
     let key = heading.trim_start_matches("ssmcp: ");
@@ -236,6 +243,77 @@ async fn produce(heading: &str) -> (i32, String) {
             let f = file(&h, "f", b"x");
             let (c, _, e) = h.run(&[&f, &remote("")]).await;
             (c, e)
+        }
+        k if k.starts_with("the s3 transport needs a bucket") => {
+            let h = with(fast()).await;
+            let f = file(&h, "f", b"x");
+            let two = format!("{INSTANCE},{INSTANCE}:");
+            let (c, _, e) = h.run(&[&f, &two]).await;
+            (c, e)
+        }
+        k if k.starts_with("PutObject: the bucket does not exist") => {
+            let h = with(fast()).await;
+            let f = file(&h, "f", b"x");
+            let args = [
+                "--transport",
+                "s3",
+                "--bucket",
+                "no-such-bucket",
+                &f,
+                &remote(""),
+            ];
+            let (c, _, e) = h.run(&args).await;
+            (c, e)
+        }
+        k if k.starts_with("the instance has no python3, which the s3") => {
+            let h = with(instance(|i| i.without(&["python3"]))).await;
+            let f = file(&h, "f", b"x");
+            let (c, _, e) = h.run(&[S3[0], S3[1], S3[2], S3[3], &f, &remote("")]).await;
+            (c, e)
+        }
+        k if k.starts_with("… of … instances failed") => {
+            let other = "i-00000000000000001";
+            let h = with(SimConfig {
+                instances: vec![
+                    InstanceConfig::new(INSTANCE),
+                    InstanceConfig::new(other).offline(),
+                ],
+                ..fast()
+            })
+            .await;
+            let f = file(&h, "f", b"x");
+            let two = format!("{INSTANCE},{other}:");
+            let (c, _, e) = h.run(&[S3[0], S3[1], S3[2], S3[3], &f, &two]).await;
+            (c, e)
+        }
+        k if k.starts_with("interrupted; the staged object was removed") => {
+            let h = with(fast()).await;
+            let f = file(&h, "big", &pattern(4, 32 * 1024 * 1024));
+            let mut args = S3.to_vec();
+            args.extend(["-l", "20000", &f]);
+            let dest = remote("");
+            args.push(&dest);
+            let child = h
+                .ssmcp()
+                .args(&args)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+            while !h
+                .sim
+                .s3_leftovers()
+                .iter()
+                .any(|l| l.starts_with("upload:"))
+            {
+                assert!(tokio::time::Instant::now() < deadline, "no upload started");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            interrupt(&child);
+            let out = finish(child).await;
+            assert_eq!(h.sim.s3_leftovers(), Vec::<String>::new());
+            out
         }
         k if k.starts_with("the connection to the receiver was lost") => receiver_killed().await,
         k if k.starts_with("interrupted; nothing partial") => interrupted_copy().await,

@@ -4,6 +4,7 @@ pub mod copy;
 pub mod doctor;
 pub mod exec;
 pub mod forward;
+pub mod gc;
 pub mod s3copy;
 
 use crate::aws::{self, AwsOptions};

@@ -66,7 +66,7 @@ pub async fn upload(job: Job<'_>, signals: &mut Signals, reporter: &Reporter) ->
         job.args.prefix,
         uuid::Uuid::new_v4().simple()
     );
-    let staging = Staging::new(s3, &bucket, &key);
+    let staging = Staging::journaled(s3, &bucket, &key, job.args.bucket_region.clone())?;
     reporter.plan(job.plan.files, job.plan.bytes);
     // The command under way, where an interrupt can find it.
     let command = OnceLock::new();

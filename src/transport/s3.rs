@@ -8,6 +8,7 @@ use super::zlib::Out;
 use super::{Limiter, Progress};
 use crate::aws_error::from_sdk;
 use crate::error::{Error, Result};
+use crate::journal;
 use crate::plan::Plan;
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
@@ -24,12 +25,19 @@ const MAX_PARTS: u64 = 9_000;
 const PARTS_IN_FLIGHT: usize = 4;
 const PIPE: usize = 256 * 1024;
 
-/// One run's object in S3. What it created is remembered so `remove` can undo it.
+/// One run's object in S3. What it created is remembered, in memory and in the journal
+/// when there is one, so `remove` (or `ssmcp gc` after a crash) can undo it.
 pub struct Staging {
     s3: aws_sdk_s3::Client,
     pub bucket: String,
     pub key: String,
-    upload_id: Mutex<Option<String>>,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    upload_id: Option<String>,
+    record: Option<journal::Record>,
 }
 
 /// The bundle in S3: how many bytes it has.
@@ -43,7 +51,50 @@ impl Staging {
             s3,
             bucket: bucket.to_string(),
             key: key.to_string(),
-            upload_id: Mutex::new(None),
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    /// `new`, noted in the journal first so a killed run can be cleaned up by `ssmcp gc`.
+    pub fn journaled(
+        s3: aws_sdk_s3::Client,
+        bucket: &str,
+        key: &str,
+        region: Option<String>,
+    ) -> Result<Staging> {
+        let record = journal::Record::create(journal::Entry {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            region,
+            upload_id: None,
+            created: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            pid: std::process::id(),
+        })?;
+        let staging = Staging::new(s3, bucket, key);
+        staging.lock().record = Some(record);
+        Ok(staging)
+    }
+
+    /// The staging a journal entry describes, for `ssmcp gc`.
+    pub fn adopt(s3: aws_sdk_s3::Client, record: journal::Record) -> Staging {
+        let e = record.entry();
+        let staging = Staging::new(s3, &e.bucket, &e.key);
+        {
+            let mut state = staging.lock();
+            state.upload_id = e.upload_id.clone();
+            state.record = Some(record);
+        }
+        staging
+    }
+
+    fn set_upload(&self, id: Option<String>) -> Result<()> {
+        let mut state = self.lock();
+        state.upload_id = id.clone();
+        match &mut state.record {
+            Some(r) => r.set_upload(id),
+            None => Ok(()),
         }
     }
 
@@ -92,7 +143,7 @@ impl Staging {
             .upload_id()
             .ok_or_else(|| Error::protocol("S3 started a multipart upload without an id"))?
             .to_string();
-        *self.lock_upload() = Some(upload_id.clone());
+        self.set_upload(Some(upload_id.clone()))?;
         let mut running = JoinSet::new();
         let mut done = Vec::new();
         let mut bytes = 0u64;
@@ -137,7 +188,7 @@ impl Staging {
             .send()
             .await
             .map_err(|e| from_sdk("CompleteMultipartUpload", e))?;
-        *self.lock_upload() = None;
+        self.set_upload(None)?;
         Ok(Staged { bytes })
     }
 
@@ -170,11 +221,41 @@ impl Staging {
         Ok(request.uri().to_string())
     }
 
+    /// Abort the multipart uploads S3 lists for this key: a run killed between starting
+    /// one and noting its id leaves one nobody knows the id of. Servers without
+    /// ListMultipartUploads are skipped quietly; gc then relies on the journal alone.
+    pub async fn abort_listed_uploads(&self) {
+        let Ok(list) = self
+            .s3
+            .list_multipart_uploads()
+            .bucket(&self.bucket)
+            .prefix(&self.key)
+            .send()
+            .await
+        else {
+            return;
+        };
+        for u in list.uploads() {
+            if let (Some(key), Some(id)) = (u.key(), u.upload_id()) {
+                if key == self.key {
+                    let _ = self
+                        .s3
+                        .abort_multipart_upload()
+                        .bucket(&self.bucket)
+                        .key(key)
+                        .upload_id(id)
+                        .send()
+                        .await;
+                }
+            }
+        }
+    }
+
     /// Remove what this run created: an unfinished multipart upload and the object.
     /// Returns what could not be removed, as warnings (never the presigned URL).
     pub async fn remove(&self) -> Vec<String> {
         let mut warnings = Vec::new();
-        let unfinished = self.lock_upload().take();
+        let unfinished = self.lock().upload_id.take();
         if let Some(id) = unfinished {
             let aborted = self
                 .s3
@@ -184,7 +265,9 @@ impl Staging {
                 .upload_id(&id)
                 .send()
                 .await;
-            if let Err(e) = aborted {
+            // An upload that no longer exists has nothing left to abort.
+            let gone = matches!(&aborted, Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_upload()));
+            if let (Err(e), false) = (aborted, gone) {
                 warnings.push(format!(
                     "could not abort the multipart upload {id} of s3://{}/{} ({}); remove it with `ssmcp gc` or a lifecycle rule",
                     self.bucket,
@@ -208,12 +291,18 @@ impl Staging {
                 from_sdk("DeleteObject", e).message
             ));
         }
+        let record = self.lock().record.take();
+        if let Some(r) = record {
+            if warnings.is_empty() {
+                r.forget();
+            }
+        }
         warnings
     }
 
-    fn lock_upload(&self) -> std::sync::MutexGuard<'_, Option<String>> {
-        // A poisoned lock still holds a valid Option.
-        self.upload_id.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A poisoned lock still holds valid state.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 

@@ -1,0 +1,110 @@
+//! What the benchmarks share: a simulator, the release ssmcp run to completion with its
+//! own peak RSS (wait4), test data and Markdown rows.
+
+#![allow(dead_code)]
+
+use ssm_sim::{Sim, SimConfig};
+use std::path::Path;
+use std::time::Instant;
+
+pub const MIB: u64 = 1 << 20;
+pub const INSTANCE: &str = ssm_sim::config::DEFAULT_INSTANCE;
+
+pub struct Bench {
+    pub sim: Sim,
+    pub home: tempfile::TempDir,
+    pub instances: tempfile::TempDir,
+}
+
+pub struct Run {
+    pub secs: f64,
+    pub peak_rss_kib: i64,
+}
+
+impl Bench {
+    pub async fn new(config: SimConfig) -> Bench {
+        let instances = tempfile::tempdir().unwrap();
+        let sim = Sim::start(SimConfig {
+            home_root: Some(instances.path().to_path_buf()),
+            ..config
+        })
+        .await
+        .unwrap();
+        std::fs::create_dir_all(instances.path().join(INSTANCE)).unwrap();
+        Bench {
+            sim,
+            home: tempfile::tempdir().unwrap(),
+            instances,
+        }
+    }
+
+    pub fn remote(&self) -> std::path::PathBuf {
+        self.instances.path().join(INSTANCE)
+    }
+
+    /// Run the release ssmcp to completion on a blocking thread; wait4 gives its own
+    /// peak RSS (not the simulator's or the receiver's).
+    pub async fn ssmcp(&self, args: Vec<String>) -> Run {
+        let env = self.sim.env();
+        let home = self.home.path().to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            #[allow(clippy::zombie_processes)] // reaped with wait4 for its rusage
+            let child = std::process::Command::new(env!("CARGO_BIN_EXE_ssmcp"))
+                .env_clear()
+                .env("PATH", std::env::var("PATH").unwrap_or_default())
+                .env("HOME", &home)
+                .env("AWS_EC2_METADATA_DISABLED", "true")
+                .envs(env)
+                .args(&args)
+                .spawn()
+                .unwrap();
+            let t = Instant::now();
+            let mut status = 0;
+            // SAFETY: plain wait4 on our own child; rusage is fully written by the kernel.
+            let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+            let pid = child.id() as libc::pid_t;
+            let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+            assert_eq!(r, pid);
+            // Reaped by wait4 above; dropping the handle does not wait again.
+            drop(child);
+            assert!(
+                libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+                "ssmcp {args:?} failed"
+            );
+            Run {
+                secs: t.elapsed().as_secs_f64(),
+                peak_rss_kib: usage.ru_maxrss,
+            }
+        })
+        .await
+        .unwrap()
+    }
+}
+
+pub fn write_file(path: &Path, n: u64) {
+    use std::io::Write;
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut block = vec![0u8; MIB as usize];
+    for _ in 0..n.div_ceil(MIB) {
+        for b in block.iter_mut() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = x as u8;
+        }
+        f.write_all(&block).unwrap();
+    }
+    f.flush().unwrap();
+    f.get_ref().set_len(n).unwrap();
+}
+
+pub fn row(what: &str, bytes: u64, run: &Run) {
+    println!(
+        "| {what} | {:.1} MiB | {:.2} s | {:.1} MB/s | {:.1} MiB |",
+        bytes as f64 / MIB as f64,
+        run.secs,
+        bytes as f64 / 1e6 / run.secs,
+        run.peak_rss_kib as f64 / 1024.0
+    );
+}

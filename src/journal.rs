@@ -1,0 +1,134 @@
+//! What S3 copies created and have not removed yet, kept on this machine so that
+//! `ssmcp gc` can remove what a killed run (SIGKILL, power loss) left in a bucket. One
+//! small file per run, written before anything is created in S3 and removed once the
+//! run's cleanup succeeded, so concurrent runs never share a file.
+
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Entry {
+    pub bucket: String,
+    pub key: String,
+    /// The bucket's region when it was given (--bucket-region).
+    pub region: Option<String>,
+    /// A multipart upload under way, to abort.
+    pub upload_id: Option<String>,
+    /// Seconds since the epoch, for the report.
+    pub created: u64,
+    /// The ssmcp process that made it; gc leaves the entries of live runs alone.
+    #[serde(default)]
+    pub pid: u32,
+}
+
+impl Entry {
+    /// Whether the run that wrote this entry may still be working on it.
+    pub fn owner_alive(&self) -> bool {
+        if self.pid == 0 || self.pid == std::process::id() {
+            return false;
+        }
+        // SAFETY: signal 0 only checks that the process exists; nothing is sent.
+        let r = unsafe { libc::kill(self.pid as libc::pid_t, 0) };
+        r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    }
+}
+
+/// One run's entry on disk.
+pub struct Record {
+    path: PathBuf,
+    entry: Entry,
+}
+
+/// `$XDG_STATE_HOME/ssmcp/staged`, else `~/.local/state/ssmcp/staged`.
+pub fn dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|v| !v.is_empty())
+                .map(|h| PathBuf::from(h).join(".local/state"))
+        })?;
+    Some(base.join("ssmcp/staged"))
+}
+
+impl Record {
+    /// Note `entry` before it is created in S3.
+    pub fn create(entry: Entry) -> Result<Record> {
+        let dir = dir().ok_or_else(|| {
+            Error::usage("neither XDG_STATE_HOME nor HOME is set, so ssmcp cannot keep its journal")
+        })?;
+        std::fs::create_dir_all(&dir).map_err(|e| cannot_write(&dir, &e))?;
+        let path = dir.join(format!("{}.json", uuid::Uuid::new_v4().simple()));
+        let record = Record { path, entry };
+        record.save()?;
+        Ok(record)
+    }
+
+    /// An entry found on disk (by `pending`), to finish what its run could not.
+    pub fn adopt(path: PathBuf, entry: Entry) -> Record {
+        Record { path, entry }
+    }
+
+    pub fn entry(&self) -> &Entry {
+        &self.entry
+    }
+
+    pub fn set_upload(&mut self, upload_id: Option<String>) -> Result<()> {
+        self.entry.upload_id = upload_id;
+        self.save()
+    }
+
+    /// Everything was removed: the run leaves no trace.
+    pub fn forget(self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+
+    /// Write to a temporary name and rename, so a crash never leaves half an entry.
+    fn save(&self) -> Result<()> {
+        let tmp = self.path.with_extension("tmp");
+        let json = serde_json::to_vec(&self.entry)
+            .map_err(|e| Error::protocol(format!("cannot encode the journal entry: {e}")))?;
+        let write = || -> std::io::Result<()> {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&json)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &self.path)
+        };
+        write().map_err(|e| cannot_write(&self.path, &e))
+    }
+}
+
+fn cannot_write(path: &Path, e: &std::io::Error) -> Error {
+    Error::new(
+        crate::error::Kind::Write,
+        format!("cannot write ssmcp's journal {}: {e}", path.display()),
+    )
+    .hint("ssmcp notes what it stages in S3 there so `ssmcp gc` can remove it after a crash; set XDG_STATE_HOME to a writable directory")
+}
+
+/// Every run that has not cleaned up after itself: (file, entry). Unreadable files are
+/// left alone and reported by the caller as they are found.
+pub fn pending() -> Vec<(PathBuf, std::result::Result<Entry, String>)> {
+    let Some(dir) = dir() else {
+        return Vec::new();
+    };
+    let Ok(list) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<_> = list
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .map(|p| {
+            let entry = std::fs::read(&p)
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()));
+            (p, entry)
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
