@@ -232,7 +232,7 @@ async fn produce(heading: &str) -> (i32, String) {
             let (c, _, e) = h.run(&["--sudo", &f, &remote("")]).await;
             (c, e)
         }
-        k if k.starts_with("the instance has no python3, which") => {
+        k if k.starts_with("the instance has no python3, which the stream") => {
             let h = with(instance(|i| i.without(&["python3"]))).await;
             let f = file(&h, "f", b"x");
             let (c, _, e) = h.run(&["--transport", "stream", &f, &remote("")]).await;
