@@ -283,10 +283,12 @@ async fn wrong_use_is_refused_before_anything_is_created() {
                 "s3",
                 "--bucket",
                 DEFAULT_BUCKET,
+                "--exclude",
+                "*.log",
                 "i-00000000000000000:f.txt",
                 s(&src),
             ],
-            "downloads through S3 are not supported yet",
+            "--exclude and --dry-run are not supported for downloads through S3",
         ),
     ];
     for (args, says) in cases {
@@ -429,7 +431,7 @@ impl Moto {
 }
 
 #[tokio::test]
-async fn moto_as_the_s3_server_tree_and_interrupt() {
+async fn moto_as_the_s3_server_up_down_and_interrupt() {
     let moto = Moto::start().await;
     let h = Harness::new(fast()).await;
     let env = [("AWS_ENDPOINT_URL_S3", Some(moto.url.as_str()))];
@@ -450,6 +452,16 @@ async fn moto_as_the_s3_server_tree_and_interrupt() {
         Vec::<String>::new(),
         "nothing went to s3s"
     );
+
+    // And back down: the instance PUTs through a presigned URL, ssmcp reads the object.
+    let back = h.local().join("back");
+    let mut args = s3_args(&["-r", "-p"]);
+    let from = format!("{INSTANCE}:www/site");
+    args.extend([from.as_str(), s(&back)]);
+    let (code, _, err) = h.run_env(&env, &args).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(snapshot(&src, true), snapshot(&back, true));
+    assert_eq!(moto.leftovers().await, Vec::<String>::new());
 
     // ^C while the multipart upload is under way.
     let big = h.local().join("big.bin");
@@ -553,4 +565,41 @@ async fn gc_removes_what_a_killed_run_left() {
     let (code, _, err) = h.run(&["gc"]).await;
     assert_eq!(code, 0);
     assert!(err.contains("nothing to clean up"), "{err}");
+}
+
+#[tokio::test]
+async fn a_tree_comes_back_through_s3() {
+    let h = Harness::new(fast()).await;
+    let there = h.remote().join("logs");
+    make_tree(&there, 500, 9 << 20);
+    std::fs::write(there.join("empty"), b"").unwrap();
+    let back = h.local().join("back");
+    let (code, out, err) = h
+        .run(&s3_args(&[
+            "-r",
+            "-p",
+            "--json",
+            &format!("{INSTANCE}:logs"),
+            s(&back),
+        ]))
+        .await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(snapshot(&there, true), snapshot(&back, true));
+    assert!(events(&out)
+        .iter()
+        .any(|e| e["event"] == "summary" && e["direction"] == "download" && e["files"] == 502));
+    assert_eq!(h.sim.s3_leftovers(), Vec::<String>::new());
+    assert_eq!(journal_entries(&h), 0);
+
+    // A source that does not exist fails on the instance; nothing is created here.
+    let (code, _, err) = h
+        .run(&s3_args(&[
+            &format!("{INSTANCE}:nope"),
+            s(&h.local().join("nope")),
+        ]))
+        .await;
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("nope"), "{err}");
+    assert!(!h.local().join("nope").exists());
+    assert_eq!(h.sim.s3_leftovers(), Vec::<String>::new());
 }

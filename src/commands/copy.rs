@@ -581,13 +581,25 @@ async fn download(
             "--sync and --delete apply to uploads; downloads always copy everything",
         ));
     }
-    if args.transport == TransportChoice::S3 {
-        return Err(Error::usage(
-            "downloads through S3 are not supported yet; they travel over sessions",
-        )
-        .hint("leave out --transport s3 (downloads stripe over --parallel sessions)"));
-    }
     let ctx = Context::new(global, target).await?;
+    if args.transport == TransportChoice::S3 {
+        let job = s3copy::DownloadJob {
+            ssm: &ctx.ssm,
+            conf: &ctx.aws,
+            instance: ctx.target.instance_id.clone(),
+            run_as,
+            pull: Pull {
+                sources,
+                recursive: args.recursive,
+                dest,
+                preserve: args.preserve,
+                compress: false,
+            },
+            args,
+            quiet: global.quiet,
+        };
+        return s3copy::download(job, signals, reporter).await;
+    }
     let endpoint = endpoint(&ctx);
     let receiver = match args.transport {
         TransportChoice::Pty => None,

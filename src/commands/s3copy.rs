@@ -10,10 +10,10 @@ use crate::cli::CopyArgs;
 use crate::error::{Error, Kind, Result};
 use crate::plan::Plan;
 use crate::progress::Reporter;
-use crate::remote::{pull_script, sudo_refusal, RunAs};
+use crate::remote::{run_command_script, sudo_refusal, RunAs, RunMode};
 use crate::target::Fleet;
 use crate::transport::s3::Staging;
-use crate::transport::stream::push_request;
+use crate::transport::stream::{self, push_request, Pull};
 use crate::transport::{remote_failure, PlaceOptions, Progress, Summary};
 use aws_sdk_ssm::types::{CommandInvocationStatus, CommandStatus, Target as RunTarget};
 use serde_json::{json, Value};
@@ -45,6 +45,73 @@ pub struct Job<'a> {
     pub quiet: bool,
 }
 
+pub struct DownloadJob<'a> {
+    pub ssm: &'a aws_sdk_ssm::Client,
+    pub conf: &'a aws_config::SdkConfig,
+    pub instance: String,
+    pub run_as: &'a RunAs,
+    pub pull: Pull<'a>,
+    pub args: &'a CopyArgs,
+    pub quiet: bool,
+}
+
+/// A download through S3: the instance lists the sources and uploads them, with their
+/// bytes, through a presigned PUT; ssmcp reads the object and places it as a download
+/// over sessions would be placed (same verification, same commit).
+pub async fn download(
+    job: DownloadJob<'_>,
+    signals: &mut Signals,
+    reporter: &Reporter,
+) -> Result<Summary> {
+    if !job.args.exclude.is_empty() || job.args.dry_run {
+        return Err(Error::usage(
+            "--exclude and --dry-run are not supported for downloads through S3",
+        )
+        .hint("leave out --transport s3; downloads over sessions honour both"));
+    }
+    let staging = staging(job.conf, job.args)?;
+    let command = OnceLock::new();
+    let work = export_and_receive(&job, &staging, &command, reporter);
+    let show = !job.quiet && !job.args.json;
+    guarded(job.ssm, &staging, &command, work, signals, reporter, show).await
+}
+
+async fn export_and_receive(
+    job: &DownloadJob<'_>,
+    staging: &Staging,
+    command: &OnceLock<String>,
+    reporter: &Reporter,
+) -> Result<Summary> {
+    reporter.note(&format!(
+        "transport s3: {} uploads the files to s3://{}/{}",
+        job.instance, staging.bucket, staging.key
+    ));
+    let mut request = stream::list_request(&job.pull);
+    request["url"] = json!(staging.presign_put(URL_LIFETIME).await?);
+    let script = run_command_script(job.run_as, RunMode::Export, &request.to_string());
+    let destination = Destination::One(job.instance.clone());
+    let command_id = send(job.ssm, &destination, job.args, &script).await?;
+    let _ = command.set(command_id.clone());
+    let results = wait(job.ssm, &command_id, job.run_as, reporter).await?;
+    let failed: Vec<&Outcome> = results.iter().filter(|o| !o.ok).collect();
+    if !failed.is_empty() || results.is_empty() {
+        return Err(if results.is_empty() {
+            Error::protocol("Run Command reported no invocation for the instance")
+        } else {
+            fleet_failure(&results, &failed)
+        });
+    }
+    let mut body = tokio::io::BufReader::new(staging.read().await?);
+    let (summary, warnings) = stream::receive_spooled(&mut body, &job.pull, reporter).await?;
+    for w in warnings {
+        reporter.note(&format!("warning: {w}"));
+        if !job.quiet && !job.args.json {
+            eprintln!("ssmcp: warning: {w}");
+        }
+    }
+    Ok(summary)
+}
+
 /// One instance's outcome.
 struct Outcome {
     instance: String,
@@ -55,43 +122,63 @@ struct Outcome {
     failure: Option<Error>,
 }
 
-pub async fn upload(job: Job<'_>, signals: &mut Signals, reporter: &Reporter) -> Result<Summary> {
-    let bucket = job.args.bucket.clone().ok_or_else(|| {
+/// The run's object in the bucket, noted in the journal before anything exists.
+fn staging(conf: &aws_config::SdkConfig, args: &CopyArgs) -> Result<Staging> {
+    let bucket = args.bucket.clone().ok_or_else(|| {
         Error::usage("the s3 transport needs a bucket to stage the upload in")
             .hint("pass --bucket NAME or set SSMCP_BUCKET; ssmcp removes what it puts there")
     })?;
-    let s3 = aws::s3_client(job.conf, job.args.bucket_region.as_deref());
+    let s3 = aws::s3_client(conf, args.bucket_region.as_deref());
     let key = format!(
         "{}ssmcp-{}.bundle",
-        job.args.prefix,
+        args.prefix,
         uuid::Uuid::new_v4().simple()
     );
-    let staging = Staging::journaled(s3, &bucket, &key, job.args.bucket_region.clone())?;
-    reporter.plan(job.plan.files, job.plan.bytes);
-    // The command under way, where an interrupt can find it.
-    let command = OnceLock::new();
+    Staging::journaled(s3, &bucket, &key, args.bucket_region.clone())
+}
+
+/// Run `work` until it ends or ^C; then cancel the command on ^C (so no instance starts
+/// on a vanishing object) and remove the object on every way out.
+async fn guarded<T>(
+    ssm: &aws_sdk_ssm::Client,
+    staging: &Staging,
+    command: &OnceLock<String>,
+    work: impl std::future::Future<Output = Result<T>>,
+    signals: &mut Signals,
+    reporter: &Reporter,
+    show_warnings: bool,
+) -> Result<T> {
     let outcome = tokio::select! {
-        r = stage_and_run(&job, &staging, &command, reporter) => r,
+        r = work => r,
         _ = signals.recv() => Err(Error::new(
             Kind::Interrupted,
             "interrupted; the staged object was removed and nothing partial was left in place",
         )),
     };
-    // Cancelling the command first means no instance starts reading a vanishing object.
     if let Err(e) = &outcome {
         if e.kind == Kind::Interrupted {
             if let Some(id) = command.get() {
-                let _ = job.ssm.cancel_command().command_id(id).send().await;
+                let _ = ssm.cancel_command().command_id(id).send().await;
             }
         }
     }
     for w in staging.remove().await {
         reporter.note(&format!("warning: {w}"));
-        if !job.quiet && !job.args.json {
+        if show_warnings {
             eprintln!("ssmcp: warning: {w}");
         }
     }
-    let results = outcome?;
+    outcome
+}
+
+pub async fn upload(job: Job<'_>, signals: &mut Signals, reporter: &Reporter) -> Result<Summary> {
+    let staging = staging(job.conf, job.args)?;
+    reporter.plan(job.plan.files, job.plan.bytes);
+    // The command under way, where an interrupt can find it.
+    let command = OnceLock::new();
+    let work = stage_and_run(&job, &staging, &command, reporter);
+    let show = !job.quiet && !job.args.json;
+    let results = guarded(job.ssm, &staging, &command, work, signals, reporter, show).await?;
     report(&results, reporter, job.args.json || job.quiet);
     let failed: Vec<&Outcome> = results.iter().filter(|o| !o.ok).collect();
     if failed.is_empty() {
@@ -134,22 +221,26 @@ async fn stage_and_run(
     };
     let mut request = push_request(job.plan, job.dest, &place, job.args.compress);
     request["url"] = json!(url);
-    let script = pull_script(job.run_as, &request.to_string());
-    let command_id = send(job, &script).await?;
+    let script = run_command_script(job.run_as, RunMode::Pull, &request.to_string());
+    let command_id = send(job.ssm, &job.destination, job.args, &script).await?;
     let _ = command.set(command_id.clone());
     wait(job.ssm, &command_id, job.run_as, reporter).await
 }
 
-async fn send(job: &Job<'_>, script: &str) -> Result<String> {
-    let mut req = job
-        .ssm
+async fn send(
+    ssm: &aws_sdk_ssm::Client,
+    destination: &Destination,
+    args: &CopyArgs,
+    script: &str,
+) -> Result<String> {
+    let mut req = ssm
         .send_command()
         .document_name("AWS-RunShellScript")
         .comment(format!("ssmcp {} copy", env!("CARGO_PKG_VERSION")))
         .parameters("commands", vec![script.to_string()])
-        .max_concurrency(&job.args.max_concurrency)
-        .max_errors(&job.args.max_errors);
-    req = match &job.destination {
+        .max_concurrency(&args.max_concurrency)
+        .max_errors(&args.max_errors);
+    req = match destination {
         Destination::One(id) => req.instance_ids(id),
         Destination::Fleet(Fleet::Instances(ids)) => req.set_instance_ids(Some(ids.clone())),
         Destination::Fleet(Fleet::Tag { key, value }) => req.targets(

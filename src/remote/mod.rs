@@ -34,14 +34,27 @@ pub fn launch_command(run_as: &RunAs) -> String {
     )
 }
 
-/// The script for AWS-RunShellScript (S3 transport): the receiver in pull mode, with
+/// What the receiver does when Run Command starts it (S3 transport).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunMode {
+    /// Fetch a bundle from a presigned GET and place it (uploads).
+    Pull,
+    /// List sources and PUT them, with their bytes, to a presigned URL (downloads).
+    Export,
+}
+
+/// The script for AWS-RunShellScript (S3 transport): the receiver in `mode`, with
 /// `request` (one JSON line holding the presigned URL) on its stdin through a here-doc,
 /// so the URL never appears on a command line another local user could read with ps.
-pub fn pull_script(run_as: &RunAs, request: &str) -> String {
+pub fn run_command_script(run_as: &RunAs, mode: RunMode, request: &str) -> String {
+    let arg = match mode {
+        RunMode::Pull => " pull",
+        RunMode::Export => " export",
+    };
     format!(
         "command -v python3 >/dev/null 2>&1 || {{ echo 'ssmcp: the instance has no python3, which the S3 transport needs' >&2; exit 127; }}\n\
          {} <<'SSMCP-REQUEST'\n{request}\nSSMCP-REQUEST\n",
-        python_receiver(run_as, " pull")
+        python_receiver(run_as, arg)
     )
 }
 

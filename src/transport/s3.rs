@@ -13,7 +13,7 @@ use crate::plan::Plan;
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinSet;
@@ -31,13 +31,27 @@ pub struct Staging {
     s3: aws_sdk_s3::Client,
     pub bucket: String,
     pub key: String,
-    state: Mutex<State>,
+    state: Arc<Mutex<State>>,
 }
 
 #[derive(Default)]
 struct State {
     upload_id: Option<String>,
     record: Option<journal::Record>,
+    /// CreateMultipartUpload in flight. It runs as a task of its own so that an
+    /// interrupt cannot drop it between S3 creating the upload and the id being noted;
+    /// `remove` waits for it before aborting.
+    creating: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Note a multipart upload's id (or its end), in memory and in the journal.
+fn note_upload(state: &Mutex<State>, id: Option<String>) -> Result<()> {
+    let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
+    state.upload_id = id.clone();
+    match &mut state.record {
+        Some(r) => r.set_upload(id),
+        None => Ok(()),
+    }
 }
 
 /// The bundle in S3: how many bytes it has.
@@ -51,7 +65,7 @@ impl Staging {
             s3,
             bucket: bucket.to_string(),
             key: key.to_string(),
-            state: Mutex::new(State::default()),
+            state: Arc::new(Mutex::new(State::default())),
         }
     }
 
@@ -89,13 +103,32 @@ impl Staging {
         staging
     }
 
-    fn set_upload(&self, id: Option<String>) -> Result<()> {
-        let mut state = self.lock();
-        state.upload_id = id.clone();
-        match &mut state.record {
-            Some(r) => r.set_upload(id),
-            None => Ok(()),
-        }
+    /// Start a multipart upload and note its id, in a task an interrupt cannot cut short.
+    async fn create_upload(&self) -> Result<String> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let request = self
+            .s3
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .checksum_algorithm(ChecksumAlgorithm::Crc32);
+        let state = self.state.clone();
+        let task = tokio::spawn(async move {
+            let created = request
+                .send()
+                .await
+                .map_err(|e| from_sdk("CreateMultipartUpload", e))
+                .and_then(|out| {
+                    out.upload_id().map(str::to_string).ok_or_else(|| {
+                        Error::protocol("S3 started a multipart upload without an id")
+                    })
+                })
+                .and_then(|id| note_upload(&state, Some(id.clone())).map(|()| id));
+            let _ = tx.send(created);
+        });
+        self.lock().creating = Some(task);
+        rx.await
+            .map_err(|_| Error::protocol("the multipart upload could not be started"))?
     }
 
     /// Write `plan` as one bundle to the object.
@@ -130,20 +163,7 @@ impl Staging {
             self.put_small(first).await?;
             return Ok(Staged { bytes });
         }
-        let created = self
-            .s3
-            .create_multipart_upload()
-            .bucket(&self.bucket)
-            .key(&self.key)
-            .checksum_algorithm(ChecksumAlgorithm::Crc32)
-            .send()
-            .await
-            .map_err(|e| from_sdk("CreateMultipartUpload", e))?;
-        let upload_id = created
-            .upload_id()
-            .ok_or_else(|| Error::protocol("S3 started a multipart upload without an id"))?
-            .to_string();
-        self.set_upload(Some(upload_id.clone()))?;
+        let upload_id = self.create_upload().await?;
         let mut running = JoinSet::new();
         let mut done = Vec::new();
         let mut bytes = 0u64;
@@ -188,8 +208,36 @@ impl Staging {
             .send()
             .await
             .map_err(|e| from_sdk("CompleteMultipartUpload", e))?;
-        self.set_upload(None)?;
+        note_upload(&self.state, None)?;
         Ok(Staged { bytes })
+    }
+
+    /// A URL that lets its holder write the object (one PUT) for `expires`.
+    pub async fn presign_put(&self, expires: Duration) -> Result<String> {
+        let config = PresigningConfig::expires_in(expires)
+            .map_err(|e| Error::usage(format!("bad presigned URL lifetime: {e}")))?;
+        let request = self
+            .s3
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .presigned(config)
+            .await
+            .map_err(|e| from_sdk("PutObject (presign)", e))?;
+        Ok(request.uri().to_string())
+    }
+
+    /// The object's bytes as a stream (downloads: what the instance uploaded).
+    pub async fn read(&self) -> Result<impl tokio::io::AsyncBufRead + Unpin> {
+        let out = self
+            .s3
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .send()
+            .await
+            .map_err(|e| from_sdk("GetObject", e))?;
+        Ok(out.body.into_async_read())
     }
 
     /// Store an object of at most one part in one request.
@@ -255,6 +303,10 @@ impl Staging {
     /// Returns what could not be removed, as warnings (never the presigned URL).
     pub async fn remove(&self) -> Vec<String> {
         let mut warnings = Vec::new();
+        let creating = self.lock().creating.take();
+        if let Some(task) = creating {
+            let _ = tokio::time::timeout(Duration::from_secs(60), task).await;
+        }
         let unfinished = self.lock().upload_id.take();
         if let Some(id) = unfinished {
             let aborted = self

@@ -431,18 +431,25 @@ pub struct Manifest {
 }
 
 /// Ask the receiver what the sources contain.
-pub async fn list(conn: &mut Connection, job: &Pull<'_>) -> Result<Manifest> {
+/// What the receiver needs to list the sources of a download (both the port-session and
+/// the S3 transport send it).
+pub fn list_request(job: &Pull<'_>) -> serde_json::Value {
     let sources: Vec<_> = job
         .sources
         .iter()
         .map(|s| json!({"path": hex::encode(s), "contents": s.ends_with(b"/") && s.len() > 1}))
         .collect();
+    json!({"op": "list", "sources": sources, "recursive": job.recursive})
+}
+
+pub async fn list(conn: &mut Connection, job: &Pull<'_>) -> Result<Manifest> {
     let (reader, writer) = conn.halves();
-    send_line(
-        &mut *writer,
-        &json!({"op": "list", "sources": sources, "recursive": job.recursive}),
-    )
-    .await?;
+    send_line(&mut *writer, &list_request(job)).await?;
+    read_listing(reader).await
+}
+
+/// The receiver's answer to a list request.
+async fn read_listing<R: AsyncRead + Unpin>(reader: &mut BufReader<R>) -> Result<Manifest> {
     let status = read_status(&mut *reader).await?;
     let id = status["id"].as_str().unwrap_or_default().to_string();
     let mut records = Vec::new();
@@ -512,7 +519,13 @@ pub async fn fetch(
     let workers = conns.iter_mut().map(|c| worker(c, &shared));
     let results = futures_util::future::join_all(workers).await;
     results.into_iter().collect::<Result<Vec<()>>>()?;
-    for (f, got) in stage.files.iter().zip(&received) {
+    all_received(&stage.files, &received)?;
+    stage.commit()?;
+    Ok(summary)
+}
+
+fn all_received(files: &[Staged], received: &[AtomicU64]) -> Result<()> {
+    for (f, got) in files.iter().zip(received) {
         let got = got.load(Ordering::Relaxed);
         if got != f.size {
             return Err(Error::transfer(format!(
@@ -523,8 +536,51 @@ pub async fn fetch(
             .hint(RECEIVER_GONE));
         }
     }
+    Ok(())
+}
+
+/// A whole download in one byte stream, as the S3 transport gets it from the object
+/// the instance uploaded: the receiver's answer to the list request, then its answer to
+/// one read of every file whole. Staged, verified per range and committed exactly as a
+/// download over sessions; nothing is put in place unless all of it checks out.
+pub async fn receive_spooled<R: AsyncRead + Unpin>(
+    reader: &mut BufReader<R>,
+    job: &Pull<'_>,
+    progress: &dyn Progress,
+) -> Result<(Summary, Vec<String>)> {
+    let manifest = read_listing(reader).await?;
+    let (mut stage, files, bytes) = Stage::for_listing(job.dest, &manifest.records, job.preserve)?;
+    progress.plan(files, bytes);
+    let batch = Batch {
+        ranges: manifest
+            .sizes()
+            .enumerate()
+            .filter(|(_, n)| *n > 0)
+            .map(|(i, n)| (i, 0, n))
+            .collect(),
+    };
+    let queue = Mutex::new(VecDeque::new());
+    let received: Vec<AtomicU64> = stage.files.iter().map(|_| AtomicU64::new(0)).collect();
+    let shared = Shared {
+        queue: &queue,
+        remote_index: &manifest.listed,
+        files: &stage.files,
+        received: &received,
+        manifest: &manifest.id,
+        compress: false,
+        progress,
+    };
+    read_status(reader).await?;
+    let mut buf = vec![0u8; CHUNK];
+    read_ranges(reader, &batch, &shared, &mut buf).await?;
+    all_received(&stage.files, &received)?;
     stage.commit()?;
-    Ok(summary)
+    let summary = Summary {
+        files,
+        bytes,
+        ..Summary::default()
+    };
+    Ok((summary, manifest.warnings))
 }
 
 /// Split files (by manifest index) into ranges and gather the ranges into requests.
