@@ -116,14 +116,15 @@ fn file_sha(p: &Path) -> String {
     hex::encode(h.finalize())
 }
 
-/// 20 instances, 5 at a time; one is offline and one has no room for the files. With
-/// --max-errors 3 the other 18 get the tree, the table names the two, the exit code
-/// says the copy failed.
+/// 20 instances, 5 at a time; one is offline, one has no room for the files and one
+/// is slow. With --max-errors 3 the other 18 get the tree, the table names the two, the
+/// exit code says the copy failed.
 #[tokio::test]
 async fn fan_out_reports_each_instance_and_fails_for_the_two_that_did() {
     let mut instances = fleet(20);
     instances[3] = instances[3].clone().offline();
     instances[11] = instances[11].clone().file_size_limit(4096);
+    instances[17] = instances[17].clone().slow(Duration::from_secs(2));
     let h = Harness::new(SimConfig {
         instances,
         ..fast()

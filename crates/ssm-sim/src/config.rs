@@ -32,6 +32,9 @@ pub struct InstanceConfig {
     /// Commands only this instance has (name, shell script), e.g. a `sudo` with the
     /// instance's own policy.
     pub own_commands: Vec<(String, String)>,
+    /// A slow instance: Run Command invocations wait this long (InProgress) before the
+    /// command starts, as a busy or distant agent does.
+    pub command_delay: std::time::Duration,
 }
 
 impl InstanceConfig {
@@ -46,7 +49,13 @@ impl InstanceConfig {
             missing_commands: Vec::new(),
             file_size_limit: None,
             own_commands: Vec::new(),
+            command_delay: std::time::Duration::ZERO,
         }
+    }
+
+    pub fn slow(mut self, delay: std::time::Duration) -> Self {
+        self.command_delay = delay;
+        self
     }
 
     pub fn command(mut self, name: &str, script: &str) -> Self {

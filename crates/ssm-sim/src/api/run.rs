@@ -259,6 +259,14 @@ async fn run_one(
         inv.details = "Undeliverable";
         return inv;
     }
+    tokio::select! {
+        _ = tokio::time::sleep(target.command_delay) => {}
+        _ = cancel.cancelled() => {
+            inv.status = "Cancelled";
+            inv.details = "Cancelled";
+            return inv;
+        }
+    }
     let home = state.config.home_root.as_ref().map(|r| r.join(&target.id));
     if let Some(h) = &home {
         let _ = std::fs::create_dir_all(h);
