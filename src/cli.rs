@@ -91,6 +91,10 @@ pub struct CopyArgs {
     /// started, a number or a percentage. The copy still exits non-zero if any failed.
     #[arg(long, default_value = "0", value_name = "N|P%")]
     pub max_errors: String,
+    /// Encrypt staged objects with this KMS key (id, ARN or alias/NAME): SSE-KMS. The
+    /// caller needs kms:GenerateDataKey and kms:Decrypt on it; instances need nothing.
+    #[arg(long, value_name = "KEY")]
+    pub sse_kms_key: Option<String>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -604,3 +604,45 @@ async fn a_tree_comes_back_through_s3() {
     assert!(!h.local().join("nope").exists());
     assert_eq!(h.sim.s3_leftovers(), Vec::<String>::new());
 }
+
+/// --sse-kms-key: every request that stores the staged object asks for SSE-KMS with the
+/// key: the PUT or multipart upload from here, and the instance's presigned PUT (whose
+/// signature covers the headers, so the instance must send exactly them).
+#[tokio::test]
+async fn staged_objects_are_encrypted_with_the_kms_key_given() {
+    let h = Harness::new(fast()).await;
+    let key = "alias/ssmcp-staging";
+    let src = h.local().join("big.bin");
+    std::fs::write(&src, pattern(11, 9 << 20)).unwrap();
+    let (code, _, err) = h
+        .run(&s3_args(&[
+            "--sse-kms-key",
+            key,
+            s(&src),
+            &format!("{INSTANCE}:big.bin"),
+        ]))
+        .await;
+    assert_eq!(code, 0, "{err}");
+    std::fs::write(h.remote().join("small.txt"), b"x").unwrap();
+    let back = h.local().join("small.txt");
+    let (code, _, err) = h
+        .run(&s3_args(&[
+            "--sse-kms-key",
+            key,
+            &format!("{INSTANCE}:small.txt"),
+            s(&back),
+        ]))
+        .await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(std::fs::read(&back).unwrap(), b"x");
+    let log = h.sim.s3_encryption_requests();
+    // CreateMultipartUpload (POST ?uploads) for the 9 MiB upload, the presigned PUT of
+    // the download.
+    assert_eq!(log.len(), 2, "{log:?}");
+    assert!(log[0].starts_with("POST /ssmcp-sim/ssmcp-"), "{log:?}");
+    assert!(log[1].starts_with("PUT /ssmcp-sim/ssmcp-"), "{log:?}");
+    for l in &log {
+        assert!(l.ends_with(&format!(" aws:kms {key}")), "{l}");
+    }
+    assert_eq!(h.sim.s3_leftovers(), Vec::<String>::new());
+}

@@ -87,7 +87,9 @@ async fn export_and_receive(
         job.instance, staging.bucket, staging.key
     ));
     let mut request = stream::list_request(&job.pull);
-    request["url"] = json!(staging.presign_put(URL_LIFETIME).await?);
+    let (url, headers) = staging.presign_put(URL_LIFETIME).await?;
+    request["url"] = json!(url);
+    request["headers"] = json!(headers);
     let script = run_command_script(job.run_as, RunMode::Export, &request.to_string());
     let destination = Destination::One(job.instance.clone());
     let command_id = send(job.ssm, &destination, job.args, &script).await?;
@@ -134,7 +136,10 @@ fn staging(conf: &aws_config::SdkConfig, args: &CopyArgs) -> Result<Staging> {
         args.prefix,
         uuid::Uuid::new_v4().simple()
     );
-    Staging::journaled(s3, &bucket, &key, args.bucket_region.clone())
+    Ok(
+        Staging::journaled(s3, &bucket, &key, args.bucket_region.clone())?
+            .encrypt_with(args.sse_kms_key.clone()),
+    )
 }
 
 /// Run `work` until it ends or ^C; then cancel the command on ^C (so no instance starts

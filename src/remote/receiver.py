@@ -877,6 +877,7 @@ def export():
             spool.seek(0)
             # urllib would label the body a form, which a server may try to parse.
             headers = {"Content-Length": str(length), "Content-Type": "application/octet-stream"}
+            headers.update(dict(req.get("headers", [])))
             put = urllib.request.Request(url, data=spool, method="PUT", headers=headers)
             try:
                 urllib.request.urlopen(put, timeout=120).close()

@@ -12,7 +12,9 @@ use crate::journal;
 use crate::plan::Plan;
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::types::{
+    ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, ServerSideEncryption,
+};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -32,6 +34,8 @@ pub struct Staging {
     pub bucket: String,
     pub key: String,
     state: Arc<Mutex<State>>,
+    /// SSE-KMS key for what this run stores.
+    kms_key: Option<String>,
 }
 
 #[derive(Default)]
@@ -66,7 +70,18 @@ impl Staging {
             bucket: bucket.to_string(),
             key: key.to_string(),
             state: Arc::new(Mutex::new(State::default())),
+            kms_key: None,
         }
+    }
+
+    /// Store objects encrypted with this KMS key (SSE-KMS).
+    pub fn encrypt_with(mut self, kms_key: Option<String>) -> Staging {
+        self.kms_key = kms_key;
+        self
+    }
+
+    fn sse(&self) -> Option<ServerSideEncryption> {
+        self.kms_key.as_ref().map(|_| ServerSideEncryption::AwsKms)
     }
 
     /// `new`, noted in the journal first so a killed run can be cleaned up by `ssmcp gc`.
@@ -111,6 +126,8 @@ impl Staging {
             .create_multipart_upload()
             .bucket(&self.bucket)
             .key(&self.key)
+            .set_server_side_encryption(self.sse())
+            .set_ssekms_key_id(self.kms_key.clone())
             .checksum_algorithm(ChecksumAlgorithm::Crc32);
         let state = self.state.clone();
         let task = tokio::spawn(async move {
@@ -212,8 +229,9 @@ impl Staging {
         Ok(Staged { bytes })
     }
 
-    /// A URL that lets its holder write the object (one PUT) for `expires`.
-    pub async fn presign_put(&self, expires: Duration) -> Result<String> {
+    /// A URL that lets its holder write the object (one PUT) for `expires`, and the
+    /// headers the PUT must carry (signed into the URL: the SSE-KMS ones).
+    pub async fn presign_put(&self, expires: Duration) -> Result<(String, Vec<(String, String)>)> {
         let config = PresigningConfig::expires_in(expires)
             .map_err(|e| Error::usage(format!("bad presigned URL lifetime: {e}")))?;
         let request = self
@@ -221,10 +239,16 @@ impl Staging {
             .put_object()
             .bucket(&self.bucket)
             .key(&self.key)
+            .set_server_side_encryption(self.sse())
+            .set_ssekms_key_id(self.kms_key.clone())
             .presigned(config)
             .await
             .map_err(|e| from_sdk("PutObject (presign)", e))?;
-        Ok(request.uri().to_string())
+        let headers = request
+            .headers()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Ok((request.uri().to_string(), headers))
     }
 
     /// The object's bytes as a stream (downloads: what the instance uploaded).
@@ -246,6 +270,8 @@ impl Staging {
             .put_object()
             .bucket(&self.bucket)
             .key(&self.key)
+            .set_server_side_encryption(self.sse())
+            .set_ssekms_key_id(self.kms_key.clone())
             .checksum_algorithm(ChecksumAlgorithm::Crc32)
             .body(ByteStream::from(data))
             .send()

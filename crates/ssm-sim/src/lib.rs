@@ -34,6 +34,7 @@ pub struct Sim {
     /// The S3-compatible server (s3s-fs) for the S3 transport.
     pub s3_url: String,
     s3_root: std::path::PathBuf,
+    s3_encryption: s3::EncryptionLog,
     _s3_dir: Option<tempfile::TempDir>,
     /// With `tls`: the PEM file of the simulator's CA, for `AWS_CA_BUNDLE`.
     pub ca_bundle: Option<std::path::PathBuf>,
@@ -81,7 +82,14 @@ impl Sim {
         // instances, which do not trust the simulator's CA.
         let s3 = TcpListener::bind("127.0.0.1:0").await?;
         let s3_url = format!("http://{}", s3.local_addr()?);
-        let s3_server = s3::serve(s3, &s3_root, &state.config.s3_buckets).await?;
+        let s3_encryption = s3::EncryptionLog::default();
+        let s3_server = s3::serve(
+            s3,
+            &s3_root,
+            &state.config.s3_buckets,
+            s3_encryption.clone(),
+        )
+        .await?;
         let acceptor = tls.map(|t| t.acceptor);
         let tasks = vec![
             tokio::spawn(api::serve(api, state.clone(), acceptor.clone())),
@@ -94,6 +102,7 @@ impl Sim {
             gateway_url,
             s3_url,
             s3_root,
+            s3_encryption,
             _s3_dir: s3_dir,
             ca_bundle,
             _ca_dir: ca_dir,
@@ -124,6 +133,14 @@ impl Sim {
     /// `upload:ID`.
     pub fn s3_leftovers(&self) -> Vec<String> {
         s3::leftovers(&self.s3_root)
+    }
+
+    /// Requests that asked for server-side encryption, as `METHOD /bucket/key sse key`.
+    pub fn s3_encryption_requests(&self) -> Vec<String> {
+        self.s3_encryption
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Where the S3 server keeps buckets (one directory each) and upload state.

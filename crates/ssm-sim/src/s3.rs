@@ -17,6 +17,7 @@ pub async fn serve(
     listener: TcpListener,
     root: &Path,
     buckets: &[String],
+    encryption: EncryptionLog,
 ) -> std::io::Result<impl std::future::Future<Output = ()>> {
     for b in buckets {
         std::fs::create_dir_all(root.join(b))?;
@@ -31,10 +32,11 @@ pub async fn serve(
             let Ok((socket, _)) = listener.accept().await else {
                 continue;
             };
-            let (service, root) = (service.clone(), root.clone());
+            let (service, root, encryption) = (service.clone(), root.clone(), encryption.clone());
             tokio::spawn(async move {
                 let checked = hyper::service::service_fn(move |req: Request<Incoming>| {
                     let missing = missing_bucket(&root, &req);
+                    note_encryption(&encryption, &req);
                     let service = service.clone();
                     async move {
                         match missing {
@@ -49,6 +51,25 @@ pub async fn serve(
             });
         }
     })
+}
+
+/// What asked for server-side encryption: `METHOD /bucket/key sse key-id` per request.
+/// s3s-fs stores objects unencrypted whatever the headers say, so tests read this to
+/// know that the client (and the instance, for presigned PUTs) asked for SSE-KMS.
+pub type EncryptionLog = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+fn note_encryption(log: &EncryptionLog, req: &Request<Incoming>) {
+    let h = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    if let Some(sse) = h("x-amz-server-side-encryption") {
+        let key = h("x-amz-server-side-encryption-aws-kms-key-id").unwrap_or_default();
+        let line = format!("{} {} {sse} {key}", req.method(), req.uri().path());
+        log.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+    }
 }
 
 /// s3s-fs writes an object into a bucket that does not exist (it makes the directory);
