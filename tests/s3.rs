@@ -646,3 +646,48 @@ async fn staged_objects_are_encrypted_with_the_kms_key_given() {
     }
     assert_eq!(h.sim.s3_leftovers(), Vec::<String>::new());
 }
+
+/// A bucket in another region than the instances': ssmcp finds its region (S3's
+/// x-amz-bucket-region) and signs requests and presigned URLs for it; the simulator
+/// answers anything signed for another region with 301, as S3 does.
+#[tokio::test]
+async fn a_bucket_in_another_region_is_found_and_used() {
+    let h = Harness::new(SimConfig {
+        s3_bucket_regions: vec![("west-bucket".into(), "us-west-2".into())],
+        ..fast()
+    })
+    .await;
+    let src = h.local().join("big.bin");
+    std::fs::write(&src, pattern(12, 9 << 20)).unwrap();
+    let (code, _, err) = h
+        .run(&[
+            "-v",
+            "--transport",
+            "s3",
+            "--bucket",
+            "west-bucket",
+            s(&src),
+            &format!("{INSTANCE}:big.bin"),
+        ])
+        .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("the bucket west-bucket is in us-west-2"),
+        "{err}"
+    );
+    assert_eq!(file_sha(&src), file_sha(&h.remote().join("big.bin")));
+    let back = h.local().join("back.bin");
+    let (code, _, err) = h
+        .run(&[
+            "--transport",
+            "s3",
+            "--bucket",
+            "west-bucket",
+            &format!("{INSTANCE}:big.bin"),
+            s(&back),
+        ])
+        .await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(file_sha(&src), file_sha(&back));
+    assert_eq!(h.sim.s3_leftovers(), Vec::<String>::new());
+}

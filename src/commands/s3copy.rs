@@ -1,7 +1,9 @@
-//! Uploads through S3 and Run Command, to one instance or a fleet: the bundle is
+//! Copies through S3 and Run Command. Uploads, to one instance or a fleet: the bundle is
 //! uploaded once, each instance pulls it with a presigned GET (it needs no S3
 //! permissions) and places it with the same receiver the stream transport uses, under
-//! Run Command's own rate control. The object is removed on every way out.
+//! Run Command's own rate control. Downloads, from one instance: the receiver uploads
+//! the listing and the files' bytes with a presigned PUT, ssmcp places them as a
+//! session download would. The object is removed on every way out.
 
 use super::Signals;
 use crate::aws;
@@ -69,7 +71,7 @@ pub async fn download(
         )
         .hint("leave out --transport s3; downloads over sessions honour both"));
     }
-    let staging = staging(job.conf, job.args)?;
+    let staging = staging(job.conf, job.args, reporter).await?;
     let command = OnceLock::new();
     let work = export_and_receive(&job, &staging, &command, reporter);
     let show = !job.quiet && !job.args.json;
@@ -106,10 +108,7 @@ async fn export_and_receive(
     let mut body = tokio::io::BufReader::new(staging.read().await?);
     let (summary, warnings) = stream::receive_spooled(&mut body, &job.pull, reporter).await?;
     for w in warnings {
-        reporter.note(&format!("warning: {w}"));
-        if !job.quiet && !job.args.json {
-            eprintln!("ssmcp: warning: {w}");
-        }
+        warn(reporter, !job.quiet && !job.args.json, &w);
     }
     Ok(summary)
 }
@@ -125,21 +124,48 @@ struct Outcome {
 }
 
 /// The run's object in the bucket, noted in the journal before anything exists.
-fn staging(conf: &aws_config::SdkConfig, args: &CopyArgs) -> Result<Staging> {
+async fn staging(
+    conf: &aws_config::SdkConfig,
+    args: &CopyArgs,
+    reporter: &Reporter,
+) -> Result<Staging> {
     let bucket = args.bucket.clone().ok_or_else(|| {
         Error::usage("the s3 transport needs a bucket to stage the upload in")
             .hint("pass --bucket NAME or set SSMCP_BUCKET; ssmcp removes what it puts there")
     })?;
-    let s3 = aws::s3_client(conf, args.bucket_region.as_deref());
+    let region = match &args.bucket_region {
+        Some(r) => Some(r.clone()),
+        None => bucket_region(conf, &bucket).await,
+    };
+    let ours = conf.region().map(|r| r.to_string());
+    if let (Some(theirs), Some(ours)) = (&region, &ours) {
+        if theirs != ours && args.bucket_region.is_none() {
+            reporter.note(&format!(
+                "the bucket {bucket} is in {theirs}: S3 requests and presigned URLs go there"
+            ));
+        }
+    }
+    let s3 = aws::s3_client(conf, region.as_deref());
     let key = format!(
         "{}ssmcp-{}.bundle",
         args.prefix,
         uuid::Uuid::new_v4().simple()
     );
-    Ok(
-        Staging::journaled(s3, &bucket, &key, args.bucket_region.clone())?
-            .encrypt_with(args.sse_kms_key.clone()),
-    )
+    Ok(Staging::journaled(s3, &bucket, &key, region)?.encrypt_with(args.sse_kms_key.clone()))
+}
+
+/// Where the bucket lives, as S3 says in `x-amz-bucket-region` (on success, and on the
+/// redirect or denial a HEAD in the wrong region or without s3:ListBucket gets).
+/// `None` when S3 does not say; the configured region is then used.
+async fn bucket_region(conf: &aws_config::SdkConfig, bucket: &str) -> Option<String> {
+    let s3 = aws::s3_client(conf, None);
+    match s3.head_bucket().bucket(bucket).send().await {
+        Ok(out) => out.bucket_region().map(str::to_string),
+        Err(e) => e
+            .raw_response()
+            .and_then(|r| r.headers().get("x-amz-bucket-region"))
+            .map(str::to_string),
+    }
 }
 
 /// Run `work` until it ends or ^C; then cancel the command on ^C (so no instance starts
@@ -168,16 +194,21 @@ async fn guarded<T>(
         }
     }
     for w in staging.remove().await {
-        reporter.note(&format!("warning: {w}"));
-        if show_warnings {
-            eprintln!("ssmcp: warning: {w}");
-        }
+        warn(reporter, show_warnings, &w);
     }
     outcome
 }
 
+/// A warning as a note event, and on stderr unless --json or -q.
+fn warn(reporter: &Reporter, on_stderr: bool, w: &str) {
+    reporter.note(&format!("warning: {w}"));
+    if on_stderr {
+        eprintln!("ssmcp: warning: {w}");
+    }
+}
+
 pub async fn upload(job: Job<'_>, signals: &mut Signals, reporter: &Reporter) -> Result<Summary> {
-    let staging = staging(job.conf, job.args)?;
+    let staging = staging(job.conf, job.args, reporter).await?;
     reporter.plan(job.plan.files, job.plan.bytes);
     // The command under way, where an interrupt can find it.
     let command = OnceLock::new();

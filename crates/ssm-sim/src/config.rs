@@ -213,6 +213,9 @@ pub struct SimConfig {
     pub port_ready_delay: Duration,
     /// Buckets the S3 server starts with.
     pub s3_buckets: Vec<String>,
+    /// Buckets in another region than `region` (created too): requests signed for any
+    /// other region get 301 PermanentRedirect with `x-amz-bucket-region`, as S3 answers.
+    pub s3_bucket_regions: Vec<(String, String)>,
     /// Where the S3 server keeps objects; `None` is a temporary directory.
     pub s3_root: Option<std::path::PathBuf>,
 }
@@ -237,6 +240,7 @@ impl Default for SimConfig {
             documents: Vec::new(),
             tls: false,
             s3_buckets: vec![DEFAULT_BUCKET.into()],
+            s3_bucket_regions: Vec::new(),
             s3_root: None,
         }
     }

@@ -83,10 +83,15 @@ impl Sim {
         let s3 = TcpListener::bind("127.0.0.1:0").await?;
         let s3_url = format!("http://{}", s3.local_addr()?);
         let s3_encryption = s3::EncryptionLog::default();
+        let regions = s3::Regions {
+            home: state.config.region.clone(),
+            elsewhere: state.config.s3_bucket_regions.clone(),
+        };
         let s3_server = s3::serve(
             s3,
             &s3_root,
             &state.config.s3_buckets,
+            regions,
             s3_encryption.clone(),
         )
         .await?;

@@ -13,13 +13,33 @@ use std::path::Path;
 use tokio::net::TcpListener;
 
 /// Serve S3 for `root` (one directory per bucket; `buckets` are created) until dropped.
+/// Which region each bucket lives in; buckets not named are in the simulator's region.
+#[derive(Clone)]
+pub struct Regions {
+    pub home: String,
+    pub elsewhere: Vec<(String, String)>,
+}
+
+impl Regions {
+    fn of(&self, bucket: &str) -> &str {
+        self.elsewhere
+            .iter()
+            .find(|(b, _)| b == bucket)
+            .map_or(self.home.as_str(), |(_, r)| r.as_str())
+    }
+}
+
 pub async fn serve(
     listener: TcpListener,
     root: &Path,
     buckets: &[String],
+    regions: Regions,
     encryption: EncryptionLog,
 ) -> std::io::Result<impl std::future::Future<Output = ()>> {
-    for b in buckets {
+    for b in buckets
+        .iter()
+        .chain(regions.elsewhere.iter().map(|(b, _)| b))
+    {
         std::fs::create_dir_all(root.join(b))?;
     }
     let fs = s3s_fs::FileSystem::new(root).map_err(|e| std::io::Error::other(format!("{e:?}")))?;
@@ -33,16 +53,33 @@ pub async fn serve(
                 continue;
             };
             let (service, root, encryption) = (service.clone(), root.clone(), encryption.clone());
+            let regions = regions.clone();
             tokio::spawn(async move {
                 let checked = hyper::service::service_fn(move |req: Request<Incoming>| {
                     let missing = missing_bucket(&root, &req);
+                    let bucket = bucket_of(&req).to_string();
+                    let region = regions.of(&bucket).to_string();
+                    let misdirected = signing_region(&req).is_some_and(|r| r != region);
+                    let head_bucket = req.method() == http::Method::HEAD
+                        && !bucket.is_empty()
+                        && req.uri().path().trim_matches('/') == bucket;
                     note_encryption(&encryption, &req);
                     let service = service.clone();
                     async move {
-                        match missing {
-                            Some(bucket) => Ok(no_such_bucket(&bucket)),
-                            None => hyper::service::Service::call(&service, req).await,
+                        if let Some(bucket) = missing {
+                            return Ok::<_, s3s::HttpError>(no_such_bucket(&bucket));
                         }
+                        if misdirected {
+                            return Ok(elsewhere(&bucket, &region));
+                        }
+                        let mut resp: http::Response<s3s::Body> =
+                            hyper::service::Service::call(&service, req).await?;
+                        if head_bucket {
+                            if let Ok(v) = http::HeaderValue::from_str(&region) {
+                                resp.headers_mut().insert("x-amz-bucket-region", v);
+                            }
+                        }
+                        Ok(resp)
                     }
                 });
                 let conn = hyper::server::conn::http1::Builder::new()
@@ -51,6 +88,44 @@ pub async fn serve(
             });
         }
     })
+}
+
+fn bucket_of(req: &Request<Incoming>) -> &str {
+    let path = req.uri().path().trim_start_matches('/');
+    path.split('/').next().unwrap_or_default()
+}
+
+/// The region a SigV4 request (header or presigned) was signed for.
+fn signing_region(req: &Request<Incoming>) -> Option<String> {
+    let scope = match req.headers().get(http::header::AUTHORIZATION) {
+        Some(v) => v.to_str().ok()?.split("Credential=").nth(1)?.to_string(),
+        None => req
+            .uri()
+            .query()?
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("X-Amz-Credential="))?
+            .replace("%2F", "/"),
+    };
+    // ACCESS_KEY/DATE/REGION/s3/aws4_request
+    scope.split('/').nth(2).map(str::to_string)
+}
+
+/// S3's answer to a request signed for the wrong region: 301 PermanentRedirect, with
+/// the bucket's region in `x-amz-bucket-region` (HEAD answers carry no body).
+fn elsewhere(bucket: &str, region: &str) -> http::Response<s3s::Body> {
+    let xml = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>PermanentRedirect</Code><Message>The bucket you are attempting to access must be addressed using the specified endpoint. Please send all future requests to this endpoint.</Message><Bucket>{bucket}</Bucket><Endpoint>s3.{region}.amazonaws.com</Endpoint></Error>"
+    );
+    let mut resp = http::Response::new(s3s::Body::from(xml));
+    *resp.status_mut() = http::StatusCode::MOVED_PERMANENTLY;
+    if let Ok(v) = http::HeaderValue::from_str(region) {
+        resp.headers_mut().insert("x-amz-bucket-region", v);
+    }
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/xml"),
+    );
+    resp
 }
 
 /// What asked for server-side encryption: `METHOD /bucket/key sse key-id` per request.
