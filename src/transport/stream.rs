@@ -240,6 +240,24 @@ impl Connection {
     }
 }
 
+/// After a write failed: the refusal the receiver sent before it closed, if any.
+async fn refusal<R: AsyncRead + Unpin>(r: &mut BufReader<R>) -> Option<Error> {
+    let mut line = Vec::new();
+    let mut limited = (&mut *r).take(MAX_LINE);
+    let read = limited.read_until(b'\n', &mut line);
+    tokio::time::timeout(Duration::from_secs(2), read)
+        .await
+        .ok()?
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&line).ok()?;
+    (v["ok"].as_bool() == Some(false)).then(|| {
+        remote_failure(
+            v["class"].as_str().unwrap_or("protocol"),
+            v["error"].as_str().unwrap_or("unknown failure"),
+        )
+    })
+}
+
 /// The receiver's answer to a request.
 async fn read_status<R: AsyncRead + Unpin>(r: &mut BufReader<R>) -> Result<serde_json::Value> {
     let mut line = Vec::new();
@@ -393,7 +411,11 @@ async fn push_bundle(
     // The receiver answers early only to refuse; otherwise after the commit.
     let status = tokio::select! {
         sent = &mut sending => {
-            sent?;
+            if let Err(e) = sent {
+                // The receiver refuses by answering and closing, so the write can fail
+                // first; its answer says why, the broken pipe does not.
+                return Err(refusal(&mut *reader).await.unwrap_or(e));
+            }
             read_status(&mut *reader).await?
         }
         early = read_status(&mut *reader) => {
