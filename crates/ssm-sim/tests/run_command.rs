@@ -253,3 +253,43 @@ async fn bad_requests_get_aws_errors() {
         Some("InvalidCommandId")
     );
 }
+
+#[tokio::test]
+async fn the_api_reference_constraints_are_enforced() {
+    let home = tempfile::tempdir().unwrap();
+    let s = sim(fleet(2), home.path()).await;
+    let client = ssm(&s);
+    let send = || {
+        client
+            .send_command()
+            .document_name("AWS-RunShellScript")
+            .parameters("commands", vec!["true".into()])
+    };
+    let long_comment = send()
+        .instance_ids(format!("i-{:017x}", 0))
+        .comment("x".repeat(101))
+        .send()
+        .await
+        .unwrap_err();
+    let six_targets = (0..6).fold(send(), |r, i| {
+        r.targets(
+            Target::builder()
+                .key(format!("tag:K{i}"))
+                .values("v")
+                .build(),
+        )
+    });
+    let six_targets = six_targets.send().await.unwrap_err();
+    for (what, e) in [("comment", long_comment), ("targets", six_targets)] {
+        let se = e.into_service_error();
+        assert_eq!(
+            se.meta().code(),
+            Some("ValidationException"),
+            "{what}: {se:?}"
+        );
+        assert!(
+            se.meta().message().unwrap_or_default().contains(what),
+            "{se:?}"
+        );
+    }
+}

@@ -135,6 +135,28 @@ pub fn send_command(state: &Arc<SimState>, input: &Value) -> ApiResult {
         &format!("arn:aws:ssm:{region}::document/{DOCUMENT}"),
         DOCUMENT,
     )?;
+    // Constraints the API reference states for SendCommand.
+    if input["Comment"]
+        .as_str()
+        .is_some_and(|c| c.chars().count() > 100)
+    {
+        return Err(ApiError::validation(
+            "1 validation error detected: Value at 'comment' failed to satisfy constraint: Member must have length less than or equal to 100",
+        ));
+    }
+    if input["Targets"].as_array().is_some_and(|t| t.len() > 5) {
+        return Err(ApiError::validation(
+            "1 validation error detected: Value at 'targets' failed to satisfy constraint: Member must have length less than or equal to 5",
+        ));
+    }
+    if input["InstanceIds"]
+        .as_array()
+        .is_some_and(|t| t.len() > 50)
+    {
+        return Err(ApiError::validation(
+            "1 validation error detected: Value at 'instanceIds' failed to satisfy constraint: Member must have length less than or equal to 50",
+        ));
+    }
     let lines: Vec<String> = input["Parameters"]["commands"]
         .as_array()
         .into_iter()
