@@ -74,15 +74,8 @@ pub struct CopyArgs {
     /// instance has no python3.
     #[arg(long, value_enum, default_value_t = TransportChoice::Auto)]
     pub transport: TransportChoice,
-    /// S3 bucket to stage uploads in (s3 transport); objects are removed after the copy.
-    #[arg(long, env = "SSMCP_BUCKET", value_name = "BUCKET")]
-    pub bucket: Option<String>,
-    /// Key prefix for staged objects in --bucket.
-    #[arg(long, env = "SSMCP_PREFIX", value_name = "PREFIX", default_value = "")]
-    pub prefix: String,
-    /// The bucket's region, when it differs from the instances' region.
-    #[arg(long, value_name = "REGION")]
-    pub bucket_region: Option<String>,
+    #[command(flatten)]
+    pub staging: StagingArgs,
     /// Run Command rate control (s3 transport): instances copying at once, a number or a
     /// percentage such as 10%.
     #[arg(long, default_value = "10", value_name = "N|P%")]
@@ -151,14 +144,22 @@ pub struct DoctorArgs {
     /// One JSON document instead of the table.
     #[arg(long)]
     pub json: bool,
-    /// Also check this staging bucket (s3 transport): reachable, its region, and
-    /// whether the instance can download from S3.
+    /// With --bucket, also check the staging bucket: reachable, its region, and whether
+    /// the instance can download from it.
+    #[command(flatten)]
+    pub staging: StagingArgs,
+}
+
+/// Where the s3 transport (and doctor's S3 checks) stage objects.
+#[derive(Args, Debug, Default, Clone)]
+pub struct StagingArgs {
+    /// S3 bucket to stage copies in (s3 transport); objects are removed afterwards.
     #[arg(long, env = "SSMCP_BUCKET", value_name = "BUCKET")]
     pub bucket: Option<String>,
-    /// Key prefix for the probe object in --bucket.
+    /// Key prefix for staged objects in --bucket.
     #[arg(long, env = "SSMCP_PREFIX", value_name = "PREFIX", default_value = "")]
     pub prefix: String,
-    /// The bucket's region, when it differs from the instance's.
+    /// The bucket's region; found by asking S3 when not given.
     #[arg(long, value_name = "REGION")]
     pub bucket_region: Option<String>,
 }

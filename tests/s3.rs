@@ -206,31 +206,12 @@ async fn interrupting_the_upload_leaves_nothing_in_s3() {
     let src = h.local().join("big.bin");
     std::fs::write(&src, pattern(3, 40 << 20)).unwrap();
     // 40 MiB at 8 MB/s: the multipart upload is under way for seconds.
-    let mut child = h
-        .ssmcp()
-        .args(s3_args(&[
-            "-l",
-            "64000",
-            s(&src),
-            &format!("{INSTANCE}:big.bin"),
-        ]))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !h
-        .sim
-        .s3_leftovers()
-        .iter()
-        .any(|l| l.starts_with("upload:"))
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no multipart upload started"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let dest = format!("{INSTANCE}:big.bin");
+    let args = s3_args(&["-l", "64000", s(&src), &dest]);
+    let mut child = start_until(&h, &args, "no multipart upload started", || {
+        multipart_under_way(&h)
+    })
+    .await;
     interrupt(&child);
     let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
         .await
@@ -522,25 +503,14 @@ async fn gc_removes_what_a_killed_run_left() {
     let h = Harness::new(fast()).await;
     let src = h.local().join("big.bin");
     std::fs::write(&src, pattern(9, 40 << 20)).unwrap();
-    let mut child = h
-        .ssmcp()
-        .args(s3_args(&[
-            "-l",
-            "64000",
-            s(&src),
-            &format!("{INSTANCE}:big.bin"),
-        ]))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let dest = format!("{INSTANCE}:big.bin");
+    let args = s3_args(&["-l", "64000", s(&src), &dest]);
     // Killed once the journal knows the multipart upload (s3s-fs cannot list uploads,
     // so an id that never reached the journal could not be found; see docs).
-    while !journal_text(&h).contains("\"upload_id\":\"") {
-        assert!(tokio::time::Instant::now() < deadline, "no upload noted");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let mut child = start_until(&h, &args, "no upload noted", || {
+        journal_text(&h).contains("\"upload_id\":\"")
+    })
+    .await;
     child.start_kill().unwrap(); // SIGKILL: no cleanup of its own
     child.wait().await.unwrap();
     assert!(!h.sim.s3_leftovers().is_empty());

@@ -293,23 +293,8 @@ async fn produce(heading: &str) -> (i32, String) {
             args.extend(["-l", "20000", &f]);
             let dest = remote("");
             args.push(&dest);
-            let child = h
-                .ssmcp()
-                .args(&args)
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap();
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-            while !h
-                .sim
-                .s3_leftovers()
-                .iter()
-                .any(|l| l.starts_with("upload:"))
-            {
-                assert!(tokio::time::Instant::now() < deadline, "no upload started");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            let child =
+                start_until(&h, &args, "no upload started", || multipart_under_way(&h)).await;
             interrupt(&child);
             let out = finish(child).await;
             assert_eq!(h.sim.s3_leftovers(), Vec::<String>::new());

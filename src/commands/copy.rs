@@ -318,7 +318,6 @@ async fn upload(
             ))
             .hint("leave out --transport (or use --transport s3) and give --bucket"));
         }
-        no_session_only_flags(args)?;
         for w in &plan.warnings {
             if !global.quiet {
                 eprintln!("ssmcp: warning: {w}");
@@ -343,7 +342,6 @@ async fn upload(
         ctx.warn(w);
     }
     if wants_s3(args, &plan, reporter) {
-        no_session_only_flags(args)?;
         let job = s3copy::Job {
             ssm: &ctx.ssm,
             conf: &ctx.aws,
@@ -438,7 +436,7 @@ fn wants_s3(args: &CopyArgs, plan: &Plan, reporter: &Reporter) -> bool {
     match args.transport {
         TransportChoice::S3 => true,
         TransportChoice::Auto
-            if args.bucket.is_some()
+            if args.staging.bucket.is_some()
                 && plan.bytes >= AUTO_S3_BYTES
                 && !args.sync
                 && !args.delete =>
@@ -451,17 +449,6 @@ fn wants_s3(args: &CopyArgs, plan: &Plan, reporter: &Reporter) -> bool {
         }
         _ => false,
     }
-}
-
-/// --sync and --delete compare with the destination, which needs a session to it.
-fn no_session_only_flags(args: &CopyArgs) -> Result<()> {
-    if args.sync || args.delete {
-        return Err(Error::usage(
-            "--sync and --delete need a session to the instance and do not work through S3",
-        )
-        .hint("copy to one instance with --transport stream, or leave out --sync/--delete"));
-    }
-    Ok(())
 }
 
 /// `-l` is in Kbit/s, as scp's; transports want bytes per second.

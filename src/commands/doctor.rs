@@ -129,7 +129,7 @@ pub fn describe_identity(arn: &str, user_id: &str) -> (String, bool) {
 pub async fn run(global: &Global, args: &DoctorArgs) -> Result<i32> {
     let ctx = Context::new(global, &args.target).await?;
     let mut checks = checks(&ctx, global).await;
-    if let Some(bucket) = &args.bucket {
+    if let Some(bucket) = &args.staging.bucket {
         let instance_ok = checks
             .iter()
             .any(|c| c.name == "instance" && c.status == Status::Ok);
@@ -360,33 +360,24 @@ async fn s3_checks(
     bucket: &str,
     instance_ok: bool,
 ) -> Vec<Check> {
-    let s3 = crate::aws::s3_client(&ctx.aws, args.bucket_region.as_deref());
-    let head = s3.head_bucket().bucket(bucket).send().await;
-    let region = match head {
-        Ok(h) => h.bucket_region().map(str::to_string),
-        Err(e) => {
-            let e = aws_error::from_sdk("HeadBucket", e);
-            return vec![
-                Check::fail("s3 bucket", &e),
-                Check::skip("instance reaches S3", "needs a reachable bucket"),
-            ];
-        }
-    };
-    let here = args
-        .bucket_region
-        .clone()
-        .or_else(|| ctx.aws.region().map(|r| r.to_string()));
-    let mut out = vec![match (&region, &here) {
-        (Some(b), Some(h)) if b != h => Check::warn(
+    let given = args.staging.bucket_region.as_deref();
+    let located = crate::transport::s3::locate(&ctx.aws, bucket, given).await;
+    if let Err(e) = located.answered {
+        return vec![
+            Check::fail("s3 bucket", &e),
+            Check::skip("instance reaches S3", "needs a reachable bucket"),
+        ];
+    }
+    let here = ctx.aws.region().map(|r| r.to_string());
+    let mut out = vec![match (&located.region, &here) {
+        (Some(b), Some(h)) if b != h && given.is_none() => Check::ok(
             "s3 bucket",
-            format!("{bucket} is in {b}, not {h}"),
-            format!(
-                "pass --bucket-region {b} so presigned URLs are signed for the bucket's region"
-            ),
+            format!("{bucket} ({b}, not {h}: ssmcp signs its requests and URLs for {b})"),
         ),
         (Some(b), _) => Check::ok("s3 bucket", format!("{bucket} ({b})")),
         (None, _) => Check::ok("s3 bucket", bucket.to_string()),
     }];
+    let s3 = crate::aws::s3_client(&ctx.aws, located.region.as_deref());
     if !instance_ok {
         out.push(Check::skip(
             "instance reaches S3",
@@ -396,7 +387,7 @@ async fn s3_checks(
     }
     let key = format!(
         "{}ssmcp-doctor-{}.txt",
-        args.prefix,
+        args.staging.prefix,
         uuid::Uuid::new_v4().simple()
     );
     let staging = crate::transport::s3::Staging::new(s3, bucket, &key);

@@ -14,7 +14,7 @@ use crate::plan::Plan;
 use crate::progress::Reporter;
 use crate::remote::{run_command_script, sudo_refusal, RunAs, RunMode};
 use crate::target::Fleet;
-use crate::transport::s3::Staging;
+use crate::transport::s3::{self, Staging};
 use crate::transport::stream::{self, push_request, Pull};
 use crate::transport::{remote_failure, PlaceOptions, Progress, Summary};
 use aws_sdk_ssm::types::{CommandInvocationStatus, CommandStatus, Target as RunTarget};
@@ -129,17 +129,19 @@ async fn staging(
     args: &CopyArgs,
     reporter: &Reporter,
 ) -> Result<Staging> {
-    let bucket = args.bucket.clone().ok_or_else(|| {
+    let where_ = &args.staging;
+    let bucket = where_.bucket.clone().ok_or_else(|| {
         Error::usage("the s3 transport needs a bucket to stage the upload in")
             .hint("pass --bucket NAME or set SSMCP_BUCKET; ssmcp removes what it puts there")
     })?;
-    let region = match &args.bucket_region {
+    let region = match &where_.bucket_region {
         Some(r) => Some(r.clone()),
-        None => bucket_region(conf, &bucket).await,
+        // Only the region matters here: HeadBucket needs s3:ListBucket, copies do not.
+        None => s3::locate(conf, &bucket, None).await.region,
     };
     let ours = conf.region().map(|r| r.to_string());
     if let (Some(theirs), Some(ours)) = (&region, &ours) {
-        if theirs != ours && args.bucket_region.is_none() {
+        if theirs != ours && where_.bucket_region.is_none() {
             reporter.note(&format!(
                 "the bucket {bucket} is in {theirs}: S3 requests and presigned URLs go there"
             ));
@@ -148,24 +150,21 @@ async fn staging(
     let s3 = aws::s3_client(conf, region.as_deref());
     let key = format!(
         "{}ssmcp-{}.bundle",
-        args.prefix,
+        where_.prefix,
         uuid::Uuid::new_v4().simple()
     );
     Ok(Staging::journaled(s3, &bucket, &key, region)?.encrypt_with(args.sse_kms_key.clone()))
 }
 
-/// Where the bucket lives, as S3 says in `x-amz-bucket-region` (on success, and on the
-/// redirect or denial a HEAD in the wrong region or without s3:ListBucket gets).
-/// `None` when S3 does not say; the configured region is then used.
-async fn bucket_region(conf: &aws_config::SdkConfig, bucket: &str) -> Option<String> {
-    let s3 = aws::s3_client(conf, None);
-    match s3.head_bucket().bucket(bucket).send().await {
-        Ok(out) => out.bucket_region().map(str::to_string),
-        Err(e) => e
-            .raw_response()
-            .and_then(|r| r.headers().get("x-amz-bucket-region"))
-            .map(str::to_string),
+/// --sync and --delete compare with the destination, which needs a session to it.
+fn no_session_only_flags(args: &CopyArgs) -> Result<()> {
+    if args.sync || args.delete {
+        return Err(Error::usage(
+            "--sync and --delete need a session to the instance and do not work through S3",
+        )
+        .hint("copy to one instance with --transport stream, or leave out --sync/--delete"));
     }
+    Ok(())
 }
 
 /// Run `work` until it ends or ^C; then cancel the command on ^C (so no instance starts
@@ -208,6 +207,7 @@ fn warn(reporter: &Reporter, on_stderr: bool, w: &str) {
 }
 
 pub async fn upload(job: Job<'_>, signals: &mut Signals, reporter: &Reporter) -> Result<Summary> {
+    no_session_only_flags(job.args)?;
     let staging = staging(job.conf, job.args, reporter).await?;
     reporter.plan(job.plan.files, job.plan.bytes);
     // The command under way, where an interrupt can find it.

@@ -384,6 +384,43 @@ impl Staging {
     }
 }
 
+/// Where a bucket lives and whether it answered this caller.
+pub struct Located {
+    /// From `--bucket-region`, or as S3 says in `x-amz-bucket-region`; `None` when S3
+    /// does not say (the configured region is then used).
+    pub region: Option<String>,
+    /// HeadBucket's outcome in that region (needs s3:ListBucket, which copies do not).
+    pub answered: Result<()>,
+}
+
+/// Ask S3 where `bucket` is. S3 names the region on success and on the redirect or
+/// denial a HEAD from the wrong region gets; a redirect is followed once.
+pub async fn locate(conf: &aws_config::SdkConfig, bucket: &str, given: Option<&str>) -> Located {
+    let head = |region: Option<String>| async move {
+        let s3 = crate::aws::s3_client(conf, region.as_deref());
+        match s3.head_bucket().bucket(bucket).send().await {
+            Ok(out) => (out.bucket_region().map(str::to_string).or(region), Ok(())),
+            Err(e) => {
+                let said = e
+                    .raw_response()
+                    .and_then(|r| r.headers().get("x-amz-bucket-region"))
+                    .map(str::to_string);
+                (said.or(region), Err(from_sdk("HeadBucket", e)))
+            }
+        }
+    };
+    let asked = given.map(str::to_string);
+    let (region, answered) = head(asked.clone()).await;
+    if answered.is_err() && region.is_some() && region != asked && given.is_none() {
+        let (again, answered) = head(region.clone()).await;
+        return Located {
+            region: again,
+            answered,
+        };
+    }
+    Located { region, answered }
+}
+
 /// Parts big enough that the whole plan fits S3's part limit.
 fn part_size(plan_bytes: u64) -> usize {
     let needed = plan_bytes.div_ceil(MAX_PARTS);

@@ -530,7 +530,6 @@ pub async fn fetch(
     let queue = Mutex::new(plan_batches(manifest.sizes(), per_request));
     let received: Vec<AtomicU64> = stage.files.iter().map(|_| AtomicU64::new(0)).collect();
     let shared = Shared {
-        queue: &queue,
         remote_index: &manifest.listed,
         files: &stage.files,
         received: &received,
@@ -538,7 +537,7 @@ pub async fn fetch(
         compress: job.compress,
         progress,
     };
-    let workers = conns.iter_mut().map(|c| worker(c, &shared));
+    let workers = conns.iter_mut().map(|c| worker(c, &queue, &shared));
     let results = futures_util::future::join_all(workers).await;
     results.into_iter().collect::<Result<Vec<()>>>()?;
     all_received(&stage.files, &received)?;
@@ -581,10 +580,8 @@ pub async fn receive_spooled<R: AsyncRead + Unpin>(
             .map(|(i, n)| (i, 0, n))
             .collect(),
     };
-    let queue = Mutex::new(VecDeque::new());
     let received: Vec<AtomicU64> = stage.files.iter().map(|_| AtomicU64::new(0)).collect();
     let shared = Shared {
-        queue: &queue,
         remote_index: &manifest.listed,
         files: &stage.files,
         received: &received,
@@ -659,7 +656,6 @@ impl Manifest {
 }
 
 struct Shared<'a> {
-    queue: &'a Mutex<VecDeque<Batch>>,
     /// The receiver's index of each file.
     remote_index: &'a [u32],
     /// The staged files, in manifest order.
@@ -675,20 +671,29 @@ struct Shared<'a> {
 /// round trip between two batches.
 const PIPELINE: usize = 2;
 
-async fn worker(conn: &mut Connection, shared: &Shared<'_>) -> Result<()> {
-    match serve_batches(conn, shared).await {
+/// Take batches from the shared queue until it is empty.
+async fn worker(
+    conn: &mut Connection,
+    queue: &Mutex<VecDeque<Batch>>,
+    shared: &Shared<'_>,
+) -> Result<()> {
+    match serve_batches(conn, queue, shared).await {
         Err(e) => Err(conn.explain(e).await),
         ok => ok,
     }
 }
 
-async fn serve_batches(conn: &mut Connection, shared: &Shared<'_>) -> Result<()> {
+async fn serve_batches(
+    conn: &mut Connection,
+    queue: &Mutex<VecDeque<Batch>>,
+    shared: &Shared<'_>,
+) -> Result<()> {
     let (reader, writer) = conn.halves();
     let mut buf = vec![0u8; CHUNK];
     let mut inflight = VecDeque::with_capacity(PIPELINE);
     loop {
         while inflight.len() < PIPELINE {
-            let next = match shared.queue.lock() {
+            let next = match queue.lock() {
                 Ok(mut q) => q.pop_front(),
                 Err(_) => None,
             };

@@ -220,6 +220,25 @@ pub fn interrupt(child: &Child) {
 /// Start ssmcp with `args` and return once the remote side has staged something (a
 /// `.ssmcp-` temporary appears in `staged_in`), so the copy is known to be under way.
 pub async fn interrupt_midway(h: &Harness, args: &[&str], staged_in: &std::path::Path) -> Child {
+    start_until(h, args, "the copy never started", || {
+        std::fs::read_dir(staged_in)
+            .map(|d| {
+                d.flatten()
+                    .any(|e| e.file_name().to_string_lossy().contains(".ssmcp-"))
+            })
+            .unwrap_or(false)
+    })
+    .await
+}
+
+/// Start ssmcp with `args` (stdout discarded, stderr piped) and return once `ready`
+/// holds, checked every few ms for at most 60 s (then panic with `never`).
+pub async fn start_until(
+    h: &Harness,
+    args: &[&str],
+    never: &str,
+    mut ready: impl FnMut() -> bool,
+) -> Child {
     let child = h
         .ssmcp()
         .args(args)
@@ -228,22 +247,19 @@ pub async fn interrupt_midway(h: &Harness, args: &[&str], staged_in: &std::path:
         .spawn()
         .unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let staged = std::fs::read_dir(staged_in)
-            .map(|d| {
-                d.flatten()
-                    .any(|e| e.file_name().to_string_lossy().contains(".ssmcp-"))
-            })
-            .unwrap_or(false);
-        if staged {
-            return child;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the copy never started"
-        );
+    while !ready() {
+        assert!(tokio::time::Instant::now() < deadline, "{never}");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    child
+}
+
+/// Whether the simulator's S3 holds an unfinished multipart upload.
+pub fn multipart_under_way(h: &Harness) -> bool {
+    h.sim
+        .s3_leftovers()
+        .iter()
+        .any(|l| l.starts_with("upload:"))
 }
 
 /// SIGKILL the python receivers whose working directory is `home` (the simulator starts
