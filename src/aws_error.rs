@@ -80,7 +80,7 @@ pub fn from_code(operation: &str, code: &str, message: &str) -> Error {
             format!("{operation}: the instance is not reachable through SSM ({said})"),
         )
         .hint("check that the instance id and region are right, the SSM agent runs and the instance shows as Online in Fleet Manager (ssmcp doctor TARGET)"),
-        "ThrottlingException" | "TooManyUpdates" | "RequestLimitExceeded" => Error::new(
+        "ThrottlingException" | "ThrottledException" | "TooManyUpdates" | "RequestLimitExceeded" => Error::new(
             Kind::Unavailable,
             format!("{operation}: AWS throttled the request after retries ({said})"),
         )

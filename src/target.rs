@@ -22,6 +22,12 @@ impl Target {
                     "'name:' needs the instance's Name tag, e.g. name:web-1",
                 ));
             }
+            if crate::instances::is_pattern(name) {
+                return Err(Error::usage(format!(
+                    "'{s}' is a pattern that can match several instances; this needs one"
+                ))
+                .hint("patterns are for uploads to several instances (through S3); give one instance's Name or id here"));
+            }
             return Ok(Target {
                 instance_id: String::new(),
                 name: Some(name.to_string()),
@@ -53,16 +59,28 @@ impl Target {
     }
 }
 
-/// Several instances for one upload (S3 transport): `i-a,i-b,…` or `tag:KEY=VALUE`.
+/// Several instances for one upload (S3 transport): `i-a,i-b,…`, `tag:KEY=VALUE` or a
+/// Name pattern `name:web-*`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fleet {
     Instances(Vec<String>),
-    Tag { key: String, value: String },
+    Tag {
+        key: String,
+        value: String,
+    },
+    /// Looked up when the command runs (`crate::instances::by_name_pattern`).
+    Named(String),
 }
 
 impl Fleet {
     /// `None` when `s` names one instance (or nothing a fleet can be).
     pub fn parse(s: &str) -> Option<Result<Fleet>> {
+        if let Some(pattern) = s.strip_prefix("name:") {
+            if !crate::instances::is_pattern(pattern) {
+                return None;
+            }
+            return Some(crate::instances::compile(pattern).map(|_| Fleet::Named(pattern.into())));
+        }
         if let Some(kv) = s.strip_prefix("tag:") {
             return Some(match kv.split_once('=') {
                 Some((k, v)) if !k.is_empty() && !v.is_empty() => Ok(Fleet::Tag {
@@ -96,6 +114,7 @@ impl Fleet {
         match self {
             Fleet::Instances(ids) => format!("{} instances", ids.len()),
             Fleet::Tag { key, value } => format!("the instances tagged {key}={value}"),
+            Fleet::Named(p) => format!("the instances named like '{p}'"),
         }
     }
 }
@@ -125,6 +144,13 @@ mod tests {
             }
         );
         assert!(Fleet::parse("tag:Role").unwrap().is_err());
+        assert_eq!(
+            Fleet::parse("name:web-*").unwrap().unwrap(),
+            Fleet::Named("web-*".into())
+        );
+        assert!(Fleet::parse("name:web-1").is_none());
+        assert!(Fleet::parse("name:web-[").unwrap().is_err());
+        assert!(Target::parse("name:web-*").is_err());
         assert!(Fleet::parse("i-01234567,web").unwrap().is_err());
     }
 

@@ -201,6 +201,68 @@ async fn the_result_table_names_every_instance() {
 }
 
 #[tokio::test]
+async fn a_name_pattern_reaches_every_managed_instance_it_matches() {
+    let web1 = "i-0000000000000000a";
+    let web2 = "i-0000000000000000b";
+    let db1 = "i-0000000000000000c";
+    let hybrid = "mi-0000000000000000d";
+    let unmanaged = "i-0000000000000000e";
+    let h = Harness::new(SimConfig {
+        instances: vec![
+            InstanceConfig::new(web1).tag("Name", "web-1"),
+            InstanceConfig::new(web2).tag("Name", "web-2"),
+            InstanceConfig::new(db1).tag("Name", "db-1"),
+            InstanceConfig::new(hybrid).tag("Name", "web-3"),
+        ],
+        unmanaged_instances: vec![InstanceConfig::new(unmanaged).tag("Name", "web-4")],
+        ..fast()
+    })
+    .await;
+    let src = h.local().join("f.txt");
+    std::fs::write(&src, b"to every web").unwrap();
+    let (code, out, err) = h
+        .run(&s3_args(&["--json", s(&src), "name:web-*:f.txt"]))
+        .await;
+    assert_eq!(code, 0, "{err}");
+    let ev = events(&out);
+    let reached: Vec<&str> = ev
+        .iter()
+        .filter(|e| e["event"] == "instance" && e["ok"] == true)
+        .map(|e| e["instance"].as_str().unwrap())
+        .collect();
+    assert_eq!(reached, [web1, web2, hybrid], "{out}");
+    for id in [web1, web2, hybrid] {
+        assert_eq!(
+            std::fs::read(h.instances.path().join(id).join("f.txt")).unwrap(),
+            b"to every web"
+        );
+    }
+    assert!(!h.instances.path().join(db1).join("f.txt").exists());
+    // The unmanaged match is named in a warning (a note event under --json).
+    assert!(
+        ev.iter()
+            .any(|e| e["event"] == "note"
+                && e["text"].as_str().unwrap_or_default().contains(unmanaged)),
+        "{out}"
+    );
+    assert_eq!(h.sim.s3_leftovers(), Vec::<String>::new());
+
+    // Nothing matches: the target class, and nothing staged.
+    let (code, _, err) = h.run(&s3_args(&[s(&src), "name:api-*:f.txt"])).await;
+    assert_eq!(code, 68, "{err}");
+    assert!(
+        err.contains("no instance has a Name tag matching 'api-*'"),
+        "{err}"
+    );
+    assert_eq!(h.sim.s3_leftovers(), Vec::<String>::new());
+    // A pattern where one instance is needed is a usage error.
+    let (code, _, err) = h.run(&["exec", "name:web-*", "--", "true"]).await;
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("pattern"), "{err}");
+    assert_eq!(h.sim.stats().sessions_started, 0);
+}
+
+#[tokio::test]
 async fn interrupting_the_upload_leaves_nothing_in_s3() {
     let h = Harness::new(fast()).await;
     let src = h.local().join("big.bin");

@@ -119,6 +119,23 @@ async fn produce(heading: &str) -> (i32, String) {
             let (c, _, e) = h.run(&[&f, "name:nobody:"]).await;
             (c, e)
         }
+        k if k.starts_with("no instance has a Name tag matching") => {
+            let h = with(fast()).await;
+            let f = file(&h, "f", b"x");
+            let (c, _, e) = h.run(&[&S3[..], &[&f, "name:nobody-*:"]].concat()).await;
+            (c, e)
+        }
+        k if k.starts_with("the instances named like") => {
+            let h = with(SimConfig {
+                unmanaged_instances: vec![InstanceConfig::new(INSTANCE).tag("Name", "web-1")],
+                instances: vec![],
+                ..fast()
+            })
+            .await;
+            let f = file(&h, "f", b"x");
+            let (c, _, e) = h.run(&[&S3[..], &[&f, "name:web-*:"]].concat()).await;
+            (c, e)
+        }
         k if k.starts_with("StartSession: AWS rejected the credentials") => {
             let h = with(fast()).await;
             let f = file(&h, "f", b"x");

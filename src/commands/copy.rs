@@ -325,10 +325,13 @@ async fn upload(
         }
         let (conf, ssm, _) =
             super::load_aws(global, global.region.clone(), global.profile.clone()).await?;
+        let show_warnings = !global.quiet && !args.json;
+        let destination =
+            Destination::of_fleet(fleet, &conf, &ssm, reporter, show_warnings).await?;
         let job = s3copy::Job {
             ssm: &ssm,
             conf: &conf,
-            destination: Destination::Fleet(fleet),
+            destination,
             run_as,
             plan: &plan,
             dest,
@@ -345,7 +348,7 @@ async fn upload(
         let job = s3copy::Job {
             ssm: &ctx.ssm,
             conf: &ctx.aws,
-            destination: Destination::One(ctx.target.instance_id.clone()),
+            destination: Destination::one(&ctx.target.instance_id),
             run_as,
             plan: &plan,
             dest,

@@ -9,7 +9,7 @@ pub mod s3copy;
 
 use crate::aws::{self, AwsOptions};
 use crate::cli::Global;
-use crate::error::{Error, Kind, Result};
+use crate::error::Result;
 use crate::session::channel::ChannelConfig;
 use crate::target::Target;
 use crate::trust::Trust;
@@ -38,7 +38,7 @@ impl Context {
         .await?;
         let mut target = target;
         if let Some(name) = &target.name {
-            target.instance_id = resolve_name(&ssm, name).await?;
+            target.instance_id = crate::instances::by_name(&ssm, name).await?;
         }
         Ok(Context {
             ssm,
@@ -80,40 +80,6 @@ pub async fn load_aws(
     let conf = aws::load(&opts, trust.sdk_http_client()?).await;
     let ssm = aws::ssm_client(&conf, opts.endpoint_url.as_deref());
     Ok((conf, ssm, trust))
-}
-
-/// The one managed instance whose Name tag is `name`.
-async fn resolve_name(ssm: &aws_sdk_ssm::Client, name: &str) -> Result<String> {
-    let filter = aws_sdk_ssm::types::InstanceInformationStringFilter::builder()
-        .key("tag:Name")
-        .values(name)
-        .build()
-        .map_err(|e| Error::usage(format!("bad Name filter: {e}")))?;
-    let out = ssm
-        .describe_instance_information()
-        .filters(filter)
-        .send()
-        .await
-        .map_err(|e| crate::aws_error::from_sdk("DescribeInstanceInformation", e))?;
-    let ids: Vec<&str> = out
-        .instance_information_list()
-        .iter()
-        .filter_map(|i| i.instance_id())
-        .collect();
-    match ids.as_slice() {
-        [one] => Ok(one.to_string()),
-        [] => Err(Error::new(
-            Kind::Target,
-            format!("no managed instance has the Name tag '{name}'"),
-        )
-        .hint("check the name and the region; `aws ssm describe-instance-information` lists what Systems Manager manages")),
-        many => Err(Error::usage(format!(
-            "{} managed instances have the Name tag '{name}': {}",
-            many.len(),
-            many.join(", ")
-        ))
-        .hint("use the instance id instead")),
-    }
 }
 
 /// SIGINT and SIGTERM, registered the moment this is created. Registering lazily (inside

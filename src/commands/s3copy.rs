@@ -10,6 +10,7 @@ use crate::aws;
 use crate::aws_error::from_sdk;
 use crate::cli::CopyArgs;
 use crate::error::{Error, Kind, Result};
+use crate::instances;
 use crate::plan::Plan;
 use crate::progress::Reporter;
 use crate::remote::{run_command_script, sudo_refusal, RunAs, RunMode};
@@ -30,10 +31,59 @@ const URL_LIFETIME: Duration = Duration::from_secs(60 * 60);
 const RESULT_MARKER: &str = "\u{1e}SSMCP-RESULT ";
 const TAIL: usize = 600;
 
-/// Where the upload goes.
+/// Where the command goes, in the terms Run Command takes.
 pub enum Destination {
-    One(String),
-    Fleet(Fleet),
+    /// Instance ids (at most 50); `label` says how they were chosen.
+    Instances { ids: Vec<String>, label: String },
+    /// Every instance with this tag, found by Run Command itself.
+    Tag { key: String, value: String },
+}
+
+impl Destination {
+    pub fn one(id: &str) -> Destination {
+        Destination::Instances {
+            ids: vec![id.to_string()],
+            label: id.to_string(),
+        }
+    }
+
+    /// A parsed fleet as Run Command targets; Name patterns are looked up now, and
+    /// matching instances Systems Manager does not manage are left out with a warning.
+    pub async fn of_fleet(
+        fleet: Fleet,
+        conf: &aws_config::SdkConfig,
+        ssm: &aws_sdk_ssm::Client,
+        reporter: &Reporter,
+        show_warnings: bool,
+    ) -> Result<Destination> {
+        let label = fleet.describe();
+        Ok(match fleet {
+            Fleet::Instances(ids) => Destination::Instances { ids, label },
+            Fleet::Tag { key, value } => Destination::Tag { key, value },
+            Fleet::Named(pattern) => {
+                let found = instances::by_name_pattern(conf, ssm, &pattern).await?;
+                for id in &found.unmanaged {
+                    warn(
+                        reporter,
+                        show_warnings,
+                        &format!("{id} is named like '{pattern}' but Systems Manager does not manage it; left out"),
+                    );
+                }
+                reporter.note(&format!("name:{pattern} is {}", found.managed.join(", ")));
+                Destination::Instances {
+                    label: format!("{} ({} instances)", label, found.managed.len()),
+                    ids: found.managed,
+                }
+            }
+        })
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Destination::Instances { label, .. } => label.clone(),
+            Destination::Tag { key, value } => format!("the instances tagged {key}={value}"),
+        }
+    }
 }
 
 pub struct Job<'a> {
@@ -93,7 +143,7 @@ async fn export_and_receive(
     request["url"] = json!(url);
     request["headers"] = json!(headers);
     let script = run_command_script(job.run_as, RunMode::Export, &request.to_string());
-    let destination = Destination::One(job.instance.clone());
+    let destination = Destination::one(&job.instance);
     let command_id = send(job.ssm, &destination, job.args, &script).await?;
     let _ = command.set(command_id.clone());
     let results = wait(job.ssm, &command_id, job.run_as, reporter).await?;
@@ -238,10 +288,7 @@ async fn stage_and_run(
         "transport s3: staging the bundle in s3://{}/{} ({})",
         staging.bucket,
         staging.key,
-        match &job.destination {
-            Destination::One(id) => id.clone(),
-            Destination::Fleet(f) => f.describe(),
-        }
+        job.destination.describe()
     ));
     let staged = staging
         .upload(job.plan, job.args.compress, limit(job.args), reporter)
@@ -277,9 +324,8 @@ async fn send(
         .max_concurrency(&args.max_concurrency)
         .max_errors(&args.max_errors);
     req = match destination {
-        Destination::One(id) => req.instance_ids(id),
-        Destination::Fleet(Fleet::Instances(ids)) => req.set_instance_ids(Some(ids.clone())),
-        Destination::Fleet(Fleet::Tag { key, value }) => req.targets(
+        Destination::Instances { ids, .. } => req.set_instance_ids(Some(ids.clone())),
+        Destination::Tag { key, value } => req.targets(
             RunTarget::builder()
                 .key(format!("tag:{key}"))
                 .values(value)

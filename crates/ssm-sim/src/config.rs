@@ -185,6 +185,9 @@ pub struct CommandDocument {
 pub struct SimConfig {
     pub region: String,
     pub instances: Vec<InstanceConfig>,
+    /// EC2 instances Systems Manager does not manage (no agent, or no instance
+    /// profile): only the tagging API sees them, with their tags.
+    pub unmanaged_instances: Vec<InstanceConfig>,
     pub identity: Identity,
     pub deny: Vec<DenyRule>,
     /// Answer this many calls of the named action with ThrottlingException first.
@@ -225,6 +228,7 @@ impl Default for SimConfig {
         SimConfig {
             region: "us-east-1".into(),
             instances: vec![InstanceConfig::new(DEFAULT_INSTANCE)],
+            unmanaged_instances: Vec::new(),
             identity: Identity::iam_user("alice"),
             deny: Vec::new(),
             throttle: Vec::new(),

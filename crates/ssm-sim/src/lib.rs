@@ -121,6 +121,10 @@ impl Sim {
             ("AWS_ENDPOINT_URL_SSM".into(), self.api_url.clone()),
             ("AWS_ENDPOINT_URL_STS".into(), self.api_url.clone()),
             ("AWS_ENDPOINT_URL_S3".into(), self.s3_url.clone()),
+            (
+                "AWS_ENDPOINT_URL_RESOURCE_GROUPS_TAGGING_API".into(),
+                self.api_url.clone(),
+            ),
             ("AWS_ACCESS_KEY_ID".into(), config::ACCESS_KEY_ID.into()),
             (
                 "AWS_SECRET_ACCESS_KEY".into(),

@@ -94,9 +94,17 @@ async fn describe_instance_information_filters_by_tag_and_id() {
         .await
         .unwrap();
     assert_eq!(web.instance_information_list().len(), 2);
-    let named = c
+    // Values match exactly: AWS documents no wildcards here, so the simulator has none.
+    let pattern = c
         .describe_instance_information()
         .filters(f("tag:Name", "db-*"))
+        .send()
+        .await
+        .unwrap();
+    assert!(pattern.instance_information_list().is_empty());
+    let named = c
+        .describe_instance_information()
+        .filters(f("tag:Name", "db-1"))
         .send()
         .await
         .unwrap();
@@ -227,5 +235,99 @@ async fn unknown_document_and_missing_parameter() {
     assert_eq!(
         aws_sdk_ssm::error::ProvideErrorMetadata::code(&e),
         Some("InvalidParameters")
+    );
+}
+
+#[tokio::test]
+async fn tagging_get_resources_lists_tagged_instances_managed_or_not() {
+    let cfg = SimConfig {
+        instances: vec![
+            InstanceConfig::new("i-0aaaaaaaaaaaaaaa1").tag("Name", "web-1"),
+            InstanceConfig::new("mi-0aaaaaaaaaaaaaaa2")
+                .tag("Name", "web-2")
+                .tag("Role", "web"),
+            InstanceConfig::new("i-0aaaaaaaaaaaaaaa3"),
+        ],
+        unmanaged_instances: vec![InstanceConfig::new("i-0bbbbbbbbbbbbbbb4").tag("Name", "web-4")],
+        deny: vec![],
+        ..SimConfig::default()
+    };
+    let sim = Sim::start(cfg).await.unwrap();
+    let c = tagging(&sim);
+    let name_key = aws_sdk_resourcegroupstagging::types::TagFilter::builder()
+        .key("Name")
+        .build();
+    let mut arns = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let page = c
+            .get_resources()
+            .tag_filters(name_key.clone())
+            .resource_type_filters("ec2:instance")
+            .resource_type_filters("ssm:managed-instance")
+            .resources_per_page(1)
+            .set_pagination_token(token.clone())
+            .send()
+            .await
+            .unwrap();
+        for m in page.resource_tag_mapping_list() {
+            arns.push(m.resource_arn().unwrap_or_default().to_string());
+        }
+        match page.pagination_token() {
+            Some(t) if !t.is_empty() => token = Some(t.to_string()),
+            _ => break,
+        }
+    }
+    assert_eq!(
+        arns,
+        [
+            "arn:aws:ec2:us-east-1:123456789012:instance/i-0aaaaaaaaaaaaaaa1",
+            "arn:aws:ssm:us-east-1:123456789012:managed-instance/mi-0aaaaaaaaaaaaaaa2",
+            "arn:aws:ec2:us-east-1:123456789012:instance/i-0bbbbbbbbbbbbbbb4",
+        ]
+    );
+    // Values are alternatives matched exactly; filters are all required.
+    let role = c
+        .get_resources()
+        .tag_filters(
+            aws_sdk_resourcegroupstagging::types::TagFilter::builder()
+                .key("Role")
+                .values("web")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(role.resource_tag_mapping_list().len(), 1);
+    assert_eq!(role.resource_tag_mapping_list()[0].tags().len(), 2);
+    let ec2_only = c
+        .get_resources()
+        .resource_type_filters("ec2:instance")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ec2_only.resource_tag_mapping_list().len(), 2);
+    let err = c
+        .get_resources()
+        .resources_per_page(500)
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(err.is_invalid_parameter_exception(), "{err:?}");
+}
+
+#[tokio::test]
+async fn tagging_get_resources_can_be_denied() {
+    let cfg = SimConfig {
+        deny: vec![DenyRule::action("tag:GetResources")],
+        ..SimConfig::default()
+    };
+    let sim = Sim::start(cfg).await.unwrap();
+    let err = tagging(&sim).get_resources().send().await.unwrap_err();
+    let text = format!("{:?}", err.into_service_error());
+    assert!(
+        text.contains("not authorized to perform: tag:GetResources"),
+        "{text}"
     );
 }

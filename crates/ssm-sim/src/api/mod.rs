@@ -5,6 +5,7 @@ pub mod run;
 pub mod sigv4;
 pub mod ssm;
 pub mod sts;
+pub mod tagging;
 
 use crate::state::{lock, SimState};
 use http_body_util::{BodyExt, Full, Limited};
@@ -96,22 +97,31 @@ async fn handle(
             Err(e) => xml_response(e.status, sts::error_body(&e)),
         });
     }
-    let result = match sigv4::verify(parts.method.as_str(), &uri, &parts.headers, &body, "ssm") {
+    let target = parts
+        .headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    // Each JSON service is signed for its own name, as AWS checks.
+    let (service, op) = match (
+        target.strip_prefix("AmazonSSM."),
+        target.strip_prefix(tagging::TARGET_PREFIX),
+    ) {
+        (Some(op), _) => ("ssm", op),
+        (_, Some(op)) => ("tagging", op),
+        _ => ("ssm", ""),
+    };
+    let result = match sigv4::verify(parts.method.as_str(), &uri, &parts.headers, &body, service) {
         Err(e) => Err(ApiError::new(e.code, e.message)),
-        Ok(_region) => {
-            let target = parts
-                .headers
-                .get("x-amz-target")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default();
-            match target.strip_prefix("AmazonSSM.") {
-                Some(op) => dispatch(&state, op, &body).await,
-                None => Err(ApiError::new(
-                    "UnknownOperationException",
-                    format!("Unknown operation {target}"),
-                )),
-            }
-        }
+        Ok(_region) if op.is_empty() => Err(ApiError::new(
+            "UnknownOperationException",
+            format!("Unknown operation {target}"),
+        )),
+        Ok(_region) => match parse_input(&body).and_then(|i| throttle(&state, op).map(|()| i)) {
+            Err(e) => Err(e),
+            Ok(input) if service == "tagging" => tagging::dispatch(&state, op, &input).await,
+            Ok(input) => dispatch(&state, op, &input).await,
+        },
     };
     Ok(match result {
         Ok(v) => json_response(200, &v),
@@ -119,25 +129,26 @@ async fn handle(
     })
 }
 
-async fn dispatch(state: &Arc<SimState>, op: &str, body: &[u8]) -> ApiResult {
-    let input: Value = if body.is_empty() {
-        Value::Object(Default::default())
-    } else {
-        serde_json::from_slice(body)
-            .map_err(|_| ApiError::new("SerializationException", "Request body is not JSON."))?
-    };
-    throttle(state, op)?;
+fn parse_input(body: &[u8]) -> ApiResult {
+    if body.is_empty() {
+        return Ok(Value::Object(Default::default()));
+    }
+    serde_json::from_slice(body)
+        .map_err(|_| ApiError::new("SerializationException", "Request body is not JSON."))
+}
+
+async fn dispatch(state: &Arc<SimState>, op: &str, input: &Value) -> ApiResult {
     match op {
-        "StartSession" => ssm::start_session(state, &input),
-        "ResumeSession" => ssm::resume_session(state, &input),
-        "TerminateSession" => ssm::terminate_session(state, &input).await,
-        "DescribeSessions" => ssm::describe_sessions(state, &input),
-        "DescribeInstanceInformation" => ssm::describe_instance_information(state, &input),
-        "SendCommand" => run::send_command(state, &input),
-        "GetCommandInvocation" => run::get_command_invocation(state, &input),
-        "ListCommandInvocations" => run::list_command_invocations(state, &input),
-        "ListCommands" => run::list_commands(state, &input),
-        "CancelCommand" => run::cancel_command(state, &input),
+        "StartSession" => ssm::start_session(state, input),
+        "ResumeSession" => ssm::resume_session(state, input),
+        "TerminateSession" => ssm::terminate_session(state, input).await,
+        "DescribeSessions" => ssm::describe_sessions(state, input),
+        "DescribeInstanceInformation" => ssm::describe_instance_information(state, input),
+        "SendCommand" => run::send_command(state, input),
+        "GetCommandInvocation" => run::get_command_invocation(state, input),
+        "ListCommandInvocations" => run::list_command_invocations(state, input),
+        "ListCommands" => run::list_commands(state, input),
+        "CancelCommand" => run::cancel_command(state, input),
         other => Err(ApiError::new(
             "UnknownOperationException",
             format!("The simulator does not implement {other}."),

@@ -54,6 +54,21 @@ fn session_arn(state: &SimState, id: &str) -> String {
     )
 }
 
+/// An EC2 instance's ARN, or a hybrid node's (`mi-`) as Systems Manager names it.
+pub fn instance_arn(state: &SimState, id: &str) -> String {
+    if id.starts_with("mi-") {
+        format!(
+            "arn:aws:ssm:{}:{ACCOUNT_ID}:managed-instance/{id}",
+            state.config.region
+        )
+    } else {
+        format!(
+            "arn:aws:ec2:{}:{ACCOUNT_ID}:instance/{id}",
+            state.config.region
+        )
+    }
+}
+
 fn stream_url(state: &SimState, id: &str) -> String {
     format!(
         "{}/v1/data-channel/{id}?role=publish_subscribe",
@@ -63,17 +78,7 @@ fn stream_url(state: &SimState, id: &str) -> String {
 
 pub fn start_session(state: &Arc<SimState>, input: &Value) -> ApiResult {
     let target = required(input, "Target")?;
-    let resource = if target.starts_with("mi-") {
-        format!(
-            "arn:aws:ssm:{}:{ACCOUNT_ID}:managed-instance/{target}",
-            state.config.region
-        )
-    } else {
-        format!(
-            "arn:aws:ec2:{}:{ACCOUNT_ID}:instance/{target}",
-            state.config.region
-        )
-    };
+    let resource = instance_arn(state, target);
     check_deny(state, "ssm:StartSession", &resource, target)?;
     let params: HashMap<String, Vec<String>> =
         serde_json::from_value(input["Parameters"].clone()).unwrap_or_default();
@@ -243,7 +248,9 @@ pub fn describe_instance_information(state: &Arc<SimState>, input: &Value) -> Ap
     let mut list = Vec::new();
     for i in &instances {
         let matches = filters.iter().all(|(k, vals)| {
-            let any = |x: &str| vals.iter().any(|v| glob_match(v, x));
+            // Exact matches only: the API reference documents no wildcards for these
+            // filters, and a client that relied on them could fail against AWS.
+            let any = |x: &str| vals.iter().any(|v| v == x);
             match k.as_str() {
                 "InstanceIds" => any(&i.id),
                 "PingStatus" => any(&i.ping_status),
@@ -265,7 +272,7 @@ pub fn describe_instance_information(state: &Arc<SimState>, input: &Value) -> Ap
             continue;
         }
         let managed = i.id.starts_with("mi-");
-        list.push(json!({
+        let mut entry = json!({
             "InstanceId": i.id,
             "PingStatus": i.ping_status,
             "LastPingDateTime": epoch_secs(SystemTime::now()),
@@ -277,23 +284,15 @@ pub fn describe_instance_information(state: &Arc<SimState>, input: &Value) -> Ap
             "ResourceType": if managed { "ManagedInstance" } else { "EC2Instance" },
             "IPAddress": "127.0.0.1",
             "ComputerName": format!("{}.sim.internal", i.id),
-            "Name": i.tags.iter().find(|(k, _)| k == "Name").map(|(_, v)| v.clone()).unwrap_or_default(),
-        }));
+        });
+        // AWS fills Name only for hybrid nodes (the activation's DefaultInstanceName);
+        // an EC2 instance's Name tag is not part of this answer.
+        if managed {
+            entry["Name"] = json!(format!("{}-activation", i.id));
+        }
+        list.push(entry);
     }
     page(list, input, "InstanceInformationList", 50)
-}
-
-/// `*` wildcards as the tag filters accept them.
-fn glob_match(pattern: &str, s: &str) -> bool {
-    match pattern.split_once('*') {
-        None => pattern == s,
-        Some((pre, rest)) => {
-            s.starts_with(pre)
-                && (0..=s.len() - pre.len()).any(|i| {
-                    s.is_char_boundary(pre.len() + i) && glob_match(rest, &s[pre.len() + i..])
-                })
-        }
-    }
 }
 
 fn page(list: Vec<Value>, input: &Value, field: &str, default_max: usize) -> ApiResult {
@@ -318,18 +317,4 @@ fn page(list: Vec<Value>, input: &Value, field: &str, default_max: usize) -> Api
         out["NextToken"] = json!(end.to_string());
     }
     Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::glob_match;
-
-    #[test]
-    fn globs() {
-        assert!(glob_match("web-*", "web-1"));
-        assert!(glob_match("*", ""));
-        assert!(glob_match("a*c", "abbc"));
-        assert!(!glob_match("web-*", "db-1"));
-        assert!(glob_match("exact", "exact"));
-    }
 }

@@ -23,6 +23,26 @@ pub fn ssm(sim: &Sim) -> aws_sdk_ssm::Client {
     ssm_with_secret(sim, ssm_sim::config::SECRET_ACCESS_KEY)
 }
 
+pub fn tagging(sim: &Sim) -> aws_sdk_resourcegroupstagging::Client {
+    let creds = aws_credential_types::Credentials::new(
+        ssm_sim::config::ACCESS_KEY_ID,
+        ssm_sim::config::SECRET_ACCESS_KEY,
+        None,
+        None,
+        "test",
+    );
+    let conf = aws_sdk_resourcegroupstagging::Config::builder()
+        .behavior_version(aws_sdk_resourcegroupstagging::config::BehaviorVersion::latest())
+        .region(aws_sdk_resourcegroupstagging::config::Region::new(
+            "us-east-1",
+        ))
+        .endpoint_url(&sim.api_url)
+        .credentials_provider(creds)
+        .retry_config(aws_sdk_resourcegroupstagging::config::retry::RetryConfig::disabled())
+        .build();
+    aws_sdk_resourcegroupstagging::Client::from_conf(conf)
+}
+
 pub fn ssm_with_secret(sim: &Sim, secret: &str) -> aws_sdk_ssm::Client {
     let creds = aws_credential_types::Credentials::new(
         ssm_sim::config::ACCESS_KEY_ID,
