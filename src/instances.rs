@@ -50,6 +50,45 @@ pub async fn by_name(ssm: &aws_sdk_ssm::Client, name: &str) -> Result<String> {
     }
 }
 
+/// The managed instances tagged `key=value`, sorted (for commands ssmcp spreads over
+/// instances itself; uploads leave the tag to Run Command).
+pub async fn by_tag(ssm: &aws_sdk_ssm::Client, key: &str, value: &str) -> Result<Vec<String>> {
+    let filter = InstanceInformationStringFilter::builder()
+        .key(format!("tag:{key}"))
+        .values(value)
+        .build()
+        .map_err(|e| Error::usage(format!("bad tag filter: {e}")))?;
+    let mut ids = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let out = ssm
+            .describe_instance_information()
+            .filters(filter.clone())
+            .set_next_token(token.take())
+            .send()
+            .await
+            .map_err(|e| from_sdk("DescribeInstanceInformation", e))?;
+        ids.extend(
+            out.instance_information_list()
+                .iter()
+                .filter_map(|i| i.instance_id().map(str::to_string)),
+        );
+        match out.next_token() {
+            Some(t) if !t.is_empty() => token = Some(t.to_string()),
+            _ => break,
+        }
+    }
+    if ids.is_empty() {
+        return Err(Error::new(
+            Kind::Target,
+            format!("no managed instance is tagged {key}={value}"),
+        )
+        .hint("tag keys and values are case-sensitive; check them and the region"));
+    }
+    ids.sort();
+    Ok(ids)
+}
+
 /// Whether a `name:` value is a pattern (several instances) rather than one name.
 pub fn is_pattern(name: &str) -> bool {
     name.contains(['*', '?', '['])

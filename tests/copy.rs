@@ -766,3 +766,119 @@ async fn compression_shrinks_what_crosses_the_wire_both_ways() {
     assert_eq!(snapshot(&src, false), snapshot(&down, false));
     h.assert_no_sessions_left().await;
 }
+
+#[tokio::test]
+async fn a_download_from_several_instances_gives_each_a_directory() {
+    let ids: Vec<String> = (1..=3).map(|i| format!("i-{i:017x}")).collect();
+    let h = Harness::new(ssm_sim::SimConfig {
+        instances: ids
+            .iter()
+            .map(|id| ssm_sim::InstanceConfig::new(id).tag("Role", "web"))
+            .collect(),
+        ..fast()
+    })
+    .await;
+    // The same path on every instance, with different contents.
+    for id in &ids[..2] {
+        let logs = h.instances.path().join(id).join("logs");
+        std::fs::create_dir_all(logs.join("old")).unwrap();
+        std::fs::write(logs.join("app.log"), format!("from {id}")).unwrap();
+        std::fs::write(logs.join("old/app.log.1"), pattern(3, 5000)).unwrap();
+    }
+    std::fs::create_dir_all(h.instances.path().join(&ids[2])).unwrap();
+    let out = h.local().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let list = ids[..2].join(",");
+    let (code, _, err) = h.run(&["-r", &format!("{list}:logs"), s(&out)]).await;
+    assert_eq!(code, 0, "{err}");
+    for id in &ids[..2] {
+        let got = out.join(id).join("logs");
+        assert_eq!(
+            std::fs::read_to_string(got.join("app.log")).unwrap(),
+            format!("from {id}")
+        );
+        assert_eq!(
+            std::fs::read(got.join("old/app.log.1")).unwrap(),
+            pattern(3, 5000)
+        );
+    }
+
+    // By tag, where the third instance lacks the path: it fails with its own class
+    // (a missing source), the others arrive, and the table names each.
+    let again = h.local().join("again");
+    std::fs::create_dir(&again).unwrap();
+    let (code, _, err) = h.run(&["-r", "tag:Role=web:logs", s(&again)]).await;
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("1 of 3 instances failed"), "{err}");
+    assert!(err.contains(&ids[2]), "{err}");
+    assert!(out.join(&ids[0]).join("logs/app.log").exists());
+    assert!(again.join(&ids[1]).join("logs/app.log").exists());
+    assert!(!again.join(&ids[2]).exists(), "an empty directory was left");
+
+    // One at a time with no errors allowed: after the first failure nothing new starts.
+    let ordered = h.local().join("ordered");
+    std::fs::create_dir(&ordered).unwrap();
+    let list = format!("{},{},{}", ids[2], ids[0], ids[1]);
+    let (code, _, err) = h
+        .run(&[
+            "-r",
+            "--max-concurrency",
+            "1",
+            &format!("{list}:logs"),
+            s(&ordered),
+        ])
+        .await;
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("3 of 3 instances failed"), "{err}");
+    assert!(err.contains("not started"), "{err}");
+    assert!(!ordered.join(&ids[0]).join("logs").exists());
+
+    // The destination must be a directory that exists.
+    let (code, _, err) = h
+        .run(&["-r", &format!("{list}:logs"), s(&h.local().join("missing"))])
+        .await;
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("one subdirectory per instance"), "{err}");
+    assert_no_temporaries(&h.local());
+    h.assert_no_sessions_left().await;
+}
+
+#[tokio::test]
+async fn sigint_mid_download_from_several_instances_leaves_nothing() {
+    let ids: Vec<String> = (1..=2).map(|i| format!("i-{i:017x}")).collect();
+    let h = Harness::new(ssm_sim::SimConfig {
+        instances: ids
+            .iter()
+            .map(|id| ssm_sim::InstanceConfig::new(id))
+            .collect(),
+        ..fast()
+    })
+    .await;
+    for id in &ids {
+        let home = h.instances.path().join(id);
+        std::fs::create_dir_all(&home).unwrap();
+        std::fs::write(home.join("big"), pattern(5, 32 << 20)).unwrap();
+    }
+    let out = h.local().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let args = ["-l", "40000", &format!("{}:big", ids.join(",")), s(&out)];
+    let staging = |dir: &Path| {
+        walkdir::WalkDir::new(dir)
+            .into_iter()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().contains(".ssmcp-"))
+    };
+    let child = start_until(&h, &args, "the downloads never started", || staging(&out)).await;
+    interrupt(&child);
+    let done = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let err = String::from_utf8_lossy(&done.stderr);
+    assert_eq!(done.status.code(), Some(130), "{err}");
+    assert!(!staging(&out), "temporaries left");
+    for id in &ids {
+        assert!(!out.join(id).join("big").exists(), "{id} has a file");
+    }
+    h.assert_no_sessions_left().await;
+}

@@ -723,3 +723,42 @@ async fn a_bucket_in_another_region_is_found_and_used() {
     assert_eq!(file_sha(&src), file_sha(&back));
     assert_eq!(h.sim.s3_leftovers(), Vec::<String>::new());
 }
+
+#[tokio::test]
+async fn a_download_from_instances_named_like_a_pattern_goes_through_s3() {
+    let ids = ["i-0000000000000000a", "i-0000000000000000b"];
+    let h = Harness::new(SimConfig {
+        instances: vec![
+            InstanceConfig::new(ids[0]).tag("Name", "web-1"),
+            InstanceConfig::new(ids[1]).tag("Name", "web-2"),
+        ],
+        ..fast()
+    })
+    .await;
+    for id in ids {
+        let etc = h.instances.path().join(id).join("etc");
+        std::fs::create_dir_all(&etc).unwrap();
+        std::fs::write(etc.join("conf"), format!("conf of {id}")).unwrap();
+    }
+    let out = h.local().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let (code, out_json, err) = h
+        .run(&s3_args(&["-r", "--json", "name:web-*:etc", s(&out)]))
+        .await;
+    assert_eq!(code, 0, "{err}");
+    for id in ids {
+        assert_eq!(
+            std::fs::read_to_string(out.join(id).join("etc/conf")).unwrap(),
+            format!("conf of {id}")
+        );
+    }
+    let ev = events(&out_json);
+    assert_eq!(
+        ev.iter()
+            .filter(|e| e["event"] == "instance" && e["ok"] == true)
+            .count(),
+        2,
+        "{out_json}"
+    );
+    assert_eq!(h.sim.s3_leftovers(), Vec::<String>::new());
+}

@@ -119,6 +119,17 @@ async fn produce(heading: &str) -> (i32, String) {
             let (c, _, e) = h.run(&[&f, "name:nobody:"]).await;
             (c, e)
         }
+        k if k.starts_with("a download from … goes into a directory") => {
+            let h = with(fast()).await;
+            let missing = h.local().join("missing");
+            let (c, _, e) = h
+                .run(&[
+                    &format!("{INSTANCE},{INSTANCE}:f"),
+                    &missing.display().to_string(),
+                ])
+                .await;
+            (c, e)
+        }
         k if k.starts_with("no instance has a Name tag matching") => {
             let h = with(fast()).await;
             let f = file(&h, "f", b"x");

@@ -1,6 +1,7 @@
 //! `ssmcp [OPTIONS] SRC… DEST`: scp-style copies to or from one instance over the stream
 //! transport. Every session opened here is ended on every path out, ^C included.
 
+use super::gather;
 use super::s3copy::{self, Destination};
 use super::{Context, Signals};
 use crate::bundle::Record;
@@ -148,11 +149,6 @@ fn job(paths: &[OsString]) -> Result<Job> {
                 }
             }
             let (target, user) = target_user.unwrap_or_default();
-            if Fleet::parse(&target).is_some() {
-                return Err(Error::usage(
-                    "downloads come from one instance; several targets are for uploads",
-                ));
-            }
             Ok(Job::Download {
                 sources: paths,
                 target,
@@ -171,7 +167,7 @@ fn run_as(user: &Option<String>, sudo: bool) -> RunAs {
     }
 }
 
-fn interrupted() -> Error {
+pub(super) fn interrupted() -> Error {
     Error::new(
         Kind::Interrupted,
         "interrupted; nothing partial was left in place",
@@ -571,6 +567,38 @@ async fn download(
             "--sync and --delete apply to uploads; downloads always copy everything",
         ));
     }
+    match Fleet::parse(target) {
+        Some(fleet) => {
+            let job = gather::Gather {
+                global,
+                args,
+                run_as,
+                sources,
+                dest,
+            };
+            gather::download(job, fleet?, signals, reporter).await
+        }
+        None => {
+            download_one(
+                global, args, target, run_as, sources, dest, signals, reporter,
+            )
+            .await
+        }
+    }
+}
+
+/// A download from one instance, over sessions or through S3.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn download_one(
+    global: &Global,
+    args: &CopyArgs,
+    target: &str,
+    run_as: &RunAs,
+    sources: &[Vec<u8>],
+    dest: &std::path::Path,
+    signals: &mut Signals,
+    reporter: &Reporter,
+) -> Result<Summary> {
     let ctx = Context::new(global, target).await?;
     if args.transport == TransportChoice::S3 {
         let job = s3copy::DownloadJob {

@@ -3,7 +3,9 @@
 pub mod copy;
 pub mod doctor;
 pub mod exec;
+pub mod fleet;
 pub mod forward;
+pub mod gather;
 pub mod gc;
 pub mod s3copy;
 

@@ -5,6 +5,7 @@
 //! the listing and the files' bytes with a presigned PUT, ssmcp places them as a
 //! session download would. The object is removed on every way out.
 
+use super::fleet::{self, Outcome};
 use super::Signals;
 use crate::aws;
 use crate::aws_error::from_sdk;
@@ -152,7 +153,7 @@ async fn export_and_receive(
         return Err(if results.is_empty() {
             Error::protocol("Run Command reported no invocation for the instance")
         } else {
-            fleet_failure(&results, &failed)
+            fleet::failure(&results, &failed)
         });
     }
     let mut body = tokio::io::BufReader::new(staging.read().await?);
@@ -161,16 +162,6 @@ async fn export_and_receive(
         warn(reporter, !job.quiet && !job.args.json, &w);
     }
     Ok(summary)
-}
-
-/// One instance's outcome.
-struct Outcome {
-    instance: String,
-    ok: bool,
-    files: u64,
-    bytes: u64,
-    /// Why it failed, and the error it maps to.
-    failure: Option<Error>,
 }
 
 /// The run's object in the bucket, noted in the journal before anything exists.
@@ -265,7 +256,7 @@ pub async fn upload(job: Job<'_>, signals: &mut Signals, reporter: &Reporter) ->
     let work = stage_and_run(&job, &staging, &command, reporter);
     let show = !job.quiet && !job.args.json;
     let results = guarded(job.ssm, &staging, &command, work, signals, reporter, show).await?;
-    report(&results, reporter, job.args.json || job.quiet);
+    fleet::report(&results, reporter, job.args.json || job.quiet);
     let failed: Vec<&Outcome> = results.iter().filter(|o| !o.ok).collect();
     if failed.is_empty() {
         let first = results.first();
@@ -275,7 +266,7 @@ pub async fn upload(job: Job<'_>, signals: &mut Signals, reporter: &Reporter) ->
             ..Summary::default()
         });
     }
-    Err(fleet_failure(&results, &failed))
+    Err(fleet::failure(&results, &failed))
 }
 
 async fn stage_and_run(
@@ -516,70 +507,6 @@ fn tail(stderr: &str) -> String {
     let cut = t.len().saturating_sub(TAIL);
     let start = (cut..t.len()).find(|&i| t.is_char_boundary(i)).unwrap_or(0);
     format!(": {}", &t[start..])
-}
-
-fn report(results: &[Outcome], reporter: &Reporter, no_table: bool) {
-    for o in results {
-        reporter.event(json!({
-            "event": "instance",
-            "instance": o.instance,
-            "ok": o.ok,
-            "files": o.files,
-            "bytes": o.bytes,
-            "error": o.failure.as_ref().map(|e| e.message.clone()),
-            "exit_code": o.failure.as_ref().map_or(0, |e| e.kind.exit_code()),
-        }));
-    }
-    if no_table || results.len() < 2 {
-        return;
-    }
-    let mut table = format!(
-        "{:<22} {:<7} {:>7} {:>14}  DETAIL\n",
-        "INSTANCE", "RESULT", "FILES", "BYTES"
-    );
-    for o in results {
-        let detail = o.failure.as_ref().map(|e| e.message.as_str()).unwrap_or("");
-        table.push_str(&format!(
-            "{:<22} {:<7} {:>7} {:>14}  {detail}\n",
-            o.instance,
-            if o.ok { "ok" } else { "FAILED" },
-            o.files,
-            o.bytes
-        ));
-    }
-    reporter.finish();
-    eprint!("{table}");
-}
-
-/// The error for a run in which some instances failed: which, and why.
-fn fleet_failure(results: &[Outcome], failed: &[&Outcome]) -> Error {
-    let first = failed[0].failure.as_ref();
-    if results.len() == 1 {
-        if let Some(e) = first {
-            return e.clone();
-        }
-    }
-    let names: Vec<String> = failed
-        .iter()
-        .map(|o| {
-            let why = o
-                .failure
-                .as_ref()
-                .map(|e| e.message.as_str())
-                .unwrap_or("failed");
-            format!("{} ({why})", o.instance)
-        })
-        .collect();
-    Error::new(
-        first.map_or(Kind::Transfer, |e| e.kind),
-        format!(
-            "{} of {} instances failed: {}",
-            failed.len(),
-            results.len(),
-            names.join("; ")
-        ),
-    )
-    .hint("the other instances have the files; rerun the copy for the failed ones")
 }
 
 /// `-l` is in Kbit/s, as scp's.

@@ -1,0 +1,219 @@
+//! Downloads from several instances (`ssmcp -r i-a,i-b:/var/log/app ./logs`, `tag:K=V`,
+//! `name:web-*`). Each instance's files land in `DEST/<instance id>/`, as Ansible's
+//! fetch does, so instances holding the same paths cannot overwrite one another.
+//! Every instance is an ordinary download (same transports, verification and cleanup);
+//! this module only spreads them with `--max-concurrency`, stops starting new ones past
+//! `--max-errors` or on ^C, and reports each instance.
+
+use super::copy::{download_one, interrupted};
+use super::fleet::{self, Outcome};
+use super::Signals;
+use crate::cli::{CopyArgs, Global};
+use crate::error::{Error, Kind, Result};
+use crate::instances;
+use crate::progress::Reporter;
+use crate::remote::RunAs;
+use crate::target::Fleet;
+use crate::transport::{Progress, Summary};
+use futures_util::StreamExt;
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+pub struct Gather<'a> {
+    pub global: &'a Global,
+    pub args: &'a CopyArgs,
+    pub run_as: &'a RunAs,
+    pub sources: &'a [Vec<u8>],
+    pub dest: &'a Path,
+}
+
+pub async fn download(
+    job: Gather<'_>,
+    fleet: Fleet,
+    signals: &mut Signals,
+    reporter: &Reporter,
+) -> Result<Summary> {
+    if !job.dest.is_dir() {
+        return Err(Error::usage(format!(
+            "a download from {} goes into a directory with one subdirectory per instance; '{}' is not an existing directory",
+            fleet.describe(),
+            job.dest.display()
+        ))
+        .hint("create it first (mkdir -p DEST)"));
+    }
+    let ids = instances_of(&job, fleet, reporter).await?;
+    let parallel = if job.args.dry_run {
+        1
+    } else {
+        fleet::count_of(&job.args.max_concurrency, ids.len(), 1, "--max-concurrency")?
+    };
+    let max_errors = fleet::count_of(&job.args.max_errors, ids.len(), 0, "--max-errors")?;
+    reporter.note(&format!(
+        "downloading from {} instances, {parallel} at a time, into {}/<instance id>/",
+        ids.len(),
+        job.dest.display()
+    ));
+    // The instances' own progress would fight over one bar; the table reports them.
+    let silent = Reporter::new(false, true, false);
+    let each = if job.args.dry_run { reporter } else { &silent };
+    let stop = AtomicBool::new(false);
+    let interrupted_by_user = AtomicBool::new(false);
+    let failures = AtomicUsize::new(0);
+    let one = |id: String| {
+        let (job, stop, failures) = (&job, &stop, &failures);
+        async move {
+            // Registered before the stop check, so a ^C is either seen here or there.
+            let mut own = Signals::register();
+            if stop.load(Ordering::SeqCst) {
+                return not_started(id);
+            }
+            let into = instance_dir(job.dest, &id);
+            let r = download_one(
+                job.global,
+                job.args,
+                &id,
+                job.run_as,
+                job.sources,
+                &into,
+                &mut own,
+                each,
+            )
+            .await;
+            match r {
+                Ok(s) => Outcome {
+                    instance: id,
+                    ok: true,
+                    files: s.files,
+                    bytes: s.bytes,
+                    failure: None,
+                },
+                Err(e) => {
+                    if failures.fetch_add(1, Ordering::SeqCst) + 1 > max_errors
+                        || e.kind == Kind::Interrupted
+                    {
+                        stop.store(true, Ordering::SeqCst);
+                    }
+                    Outcome {
+                        instance: id,
+                        ok: false,
+                        files: 0,
+                        bytes: 0,
+                        failure: Some(e),
+                    }
+                }
+            }
+        }
+    };
+    let work = futures_util::stream::iter(ids)
+        .map(one)
+        .buffer_unordered(parallel)
+        .collect::<Vec<Outcome>>();
+    tokio::pin!(work);
+    let mut results = loop {
+        tokio::select! {
+            r = &mut work => break r,
+            _ = signals.recv() => {
+                interrupted_by_user.store(true, Ordering::SeqCst);
+                stop.store(true, Ordering::SeqCst);
+            }
+        }
+    };
+    results.sort_by(|a, b| a.instance.cmp(&b.instance));
+    fleet::report(&results, reporter, job.args.json || job.global.quiet);
+    let interrupted_run = interrupted_by_user.load(Ordering::SeqCst)
+        || results.iter().any(|o| {
+            o.failure
+                .as_ref()
+                .is_some_and(|e| e.kind == Kind::Interrupted)
+        });
+    if interrupted_run {
+        return Err(interrupted());
+    }
+    let failed: Vec<&Outcome> = results.iter().filter(|o| !o.ok).collect();
+    if failed.is_empty() {
+        return Ok(Summary {
+            files: results.iter().map(|o| o.files).sum(),
+            bytes: results.iter().map(|o| o.bytes).sum(),
+            ..Summary::default()
+        });
+    }
+    let mut err = fleet::failure(&results, &failed);
+    // The class is that of the first instance that failed, not of one never started.
+    if let Some(kind) = failed
+        .iter()
+        .filter_map(|o| o.failure.as_ref())
+        .find(|e| !e.message.starts_with(NOT_STARTED))
+        .map(|e| e.kind)
+    {
+        err.kind = kind;
+    }
+    Err(err)
+}
+
+const NOT_STARTED: &str = "not started";
+
+fn not_started(id: String) -> Outcome {
+    Outcome {
+        instance: id,
+        ok: false,
+        files: 0,
+        bytes: 0,
+        failure: Some(Error::new(
+            Kind::Transfer,
+            format!("{NOT_STARTED}: the run stopped (--max-errors reached, or interrupted)"),
+        )),
+    }
+}
+
+/// `DEST/<id>/`: the trailing slash makes the download create it, with the usual rules
+/// inside (a directory source lands as `DEST/<id>/NAME`).
+fn instance_dir(dest: &Path, id: &str) -> PathBuf {
+    let mut bytes = dest.as_os_str().to_owned().into_vec();
+    if !bytes.ends_with(b"/") {
+        bytes.push(b'/');
+    }
+    bytes.extend_from_slice(id.as_bytes());
+    bytes.push(b'/');
+    PathBuf::from(OsString::from_vec(bytes))
+}
+
+async fn instances_of(job: &Gather<'_>, fleet: Fleet, reporter: &Reporter) -> Result<Vec<String>> {
+    let g = job.global;
+    if let Fleet::Instances(ids) = fleet {
+        return Ok(ids);
+    }
+    let (conf, ssm, _) = super::load_aws(g, g.region.clone(), g.profile.clone()).await?;
+    match fleet {
+        Fleet::Instances(ids) => Ok(ids),
+        Fleet::Tag { key, value } => instances::by_tag(&ssm, &key, &value).await,
+        Fleet::Named(pattern) => {
+            let found = instances::by_name_pattern(&conf, &ssm, &pattern).await?;
+            for id in &found.unmanaged {
+                if !g.quiet {
+                    eprintln!("ssmcp: warning: {id} is named like '{pattern}' but Systems Manager does not manage it; left out");
+                }
+            }
+            reporter.note(&format!("name:{pattern} is {}", found.managed.join(", ")));
+            Ok(found.managed)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_instance_gets_a_directory_of_its_own() {
+        assert_eq!(
+            instance_dir(Path::new("logs"), "i-0123"),
+            PathBuf::from("logs/i-0123/")
+        );
+        assert_eq!(
+            instance_dir(Path::new("logs/"), "i-0123").as_os_str(),
+            "logs/i-0123/"
+        );
+    }
+}
