@@ -507,6 +507,20 @@ async fn moto_as_the_s3_server_up_down_and_interrupt() {
     assert_eq!(snapshot(&src, true), snapshot(&back, true));
     assert_eq!(moto.leftovers().await, Vec::<String>::new());
 
+    // And as a download too big for one PUT (told 6 MiB): presigned parts on moto.
+    let parts = h.local().join("parts");
+    let in_parts = [
+        ("AWS_ENDPOINT_URL_S3", Some(moto.url.as_str())),
+        ("SSMCP_S3_PUT_LIMIT", Some("6291456")),
+    ];
+    let mut args = s3_args(&["-r", "-v"]);
+    args.extend([from.as_str(), s(&parts)]);
+    let (code, _, err) = h.run_env(&in_parts, &args).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("the instance uploads"), "{err}");
+    assert_eq!(snapshot(&src, false), snapshot(&parts, false));
+    assert_eq!(moto.leftovers().await, Vec::<String>::new());
+
     // ^C while the multipart upload is under way.
     let big = h.local().join("big.bin");
     std::fs::write(&big, pattern(3, 40 << 20)).unwrap();
@@ -761,4 +775,54 @@ async fn a_download_from_instances_named_like_a_pattern_goes_through_s3() {
         "{out_json}"
     );
     assert_eq!(h.sim.s3_leftovers(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_download_too_big_for_one_put_goes_up_in_parts() {
+    // S3 takes at most 5 GiB in one PUT; here the simulated S3 takes 6 MiB, and ssmcp is
+    // told the same, so a 21 MiB download must travel as a multipart upload.
+    const LIMIT: u64 = 6 << 20;
+    let h = Harness::new(SimConfig {
+        s3_max_put: LIMIT,
+        ..fast()
+    })
+    .await;
+    let tree = h.remote().join("data");
+    make_tree(&tree, 30, 21 << 20);
+    let limit = LIMIT.to_string();
+    let env = [("SSMCP_S3_PUT_LIMIT", Some(limit.as_str()))];
+    let down = h.local().join("down");
+    let (code, out, err) = h
+        .run_env(
+            &env,
+            &s3_args(&["-r", "-v", "--json", &format!("{INSTANCE}:data"), s(&down)]),
+        )
+        .await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(snapshot(&tree, false), snapshot(&down, false));
+    assert!(
+        out.contains("uploads 4 parts of up to 6291456 bytes"),
+        "{out}"
+    );
+    assert_eq!(h.sim.s3_leftovers(), Vec::<String>::new());
+    let tmp = h.instances.path().join(format!("{INSTANCE}.tmp"));
+    let spools: Vec<_> = std::fs::read_dir(&tmp).unwrap().flatten().collect();
+    assert!(spools.is_empty(), "spools left on the instance: {spools:?}");
+
+    // Without being told, the one PUT is refused as S3 refuses it, and nothing stays.
+    let (code, _, err) = h
+        .run(&s3_args(&[
+            "-r",
+            &format!("{INSTANCE}:data"),
+            s(&h.local().join("again")),
+        ]))
+        .await;
+    assert!(
+        (code == 68 && err.contains("HTTP 400"))
+            || (code == 74 && err.contains("S3 closed the connection")),
+        "{code}: {err}"
+    );
+    assert!(!h.local().join("again").exists());
+    assert_eq!(h.sim.s3_leftovers(), Vec::<String>::new());
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
 }

@@ -5,7 +5,7 @@
 
 use crate::error::{Error, Kind, Result};
 use crate::progress::Reporter;
-use serde_json::json;
+use serde_json::{json, Value};
 
 /// One instance's outcome.
 pub struct Outcome {
@@ -15,6 +15,32 @@ pub struct Outcome {
     pub bytes: u64,
     /// Why it failed, and the error it maps to.
     pub failure: Option<Error>,
+    /// What the instance's receiver answered when it succeeded (S3 transport).
+    pub answer: Option<Value>,
+}
+
+impl Outcome {
+    pub fn done(instance: String, files: u64, bytes: u64) -> Outcome {
+        Outcome {
+            instance,
+            ok: true,
+            files,
+            bytes,
+            failure: None,
+            answer: None,
+        }
+    }
+
+    pub fn failed(instance: String, why: Error) -> Outcome {
+        Outcome {
+            instance,
+            ok: false,
+            files: 0,
+            bytes: 0,
+            failure: Some(why),
+            answer: None,
+        }
+    }
 }
 
 pub fn report(results: &[Outcome], reporter: &Reporter, no_table: bool) {

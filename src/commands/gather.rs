@@ -82,26 +82,14 @@ pub async fn download(
             )
             .await;
             match r {
-                Ok(s) => Outcome {
-                    instance: id,
-                    ok: true,
-                    files: s.files,
-                    bytes: s.bytes,
-                    failure: None,
-                },
+                Ok(s) => Outcome::done(id, s.files, s.bytes),
                 Err(e) => {
                     if failures.fetch_add(1, Ordering::SeqCst) + 1 > max_errors
                         || e.kind == Kind::Interrupted
                     {
                         stop.store(true, Ordering::SeqCst);
                     }
-                    Outcome {
-                        instance: id,
-                        ok: false,
-                        files: 0,
-                        bytes: 0,
-                        failure: Some(e),
-                    }
+                    Outcome::failed(id, e)
                 }
             }
         }
@@ -155,16 +143,13 @@ pub async fn download(
 const NOT_STARTED: &str = "not started";
 
 fn not_started(id: String) -> Outcome {
-    Outcome {
-        instance: id,
-        ok: false,
-        files: 0,
-        bytes: 0,
-        failure: Some(Error::new(
+    Outcome::failed(
+        id,
+        Error::new(
             Kind::Transfer,
             format!("{NOT_STARTED}: the run stopped (--max-errors reached, or interrupted)"),
-        )),
-    }
+        ),
+    )
 }
 
 /// `DEST/<id>/`: the trailing slash makes the download create it, with the usual rules

@@ -22,7 +22,7 @@ use crate::transport::{remote_failure, PlaceOptions, Progress, Summary};
 use aws_sdk_ssm::types::{CommandInvocationStatus, CommandStatus, Target as RunTarget};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// How long the presigned URL works. Instances start at most MaxConcurrency at a time,
@@ -123,7 +123,7 @@ pub async fn download(
         .hint("leave out --transport s3; downloads over sessions honour both"));
     }
     let staging = staging(job.conf, job.args, reporter).await?;
-    let command = OnceLock::new();
+    let command = Mutex::new(None);
     let work = export_and_receive(&job, &staging, &command, reporter);
     let show = !job.quiet && !job.args.json;
     guarded(job.ssm, &staging, &command, work, signals, reporter, show).await
@@ -132,29 +132,28 @@ pub async fn download(
 async fn export_and_receive(
     job: &DownloadJob<'_>,
     staging: &Staging,
-    command: &OnceLock<String>,
+    command: &Current,
     reporter: &Reporter,
 ) -> Result<Summary> {
     reporter.note(&format!(
         "transport s3: {} uploads the files to s3://{}/{}",
         job.instance, staging.bucket, staging.key
     ));
+    let put_limit = put_limit()?;
     let mut request = stream::list_request(&job.pull);
     let (url, headers) = staging.presign_put(URL_LIFETIME).await?;
     request["url"] = json!(url);
     request["headers"] = json!(headers);
-    let script = run_command_script(job.run_as, RunMode::Export, &request.to_string());
-    let destination = Destination::one(&job.instance);
-    let command_id = send(job.ssm, &destination, job.args, &script).await?;
-    let _ = command.set(command_id.clone());
-    let results = wait(job.ssm, &command_id, job.run_as, reporter).await?;
-    let failed: Vec<&Outcome> = results.iter().filter(|o| !o.ok).collect();
-    if !failed.is_empty() || results.is_empty() {
-        return Err(if results.is_empty() {
-            Error::protocol("Run Command reported no invocation for the instance")
-        } else {
-            fleet::failure(&results, &failed)
-        });
+    request["put_limit"] = json!(put_limit);
+    let answer = run_on_instance(job, RunMode::Export, &request, command, reporter).await?;
+    // Too big for one PUT: the instance kept its spool and now uploads it in parts.
+    if let Some(spool) = answer["spool"].as_str() {
+        let size = answer["bytes"].as_u64().unwrap_or(0);
+        let sent = upload_spool_in_parts(job, staging, spool, size, put_limit, command, reporter);
+        if let Err(e) = sent.await {
+            discard_spool(job, spool).await;
+            return Err(e);
+        }
     }
     let mut body = tokio::io::BufReader::new(staging.read().await?);
     let (summary, warnings) = stream::receive_spooled(&mut body, &job.pull, reporter).await?;
@@ -162,6 +161,131 @@ async fn export_and_receive(
         warn(reporter, !job.quiet && !job.args.json, &w);
     }
     Ok(summary)
+}
+
+/// Run the receiver in `mode` on the download's instance; its answer when it succeeded.
+async fn run_on_instance(
+    job: &DownloadJob<'_>,
+    mode: RunMode,
+    request: &Value,
+    command: &Current,
+    reporter: &Reporter,
+) -> Result<Value> {
+    let script = run_command_script(job.run_as, mode, &request.to_string());
+    let command_id = send(job.ssm, &Destination::one(&job.instance), job.args, &script).await?;
+    note_command(command, &command_id);
+    let results = wait(job.ssm, &command_id, job.run_as, reporter).await?;
+    let failed: Vec<&Outcome> = results.iter().filter(|o| !o.ok).collect();
+    if results.is_empty() {
+        return Err(Error::protocol(
+            "Run Command reported no invocation for the instance",
+        ));
+    }
+    if !failed.is_empty() {
+        return Err(fleet::failure(&results, &failed));
+    }
+    Ok(results
+        .into_iter()
+        .next()
+        .and_then(|o| o.answer)
+        .unwrap_or_default())
+}
+
+/// S3's ceiling for one PUT. `SSMCP_S3_PUT_LIMIT` (bytes) lowers it, for S3-compatible
+/// stores with a smaller one, and for tests that reach it with small files.
+fn put_limit() -> Result<u64> {
+    const S3_MAX_PUT: u64 = 5 << 30;
+    match std::env::var("SSMCP_S3_PUT_LIMIT") {
+        Err(_) => Ok(S3_MAX_PUT),
+        Ok(v) => match v.parse::<u64>() {
+            Ok(n) if (MIN_PART..=S3_MAX_PUT).contains(&n) => Ok(n),
+            _ => Err(Error::usage(format!(
+                "SSMCP_S3_PUT_LIMIT={v} is not a size in bytes between 5 MiB and 5 GiB"
+            ))),
+        },
+    }
+}
+
+/// S3's smallest part but the last, and its most parts per upload.
+const MIN_PART: u64 = 5 << 20;
+const MAX_PARTS: u64 = 10_000;
+
+/// How a spool of `size` bytes is cut: (part size, parts). A few big parts (the
+/// instance sends four at a time), each at most `put_limit`, on MiB boundaries.
+fn cut_in_parts(size: u64, put_limit: u64) -> Result<(u64, u64)> {
+    const MIB: u64 = 1 << 20;
+    let wanted = size.div_ceil(4).div_ceil(MIB) * MIB;
+    let part = wanted.clamp(MIN_PART, put_limit.max(MIN_PART));
+    let parts = size.div_ceil(part).max(1);
+    if parts > MAX_PARTS {
+        return Err(Error::usage(format!(
+            "{size} bytes is more than S3 takes in one multipart upload ({MAX_PARTS} parts of {part} bytes)"
+        ))
+        .hint("download over sessions instead (leave out --transport s3)"));
+    }
+    Ok((part, parts))
+}
+
+/// The second command of a big download: S3 takes the spool in parts, through part
+/// URLs the instance fetches from the run's own key (a list of URLs would make the
+/// command too long), and ssmcp completes the upload from the ETags the instance saw.
+#[allow(clippy::too_many_arguments)]
+async fn upload_spool_in_parts(
+    job: &DownloadJob<'_>,
+    staging: &Staging,
+    spool: &str,
+    size: u64,
+    put_limit: u64,
+    command: &Current,
+    reporter: &Reporter,
+) -> Result<()> {
+    let (part_size, parts) = cut_in_parts(size, put_limit)?;
+    reporter.note(&format!(
+        "transport s3: {size} bytes is more than one PUT takes; the instance uploads {parts} parts of up to {part_size} bytes"
+    ));
+    let upload_id = staging.start_presigned_parts().await?;
+    let mut urls = Vec::new();
+    let mut headers = Vec::new();
+    for number in 1..=parts {
+        let number = i32::try_from(number).map_err(|_| Error::protocol("too many parts"))?;
+        let (url, h) = staging
+            .presign_part(&upload_id, number, URL_LIFETIME)
+            .await?;
+        urls.push(url);
+        headers = h;
+    }
+    let plan = json!({"part_size": part_size, "urls": urls, "headers": headers});
+    staging.put_small(plan.to_string().into_bytes()).await?;
+    let request = json!({"spool": spool, "url": staging.presign_get(URL_LIFETIME).await?});
+    let answer = run_on_instance(job, RunMode::Parts, &request, command, reporter).await?;
+    let etags: Vec<String> = answer["etags"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.as_str().map(str::to_string))
+        .collect();
+    if etags.len() as u64 != parts || etags.iter().any(String::is_empty) {
+        return Err(Error::protocol(format!(
+            "the instance reported {} part ETags for {parts} parts",
+            etags.len()
+        )));
+    }
+    staging.complete_presigned_parts(&upload_id, &etags).await
+}
+
+/// Best effort, without waiting: have the instance remove a spool no command will
+/// upload now (a receiver that cannot run leaves it to the next export's reaping).
+async fn discard_spool(job: &DownloadJob<'_>, spool: &str) {
+    let request = json!({ "spool": spool });
+    let script = run_command_script(job.run_as, RunMode::Parts, &request.to_string());
+    let _ = send(job.ssm, &Destination::one(&job.instance), job.args, &script).await;
+}
+
+/// The Run Command command under way, where an interrupt can find it to cancel it.
+type Current = Mutex<Option<String>>;
+
+fn note_command(current: &Current, id: &str) {
+    *current.lock().unwrap_or_else(|p| p.into_inner()) = Some(id.to_string());
 }
 
 /// The run's object in the bucket, noted in the journal before anything exists.
@@ -213,7 +337,7 @@ fn no_session_only_flags(args: &CopyArgs) -> Result<()> {
 async fn guarded<T>(
     ssm: &aws_sdk_ssm::Client,
     staging: &Staging,
-    command: &OnceLock<String>,
+    command: &Current,
     work: impl std::future::Future<Output = Result<T>>,
     signals: &mut Signals,
     reporter: &Reporter,
@@ -228,7 +352,8 @@ async fn guarded<T>(
     };
     if let Err(e) = &outcome {
         if e.kind == Kind::Interrupted {
-            if let Some(id) = command.get() {
+            let current = command.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            if let Some(id) = current {
                 let _ = ssm.cancel_command().command_id(id).send().await;
             }
         }
@@ -252,7 +377,7 @@ pub async fn upload(job: Job<'_>, signals: &mut Signals, reporter: &Reporter) ->
     let staging = staging(job.conf, job.args, reporter).await?;
     reporter.plan(job.plan.files, job.plan.bytes);
     // The command under way, where an interrupt can find it.
-    let command = OnceLock::new();
+    let command = Mutex::new(None);
     let work = stage_and_run(&job, &staging, &command, reporter);
     let show = !job.quiet && !job.args.json;
     let results = guarded(job.ssm, &staging, &command, work, signals, reporter, show).await?;
@@ -272,7 +397,7 @@ pub async fn upload(job: Job<'_>, signals: &mut Signals, reporter: &Reporter) ->
 async fn stage_and_run(
     job: &Job<'_>,
     staging: &Staging,
-    command: &OnceLock<String>,
+    command: &Current,
     reporter: &Reporter,
 ) -> Result<Vec<Outcome>> {
     reporter.note(&format!(
@@ -297,7 +422,7 @@ async fn stage_and_run(
     request["url"] = json!(url);
     let script = run_command_script(job.run_as, RunMode::Pull, &request.to_string());
     let command_id = send(job.ssm, &job.destination, job.args, &script).await?;
-    let _ = command.set(command_id.clone());
+    note_command(command, &command_id);
     wait(job.ssm, &command_id, job.run_as, reporter).await
 }
 
@@ -348,7 +473,7 @@ async fn wait(
             let outcome = outcome_of(ssm, command_id, &instance, &status, run_as).await?;
             match &outcome.failure {
                 None => reporter.note(&format!(
-                    "{instance}: placed {} files, {} bytes",
+                    "{instance}: finished ({} files, {} bytes)",
                     outcome.files, outcome.bytes
                 )),
                 Some(e) => reporter.note(&format!("{instance}: failed: {}", e.message)),
@@ -427,36 +552,31 @@ async fn outcome_of(
     let stdout = inv.standard_output_content().unwrap_or_default();
     let stderr = inv.standard_error_content().unwrap_or_default();
     let details = inv.status_details().unwrap_or_default();
-    let mut outcome = Outcome {
-        instance: instance.to_string(),
-        ok: false,
-        files: 0,
-        bytes: 0,
-        failure: None,
-    };
+    let instance = instance.to_string();
     let result: Option<Value> = stdout
         .lines()
         .find_map(|l| l.strip_prefix(RESULT_MARKER))
         .and_then(|j| serde_json::from_str(j).ok());
-    match result {
+    Ok(match result {
         Some(r) if r["ok"].as_bool() == Some(true) => {
-            outcome.ok = true;
-            outcome.files = r["files"].as_u64().unwrap_or(0);
-            outcome.bytes = r["bytes"].as_u64().unwrap_or(0);
+            let files = r["files"].as_u64().unwrap_or(0);
+            let bytes = r["bytes"].as_u64().unwrap_or(0);
+            Outcome {
+                answer: Some(r),
+                ..Outcome::done(instance, files, bytes)
+            }
         }
         Some(r) => {
             let class = r["class"].as_str().unwrap_or("protocol");
             let message = r["error"].as_str().unwrap_or("failed");
-            outcome.failure = Some(receiver_failure(class, message));
+            Outcome::failed(instance, receiver_failure(class, message))
         }
-        None => {
-            outcome.failure = Some(
-                sudo_refusal(run_as, stderr)
-                    .unwrap_or_else(|| no_result(status, details, inv.response_code(), stderr)),
-            );
-        }
-    }
-    Ok(outcome)
+        None => Outcome::failed(
+            instance,
+            sudo_refusal(run_as, stderr)
+                .unwrap_or_else(|| no_result(status, details, inv.response_code(), stderr)),
+        ),
+    })
 }
 
 fn receiver_failure(class: &str, message: &str) -> Error {
@@ -512,4 +632,20 @@ fn tail(stderr: &str) -> String {
 /// `-l` is in Kbit/s, as scp's.
 fn limit(args: &CopyArgs) -> Option<u64> {
     args.limit.map(|kbit| kbit * 1000 / 8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spools_are_cut_in_a_few_parts_within_s3s_limits() {
+        const MIB: u64 = 1 << 20;
+        const GIB: u64 = 1 << 30;
+        assert_eq!(cut_in_parts(6 * GIB, 5 * GIB).unwrap(), (1536 * MIB, 4));
+        assert_eq!(cut_in_parts(100 * GIB, 5 * GIB).unwrap(), (5 * GIB, 20));
+        assert_eq!(cut_in_parts(20 * MIB, 6 * MIB).unwrap(), (5 * MIB, 4));
+        assert_eq!(cut_in_parts(7 * MIB, 6 * MIB).unwrap(), (5 * MIB, 2));
+        assert!(cut_in_parts(60_000 * GIB, 5 * GIB).is_err());
+    }
 }

@@ -41,6 +41,8 @@ pub enum RunMode {
     Pull,
     /// List sources and PUT them, with their bytes, to a presigned URL (downloads).
     Export,
+    /// Upload a spool `Export` kept (too big for one PUT) with presigned part URLs.
+    Parts,
 }
 
 /// The script for AWS-RunShellScript (S3 transport): the receiver in `mode`, with
@@ -50,6 +52,7 @@ pub fn run_command_script(run_as: &RunAs, mode: RunMode, request: &str) -> Strin
     let arg = match mode {
         RunMode::Pull => " pull",
         RunMode::Export => " export",
+        RunMode::Parts => " parts",
     };
     format!(
         "command -v python3 >/dev/null 2>&1 || {{ echo 'ssmcp: the instance has no python3, which the S3 transport needs' >&2; exit 127; }}\n\

@@ -4,7 +4,9 @@
 # With the argument "pull" it is started by Run Command instead (the S3 transport): it
 # reads one request line on stdin, fetches the bundle from the presigned URL in it and
 # places it exactly as an upload through a port session would be, then prints
-# "<RS>SSMCP-RESULT <json>".
+# "<RS>SSMCP-RESULT <json>". "export" (downloads through S3) lists and spools the
+# sources and uploads the spool with a presigned PUT; "parts" uploads a spool too big
+# for one PUT with presigned part URLs.
 #
 # It listens on 127.0.0.1 (random port) and prints "<RS>SSMCP-READY <port> <token>".
 # Port sessions then connect to it; each connection must present the token first, so no
@@ -853,39 +855,84 @@ def pull():
         sys.exit(1)
 
 
-MAX_PUT = 5 << 30  # S3's limit for one PUT
+SPOOL_PREFIX = "ssmcp-spool-"
+SPOOL_MAX_AGE = 24 * 3600
 
 
-def export():
-    """Run-Command mode for downloads through S3: the listing and every file's bytes,
-    exactly as a port session would receive them, spooled to a temporary file (S3 wants
-    the length first) and uploaded with the presigned PUT in the request."""
+def reap_spools():
+    """Remove spools a run left a day ago or more (it was killed between its two
+    commands); the temporary directory is the instance's own."""
     import tempfile
+    tmp = tempfile.gettempdir()
+    try:
+        names = os.listdir(tmp)
+    except OSError:
+        return
+    for name in names:
+        if name.startswith(SPOOL_PREFIX):
+            path = os.path.join(tmp, name)
+            try:
+                if time.time() - os.lstat(path).st_mtime > SPOOL_MAX_AGE:
+                    os.unlink(path)
+            except OSError:
+                pass
+
+
+def spool_path(name):
+    """A spool named in a request, only ever one of ours in the temporary directory."""
+    import tempfile
+    if name != os.path.basename(name) or not name.startswith(SPOOL_PREFIX):
+        raise Failure("protocol", "bad request: not a spool of ours: %s" % name)
+    return os.path.join(tempfile.gettempdir(), name)
+
+
+def s3_put(url, body, length, headers, what):
+    """One presigned PUT of `length` bytes from the file-like `body`; S3's ETag back."""
+    # urllib would label the body a form, which a server may try to parse.
+    h = {"Content-Length": str(length), "Content-Type": "application/octet-stream"}
+    h.update(headers)
+    put = urllib.request.Request(url, data=body, method="PUT", headers=h)
+    try:
+        resp = urllib.request.urlopen(put, timeout=120)
+        etag = resp.headers.get("ETag", "")
+        resp.close()
+        return etag
+    except urllib.error.HTTPError as e:
+        raise Failure("fetch", "S3 refused the upload of %s: HTTP %d %s" % (what, e.code, e.reason))
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        if isinstance(reason, ConnectionError):
+            # S3 answers early and closes when it will not take a body (too large, or
+            # refused); the sender then sees the closed connection, not the answer.
+            raise Failure("aborted", "S3 closed the connection during the upload of %s (%s); it may have refused it, e.g. as larger than it takes" % (what, reason))
+        raise Failure("fetch", "the instance cannot reach S3: %s" % reason)
+
+
+class Window:
+    """`length` bytes of a file from `offset`, read as urllib streams a body."""
+
+    def __init__(self, f, offset, length):
+        self.f, self.left = f, length
+        f.seek(offset)
+
+    def read(self, n=-1):
+        if self.left <= 0:
+            return b""
+        n = self.left if n is None or n < 0 else min(n, self.left)
+        data = self.f.read(n)
+        self.left -= len(data)
+        return data
+
+
+def run_marked(work):
+    """Run `work(request)` with the request on stdin; its answer, or its failure, as the
+    one marked result line. SIGTERM (a cancelled command) unwinds like an error, so
+    what `work` cleans up in `finally` is cleaned up then too."""
+    import signal
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     out = Marked(sys.stdout.buffer)
     try:
-        req = json.loads(sys.stdin.readline())
-        url = req.pop("url")
-        manifests, sizes = Manifests(), []
-        with tempfile.TemporaryFile() as spool:
-            op_list(req, spool, manifests, sizes)
-            ranges = [[i, 0, n] for i, n in enumerate(sizes) if n > 0]
-            op_read({"id": "m1", "ranges": ranges}, spool, manifests)
-            spool.flush()
-            length = spool.tell()
-            if length > MAX_PUT:
-                raise Failure("usage", "%d bytes is more than one S3 upload takes (5 GiB); download over sessions instead" % length)
-            spool.seek(0)
-            # urllib would label the body a form, which a server may try to parse.
-            headers = {"Content-Length": str(length), "Content-Type": "application/octet-stream"}
-            headers.update(dict(req.get("headers", [])))
-            put = urllib.request.Request(url, data=spool, method="PUT", headers=headers)
-            try:
-                urllib.request.urlopen(put, timeout=120).close()
-            except urllib.error.HTTPError as e:
-                raise Failure("fetch", "S3 refused the upload of the files: HTTP %d %s" % (e.code, e.reason))
-            except (urllib.error.URLError, OSError) as e:
-                raise Failure("fetch", "the instance cannot reach S3: %s" % getattr(e, "reason", e))
-        reply(out, {"ok": True, "bytes": length, "files": len(sizes)})
+        reply(out, work(json.loads(sys.stdin.readline())))
     except Failure as f:
         reply(out, {"ok": False, "class": f.cls, "error": f.message})
         sys.stderr.write("ssmcp: %s\n" % f.message)
@@ -899,12 +946,95 @@ def export():
         sys.exit(1)
 
 
+def export(req):
+    """Run-Command mode for downloads through S3: the listing and every file's bytes,
+    exactly as a port session would receive them, spooled to a temporary file (S3 wants
+    the length first) and uploaded with the presigned PUT in the request. A spool larger
+    than one PUT may carry (`put_limit`) is kept instead, for a second command that
+    uploads it in parts (`parts`)."""
+    import tempfile
+    reap_spools()
+    url = req.pop("url")
+    put_limit = int(req.pop("put_limit", 5 << 30))
+    manifests, sizes = Manifests(), []
+    spool = tempfile.NamedTemporaryFile(prefix=SPOOL_PREFIX, delete=False)
+    kept = False
+    try:
+        op_list(req, spool, manifests, sizes)
+        ranges = [[i, 0, n] for i, n in enumerate(sizes) if n > 0]
+        op_read({"id": "m1", "ranges": ranges}, spool, manifests)
+        spool.flush()
+        length = spool.tell()
+        answer = {"ok": True, "bytes": length, "files": len(sizes)}
+        if length > put_limit:
+            kept = True
+            answer["spool"] = os.path.basename(spool.name)
+            return answer
+        spool.seek(0)
+        s3_put(url, spool, length, dict(req.get("headers", [])), "the files")
+        return answer
+    finally:
+        spool.close()
+        if not kept:
+            os.unlink(spool.name)
+
+
+def parts(req):
+    """Upload a kept spool in parts: the part URLs (presigned UploadPart, one per part,
+    `part_size` bytes each but the last) are fetched from the presigned GET in the
+    request, so the command stays small; the spool is removed whatever happens. Without
+    a URL the spool is only removed (the run gave up between its commands)."""
+    path = spool_path(req["spool"])
+    try:
+        if not req.get("url"):
+            return {"ok": True, "bytes": 0, "files": 0}
+        plan = json.loads(fetch(req["url"]).read().decode())
+        size = os.path.getsize(path)
+        part_size, urls = int(plan["part_size"]), plan["urls"]
+        if part_size <= 0 or len(urls) != (size + part_size - 1) // part_size:
+            raise Failure("protocol", "bad request: %d part URLs for %d bytes" % (len(urls), size))
+        headers = dict(plan.get("headers", []))
+        etags = [None] * len(urls)
+        errors = []
+
+        def upload(i):
+            try:
+                with open(path, "rb") as f:
+                    offset = i * part_size
+                    length = min(part_size, size - offset)
+                    etags[i] = s3_put(urls[i], Window(f, offset, length), length, headers, "part %d" % (i + 1))
+            except Failure as e:
+                errors.append(e)
+            except OSError as e:
+                errors.append(os_failure("cannot read the spool", os.fsencode(path), e))
+
+        pending = list(range(len(urls)))
+        while pending and not errors:
+            batch, pending = pending[:4], pending[4:]
+            threads = [threading.Thread(target=upload, args=(i,)) for i in batch]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        if errors:
+            raise errors[0]
+        return {"ok": True, "bytes": size, "files": 0, "etags": etags}
+    finally:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
 def main():
     if sys.argv[1:] == ["pull"]:
         pull()
         return
     if sys.argv[1:] == ["export"]:
-        export()
+        run_marked(export)
+        return
+    if sys.argv[1:] == ["parts"]:
+        run_marked(parts)
         return
     token = binascii.hexlify(os.urandom(24))
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -119,7 +119,7 @@ impl Staging {
     }
 
     /// Start a multipart upload and note its id, in a task an interrupt cannot cut short.
-    async fn create_upload(&self) -> Result<String> {
+    async fn create_upload(&self, checksum: Option<ChecksumAlgorithm>) -> Result<String> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let request = self
             .s3
@@ -128,7 +128,7 @@ impl Staging {
             .key(&self.key)
             .set_server_side_encryption(self.sse())
             .set_ssekms_key_id(self.kms_key.clone())
-            .checksum_algorithm(ChecksumAlgorithm::Crc32);
+            .set_checksum_algorithm(checksum);
         let state = self.state.clone();
         let task = tokio::spawn(async move {
             let created = request
@@ -180,7 +180,7 @@ impl Staging {
             self.put_small(first).await?;
             return Ok(Staged { bytes });
         }
-        let upload_id = self.create_upload().await?;
+        let upload_id = self.create_upload(Some(ChecksumAlgorithm::Crc32)).await?;
         let mut running = JoinSet::new();
         let mut done = Vec::new();
         let mut bytes = 0u64;
@@ -229,11 +229,65 @@ impl Staging {
         Ok(Staged { bytes })
     }
 
+    /// Start a multipart upload whose parts another party sends through presigned URLs
+    /// (an instance, for a download too big for one PUT). It has no checksum algorithm:
+    /// that party cannot add per-part checksums, and the payload carries SHA-256s.
+    pub async fn start_presigned_parts(&self) -> Result<String> {
+        self.create_upload(None).await
+    }
+
+    /// A URL that lets its holder upload part `number` of `upload_id` for `expires`, and
+    /// the headers that PUT must carry.
+    pub async fn presign_part(
+        &self,
+        upload_id: &str,
+        number: i32,
+        expires: Duration,
+    ) -> Result<(String, Vec<(String, String)>)> {
+        let request = self
+            .s3
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .upload_id(upload_id)
+            .part_number(number)
+            .presigned(presigning(expires)?)
+            .await
+            .map_err(|e| from_sdk("UploadPart (presign)", e))?;
+        Ok(url_and_headers(&request))
+    }
+
+    /// Finish a multipart upload from the ETags its parts were answered with, in order.
+    pub async fn complete_presigned_parts(&self, upload_id: &str, etags: &[String]) -> Result<()> {
+        let parts = etags
+            .iter()
+            .zip(1..)
+            .map(|(etag, number)| {
+                CompletedPart::builder()
+                    .e_tag(etag)
+                    .part_number(number)
+                    .build()
+            })
+            .collect();
+        self.s3
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| from_sdk("CompleteMultipartUpload", e))?;
+        note_upload(&self.state, None)
+    }
+
     /// A URL that lets its holder write the object (one PUT) for `expires`, and the
     /// headers the PUT must carry (signed into the URL: the SSE-KMS ones).
     pub async fn presign_put(&self, expires: Duration) -> Result<(String, Vec<(String, String)>)> {
-        let config = PresigningConfig::expires_in(expires)
-            .map_err(|e| Error::usage(format!("bad presigned URL lifetime: {e}")))?;
         let request = self
             .s3
             .put_object()
@@ -241,14 +295,10 @@ impl Staging {
             .key(&self.key)
             .set_server_side_encryption(self.sse())
             .set_ssekms_key_id(self.kms_key.clone())
-            .presigned(config)
+            .presigned(presigning(expires)?)
             .await
             .map_err(|e| from_sdk("PutObject (presign)", e))?;
-        let headers = request
-            .headers()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        Ok((request.uri().to_string(), headers))
+        Ok(url_and_headers(&request))
     }
 
     /// The object's bytes as a stream (downloads: what the instance uploaded).
@@ -282,14 +332,12 @@ impl Staging {
 
     /// A URL that lets its holder read the object for `expires`, and nothing else.
     pub async fn presign_get(&self, expires: Duration) -> Result<String> {
-        let config = PresigningConfig::expires_in(expires)
-            .map_err(|e| Error::usage(format!("bad presigned URL lifetime: {e}")))?;
         let request = self
             .s3
             .get_object()
             .bucket(&self.bucket)
             .key(&self.key)
-            .presigned(config)
+            .presigned(presigning(expires)?)
             .await
             .map_err(|e| from_sdk("GetObject (presign)", e))?;
         Ok(request.uri().to_string())
@@ -382,6 +430,21 @@ impl Staging {
         // A poisoned lock still holds valid state.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+fn presigning(expires: Duration) -> Result<PresigningConfig> {
+    PresigningConfig::expires_in(expires)
+        .map_err(|e| Error::usage(format!("bad presigned URL lifetime: {e}")))
+}
+
+fn url_and_headers(
+    request: &aws_sdk_s3::presigning::PresignedRequest,
+) -> (String, Vec<(String, String)>) {
+    let headers = request
+        .headers()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    (request.uri().to_string(), headers)
 }
 
 /// Where a bucket lives and whether it answered this caller.

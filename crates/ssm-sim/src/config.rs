@@ -219,6 +219,9 @@ pub struct SimConfig {
     /// Buckets in another region than `region` (created too): requests signed for any
     /// other region get 301 PermanentRedirect with `x-amz-bucket-region`, as S3 answers.
     pub s3_bucket_regions: Vec<(String, String)>,
+    /// The most one PUT (object or part) may carry: 5 GiB as in S3; lower it to make
+    /// tests reach the limit with small files.
+    pub s3_max_put: u64,
     /// Where the S3 server keeps objects; `None` is a temporary directory.
     pub s3_root: Option<std::path::PathBuf>,
 }
@@ -245,6 +248,7 @@ impl Default for SimConfig {
             tls: false,
             s3_buckets: vec![DEFAULT_BUCKET.into()],
             s3_bucket_regions: Vec::new(),
+            s3_max_put: 5 << 30,
             s3_root: None,
         }
     }

@@ -93,6 +93,7 @@ impl Sim {
             &state.config.s3_buckets,
             regions,
             s3_encryption.clone(),
+            state.config.s3_max_put,
         )
         .await?;
         let acceptor = tls.map(|t| t.acceptor);

@@ -35,6 +35,7 @@ pub async fn serve(
     buckets: &[String],
     regions: Regions,
     encryption: EncryptionLog,
+    max_put: u64,
 ) -> std::io::Result<impl std::future::Future<Output = ()>> {
     for b in buckets
         .iter()
@@ -64,10 +65,14 @@ pub async fn serve(
                         && !bucket.is_empty()
                         && req.uri().path().trim_matches('/') == bucket;
                     note_encryption(&encryption, &req);
+                    let oversized = too_large(&req, max_put);
                     let service = service.clone();
                     async move {
                         if let Some(bucket) = missing {
                             return Ok::<_, s3s::HttpError>(no_such_bucket(&bucket));
+                        }
+                        if oversized {
+                            return Ok(entity_too_large(max_put));
                         }
                         if misdirected {
                             return Ok(elsewhere(&bucket, &region));
@@ -145,6 +150,31 @@ fn note_encryption(log: &EncryptionLog, req: &Request<Incoming>) {
         let line = format!("{} {} {sse} {key}", req.method(), req.uri().path());
         log.lock().unwrap_or_else(|p| p.into_inner()).push(line);
     }
+}
+
+/// S3 takes at most 5 GiB in one PUT, of an object or of a multipart part; s3s-fs takes
+/// anything. The limit is configurable so tests can reach it with small files.
+fn too_large(req: &Request<Incoming>, max_put: u64) -> bool {
+    req.method() == http::Method::PUT
+        && req
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|n| n > max_put)
+}
+
+fn entity_too_large(max_put: u64) -> http::Response<s3s::Body> {
+    let xml = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>EntityTooLarge</Code><Message>Your proposed upload exceeds the maximum allowed size</Message><MaxSizeAllowed>{max_put}</MaxSizeAllowed></Error>"
+    );
+    let mut resp = http::Response::new(s3s::Body::from(xml));
+    *resp.status_mut() = http::StatusCode::BAD_REQUEST;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/xml"),
+    );
+    resp
 }
 
 /// s3s-fs writes an object into a bucket that does not exist (it makes the directory);

@@ -45,7 +45,9 @@ impl ProcessEnv {
         }
     }
 
-    /// Environment every shell-type process gets, as the agent sets it (§8.1).
+    /// Environment every shell-type process gets, as the agent sets it (§8.1). An
+    /// instance with a home also gets a temporary directory of its own (`HOME.tmp`),
+    /// as a real instance has its own /tmp, so tests can see what it leaves there.
     fn vars(&self) -> Vec<(String, String)> {
         let mut env = vec![
             ("TERM".to_string(), "xterm-256color".to_string()),
@@ -53,12 +55,23 @@ impl ProcessEnv {
         ];
         if let Some(h) = &self.home {
             env.push(("HOME".to_string(), h.display().to_string()));
+            let tmp = tmp_dir(h);
+            if std::fs::create_dir_all(&tmp).is_ok() {
+                env.push(("TMPDIR".to_string(), tmp.display().to_string()));
+            }
         }
         if let Some(p) = &self.path {
             env.push(("PATH".to_string(), p.clone()));
         }
         env
     }
+}
+
+/// The temporary directory of the instance whose home is `home`.
+pub fn tmp_dir(home: &std::path::Path) -> PathBuf {
+    let mut name = home.as_os_str().to_owned();
+    name.push(".tmp");
+    PathBuf::from(name)
 }
 
 /// For an instance whose commands differ from this machine's: a directory of links to
