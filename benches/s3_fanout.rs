@@ -1,7 +1,8 @@
 //! The S3 transport against ssm-sim's S3 (s3s-fs) on loopback: one 1 GiB upload staged
-//! through S3 to one instance, and the same payload fanned out to 1, 10 and 50
-//! instances (Run Command, --max-concurrency 10, the default). Each instance pulls with
-//! python3 and verifies every SHA-256, so fan-out time includes their work too.
+//! through S3 to one instance and back down (one PUT, then presigned parts), a payload
+//! fanned out to 1, 10 and 50 instances (Run Command, --max-concurrency 10, the
+//! default), and downloaded back from 10. Each instance verifies every SHA-256, so the
+//! times include their work too.
 //!
 //! Run: `cargo bench --bench s3_fanout` (release build). `SSMCP_BENCH_QUICK=1` uses
 //! small sizes. Prints Markdown; docs/benchmarks.md records the figures.
@@ -50,8 +51,29 @@ async fn bench(quick: bool) {
         .ssmcp(s3(vec![f.display().to_string(), format!("{INSTANCE}:big")]))
         .await;
     row("upload via S3, one instance", n, &run);
-    std::fs::remove_file(b.remote().join("big")).unwrap();
     std::fs::remove_file(&f).unwrap();
+
+    // Back down: one presigned PUT, then the same through presigned parts (a ceiling
+    // lowered to n/3 makes it 4 parts, sent 4 at a time, as a 6 GiB download would be).
+    let down = |name: &str| {
+        vec![
+            format!("{INSTANCE}:big"),
+            local.join(name).display().to_string(),
+        ]
+    };
+    let run = b.ssmcp(s3(down("one-put"))).await;
+    row("download via S3, one PUT", n, &run);
+    let limit = (n / 3).max(6 * MIB).to_string();
+    let run = b
+        .ssmcp_env(
+            vec![("SSMCP_S3_PUT_LIMIT".into(), limit)],
+            s3(down("parts")),
+        )
+        .await;
+    row("download via S3, in 4 presigned parts", n, &run);
+    std::fs::remove_file(local.join("one-put")).unwrap();
+    std::fs::remove_file(local.join("parts")).unwrap();
+    std::fs::remove_file(b.remote().join("big")).unwrap();
 
     let payload = if quick { 4 * MIB } else { 32 * MIB };
     let f = local.join("payload");
@@ -77,6 +99,23 @@ async fn bench(quick: bool) {
         );
         assert!(b.sim.s3_leftovers().is_empty());
     }
+
+    // Downloads from several instances: the 10-instance fleet sends the payload back,
+    // each into its own directory, 10 at a time.
+    let gathered = local.join("gathered");
+    std::fs::create_dir_all(&gathered).unwrap();
+    let run = b
+        .ssmcp(s3(vec![
+            "tag:Fleet=n10:payload".into(),
+            gathered.display().to_string(),
+        ]))
+        .await;
+    println!(
+        "\n| download of {} MiB from 10 instances via S3 | {:.2} s | {:.2} s per instance |",
+        payload / MIB,
+        run.secs,
+        run.secs / 10.0
+    );
 }
 
 fn main() {

@@ -76,12 +76,12 @@ pub struct CopyArgs {
     pub transport: TransportChoice,
     #[command(flatten)]
     pub staging: StagingArgs,
-    /// Run Command rate control (s3 transport): instances copying at once, a number or a
-    /// percentage such as 10%.
+    /// Instances copying at once, a number or a percentage such as 10%: Run Command's
+    /// rate control for uploads through S3, ssmcp's own for downloads from several.
     #[arg(long, default_value = "10", value_name = "N|P%")]
     pub max_concurrency: String,
-    /// Run Command rate control: failed instances tolerated before the rest are not
-    /// started, a number or a percentage. The copy still exits non-zero if any failed.
+    /// Failed instances tolerated before the rest are not started, a number or a
+    /// percentage (several targets). The copy still exits non-zero if any failed.
     #[arg(long, default_value = "0", value_name = "N|P%")]
     pub max_errors: String,
     /// Encrypt staged objects with this KMS key (id, ARN or alias/NAME): SSE-KMS. The

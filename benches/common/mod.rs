@@ -45,7 +45,13 @@ impl Bench {
     /// Run the release ssmcp to completion on a blocking thread; wait4 gives its own
     /// peak RSS (not the simulator's or the receiver's).
     pub async fn ssmcp(&self, args: Vec<String>) -> Run {
-        let env = self.sim.env();
+        self.ssmcp_env(Vec::new(), args).await
+    }
+
+    /// `ssmcp` with extra environment variables.
+    pub async fn ssmcp_env(&self, extra: Vec<(String, String)>, args: Vec<String>) -> Run {
+        let mut env = self.sim.env();
+        env.extend(extra);
         let home = self.home.path().to_path_buf();
         tokio::task::spawn_blocking(move || {
             #[allow(clippy::zombie_processes)] // reaped with wait4 for its rusage
