@@ -132,6 +132,11 @@ impl Sim {
                 config::SECRET_ACCESS_KEY.into(),
             ),
             ("AWS_REGION".into(), self.state.config.region.clone()),
+            // boto3 (and the AWS CLI v1) read only this one.
+            (
+                "AWS_DEFAULT_REGION".into(),
+                self.state.config.region.clone(),
+            ),
         ];
         if let Some(ca) = &self.ca_bundle {
             env.push(("AWS_CA_BUNDLE".into(), ca.display().to_string()));
