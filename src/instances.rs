@@ -109,6 +109,20 @@ pub struct Matched {
     pub unmanaged: Vec<String>,
 }
 
+impl Matched {
+    /// One warning per instance left out.
+    pub fn warnings(&self, pattern: &str) -> Vec<String> {
+        self.unmanaged
+            .iter()
+            .map(|id| format!("{id} is named like '{pattern}' but Systems Manager does not manage it; left out"))
+            .collect()
+    }
+
+    pub fn describe(&self, pattern: &str) -> String {
+        format!("name:{pattern} is {}", self.managed.join(", "))
+    }
+}
+
 /// The managed instances whose Name tag matches `pattern`.
 pub async fn by_name_pattern(
     conf: &aws_config::SdkConfig,

@@ -166,21 +166,22 @@ fn instance_dir(dest: &Path, id: &str) -> PathBuf {
 
 async fn instances_of(job: &Gather<'_>, fleet: Fleet, reporter: &Reporter) -> Result<Vec<String>> {
     let g = job.global;
-    if let Fleet::Instances(ids) = fleet {
-        return Ok(ids);
-    }
-    let (conf, ssm, _) = super::load_aws(g, g.region.clone(), g.profile.clone()).await?;
+    let aws = || super::load_aws(g, g.region.clone(), g.profile.clone());
     match fleet {
         Fleet::Instances(ids) => Ok(ids),
-        Fleet::Tag { key, value } => instances::by_tag(&ssm, &key, &value).await,
+        Fleet::Tag { key, value } => {
+            let (_, ssm, _) = aws().await?;
+            instances::by_tag(&ssm, &key, &value).await
+        }
         Fleet::Named(pattern) => {
+            let (conf, ssm, _) = aws().await?;
             let found = instances::by_name_pattern(&conf, &ssm, &pattern).await?;
-            for id in &found.unmanaged {
-                if !g.quiet {
-                    eprintln!("ssmcp: warning: {id} is named like '{pattern}' but Systems Manager does not manage it; left out");
+            if !g.quiet {
+                for w in found.warnings(&pattern) {
+                    eprintln!("ssmcp: warning: {w}");
                 }
             }
-            reporter.note(&format!("name:{pattern} is {}", found.managed.join(", ")));
+            reporter.note(&found.describe(&pattern));
             Ok(found.managed)
         }
     }

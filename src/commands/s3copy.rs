@@ -63,14 +63,10 @@ impl Destination {
             Fleet::Tag { key, value } => Destination::Tag { key, value },
             Fleet::Named(pattern) => {
                 let found = instances::by_name_pattern(conf, ssm, &pattern).await?;
-                for id in &found.unmanaged {
-                    warn(
-                        reporter,
-                        show_warnings,
-                        &format!("{id} is named like '{pattern}' but Systems Manager does not manage it; left out"),
-                    );
+                for w in found.warnings(&pattern) {
+                    warn(reporter, show_warnings, &w);
                 }
-                reporter.note(&format!("name:{pattern} is {}", found.managed.join(", ")));
+                reporter.note(&found.describe(&pattern));
                 Destination::Instances {
                     label: format!("{} ({} instances)", label, found.managed.len()),
                     ids: found.managed,
@@ -229,7 +225,6 @@ fn cut_in_parts(size: u64, put_limit: u64) -> Result<(u64, u64)> {
 /// The second command of a big download: S3 takes the spool in parts, through part
 /// URLs the instance fetches from the run's own key (a list of URLs would make the
 /// command too long), and ssmcp completes the upload from the ETags the instance saw.
-#[allow(clippy::too_many_arguments)]
 async fn upload_spool_in_parts(
     job: &DownloadJob<'_>,
     staging: &Staging,
