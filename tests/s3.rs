@@ -789,6 +789,17 @@ async fn a_download_too_big_for_one_put_goes_up_in_parts() {
     .await;
     let tree = h.remote().join("data");
     make_tree(&tree, 30, 21 << 20);
+    // What killed runs left in the instance's temporary directory: a day-old spool is
+    // reaped by the next export, a recent one (maybe another run's) is not.
+    let tmp = h.instances.path().join(format!("{INSTANCE}.tmp"));
+    std::fs::create_dir_all(&tmp).unwrap();
+    std::fs::write(tmp.join("ssmcp-spool-old"), b"x").unwrap();
+    let two_days_ago = filetime::FileTime::from_unix_time(
+        filetime::FileTime::now().unix_seconds() - 2 * 86_400,
+        0,
+    );
+    filetime::set_file_mtime(tmp.join("ssmcp-spool-old"), two_days_ago).unwrap();
+    std::fs::write(tmp.join("ssmcp-spool-recent"), b"x").unwrap();
     let limit = LIMIT.to_string();
     let env = [("SSMCP_S3_PUT_LIMIT", Some(limit.as_str()))];
     let down = h.local().join("down");
@@ -805,9 +816,13 @@ async fn a_download_too_big_for_one_put_goes_up_in_parts() {
         "{out}"
     );
     assert_eq!(h.sim.s3_leftovers(), Vec::<String>::new());
-    let tmp = h.instances.path().join(format!("{INSTANCE}.tmp"));
-    let spools: Vec<_> = std::fs::read_dir(&tmp).unwrap().flatten().collect();
-    assert!(spools.is_empty(), "spools left on the instance: {spools:?}");
+    let spools: Vec<_> = std::fs::read_dir(&tmp)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(spools, ["ssmcp-spool-recent"], "spools on the instance");
+    std::fs::remove_file(tmp.join("ssmcp-spool-recent")).unwrap();
 
     // Without being told, the one PUT is refused as S3 refuses it, and nothing stays.
     let (code, _, err) = h
