@@ -81,9 +81,10 @@ impl Record {
         self.save()
     }
 
-    /// Everything was removed: the run leaves no trace.
+    /// Everything was removed: the run leaves no trace (nor a half-saved update).
     pub fn forget(self) {
         let _ = std::fs::remove_file(&self.path);
+        let _ = std::fs::remove_file(self.path.with_extension("tmp"));
     }
 
     /// Write to a temporary name and rename, so a crash never leaves half an entry.
@@ -111,24 +112,99 @@ fn cannot_write(path: &Path, e: &std::io::Error) -> Error {
 
 /// Every run that has not cleaned up after itself: (file, entry). Unreadable files are
 /// left alone and reported by the caller as they are found.
+///
+/// A run killed between writing an update and renaming it into place leaves the update
+/// as `ID.tmp` beside `ID.json`; the update is the newer state (it may be the only
+/// place a multipart upload's id was noted), so it wins when it reads whole. A `.tmp`
+/// that does not read whole was cut off mid-write and says nothing the `.json` lacks.
 pub fn pending() -> Vec<(PathBuf, std::result::Result<Entry, String>)> {
-    let Some(dir) = dir() else {
+    dir().map(|d| pending_in(&d)).unwrap_or_default()
+}
+
+fn pending_in(dir: &Path) -> Vec<(PathBuf, std::result::Result<Entry, String>)> {
+    let Ok(list) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
-    let Ok(list) = std::fs::read_dir(&dir) else {
-        return Vec::new();
+    let read = |p: &Path| -> std::result::Result<Entry, String> {
+        std::fs::read(p)
+            .map_err(|e| e.to_string())
+            .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
     };
-    let mut out: Vec<_> = list
+    let mut runs: Vec<PathBuf> = list
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .map(|p| {
-            let entry = std::fs::read(&p)
-                .map_err(|e| e.to_string())
-                .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()));
-            (p, entry)
-        })
+        .filter(|p| p.extension().is_some_and(|x| x == "json" || x == "tmp"))
+        .map(|p| p.with_extension("json"))
         .collect();
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    out
+    runs.sort();
+    runs.dedup();
+    runs.into_iter()
+        .filter_map(|json| match read(&json.with_extension("tmp")) {
+            Ok(update) => Some((json, Ok(update))),
+            Err(_) if json.exists() => Some((json.clone(), read(&json))),
+            Err(_) => {
+                // Cut off while the run's first entry was written: S3 has nothing yet.
+                let _ = std::fs::remove_file(json.with_extension("tmp"));
+                None
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(upload: Option<&str>) -> Vec<u8> {
+        serde_json::to_vec(&Entry {
+            bucket: "b".into(),
+            key: "k".into(),
+            region: None,
+            upload_id: upload.map(str::to_string),
+            created: 1,
+            pid: 0,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn an_update_cut_off_before_its_rename_still_counts() {
+        let d = tempfile::tempdir().unwrap();
+        // Run a: killed after writing its update (with the upload id), before renaming.
+        std::fs::write(d.path().join("a.json"), entry(None)).unwrap();
+        std::fs::write(d.path().join("a.tmp"), entry(Some("up-1"))).unwrap();
+        // Run b: killed mid-way through writing an update; its entry stands.
+        std::fs::write(d.path().join("b.json"), entry(Some("up-2"))).unwrap();
+        std::fs::write(d.path().join("b.tmp"), b"{\"bucket\":").unwrap();
+        // Run c: killed while its first entry was written; nothing was in S3 yet.
+        std::fs::write(d.path().join("c.tmp"), b"{").unwrap();
+        let found: Vec<(String, Option<String>)> = pending_in(d.path())
+            .into_iter()
+            .map(|(p, e)| {
+                let name = p.file_name().unwrap().to_string_lossy().into_owned();
+                (name, e.unwrap().upload_id)
+            })
+            .collect();
+        assert_eq!(
+            found,
+            [
+                ("a.json".to_string(), Some("up-1".to_string())),
+                ("b.json".to_string(), Some("up-2".to_string())),
+            ]
+        );
+        assert!(!d.path().join("c.tmp").exists());
+        let record = Record::adopt(
+            d.path().join("a.json"),
+            Entry {
+                bucket: "b".into(),
+                key: "k".into(),
+                region: None,
+                upload_id: None,
+                created: 1,
+                pid: 0,
+            },
+        );
+        record.forget();
+        assert!(!d.path().join("a.json").exists() && !d.path().join("a.tmp").exists());
+    }
 }

@@ -80,8 +80,8 @@ async fn a_tree_goes_through_s3_and_nothing_stays_in_the_bucket() {
     );
     assert!(!err.contains("X-Amz-Signature") && !out.contains("X-Amz-Signature"));
     assert_eq!(
-        journal_entries(&h),
-        0,
+        journal_files(&h),
+        Vec::<std::path::PathBuf>::new(),
         "a run that cleaned up leaves no journal entry"
     );
 }
@@ -559,19 +559,33 @@ async fn moto_as_the_s3_server_up_down_and_interrupt() {
     assert_eq!(moto.leftovers().await, Vec::<String>::new());
 }
 
-fn journal_text(h: &Harness) -> String {
+/// Every file in the journal directory: entries (`.json`) and updates being written
+/// (`.tmp`, until renamed over their entry).
+fn journal_files(h: &Harness) -> Vec<std::path::PathBuf> {
     let dir = h.home.path().join(".local/state/ssmcp/staged");
     std::fs::read_dir(dir)
         .into_iter()
         .flatten()
         .flatten()
-        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .map(|e| e.path())
+        .collect()
+}
+
+fn is_entry(p: &Path) -> bool {
+    p.extension().is_some_and(|x| x == "json")
+}
+
+/// What the entries say (not updates half-way through being saved).
+fn journal_text(h: &Harness) -> String {
+    journal_files(h)
+        .iter()
+        .filter(|p| is_entry(p))
+        .filter_map(|p| std::fs::read_to_string(p).ok())
         .collect()
 }
 
 fn journal_entries(h: &Harness) -> usize {
-    let dir = h.home.path().join(".local/state/ssmcp/staged");
-    std::fs::read_dir(dir).map_or(0, |d| d.count())
+    journal_files(h).iter().filter(|p| is_entry(p)).count()
 }
 
 #[tokio::test]
@@ -608,7 +622,7 @@ async fn gc_removes_what_a_killed_run_left() {
     assert_eq!(code, 0, "{err}");
     assert!(out.starts_with("removed s3://ssmcp-sim/ssmcp-"), "{out}");
     assert_eq!(h.sim.s3_leftovers(), Vec::<String>::new());
-    assert_eq!(journal_entries(&h), 0);
+    assert_eq!(journal_files(&h), Vec::<std::path::PathBuf>::new());
     let (code, _, err) = h.run(&["gc"]).await;
     assert_eq!(code, 0);
     assert!(err.contains("nothing to clean up"), "{err}");
@@ -636,7 +650,7 @@ async fn a_tree_comes_back_through_s3() {
         .iter()
         .any(|e| e["event"] == "summary" && e["direction"] == "download" && e["files"] == 502));
     assert_eq!(h.sim.s3_leftovers(), Vec::<String>::new());
-    assert_eq!(journal_entries(&h), 0);
+    assert_eq!(journal_files(&h), Vec::<std::path::PathBuf>::new());
 
     // A source that does not exist fails on the instance; nothing is created here.
     let (code, _, err) = h
