@@ -855,3 +855,55 @@ async fn a_download_too_big_for_one_put_goes_up_in_parts() {
     assert_eq!(h.sim.s3_leftovers(), Vec::<String>::new());
     assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
 }
+
+#[tokio::test]
+async fn interrupting_a_download_between_its_two_commands_leaves_nothing() {
+    const LIMIT: u64 = 6 << 20;
+    // A slow instance keeps each command waiting 3 s before it starts, so the run is
+    // caught with the spool kept on the instance and the multipart upload started.
+    let h = Harness::new(SimConfig {
+        s3_max_put: LIMIT,
+        instances: vec![InstanceConfig::new(INSTANCE).slow(Duration::from_secs(3))],
+        ..fast()
+    })
+    .await;
+    std::fs::write(h.remote().join("big"), pattern(8, 13 << 20)).unwrap();
+    let tmp = h.instances.path().join(format!("{INSTANCE}.tmp"));
+    let down = h.local().join("big");
+    let from = format!("{INSTANCE}:big");
+    let args = s3_args(&[&from, s(&down)]);
+    let mut cmd = h.ssmcp();
+    cmd.env("SSMCP_S3_PUT_LIMIT", LIMIT.to_string());
+    let child = cmd
+        .args(&args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !multipart_under_way(&h) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the parts never started"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    interrupt(&child);
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert_eq!(h.sim.s3_leftovers(), Vec::<String>::new());
+    assert!(!down.exists());
+    // ssmcp asked the instance to drop the spool; that command waits its 3 s too.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while std::fs::read_dir(&tmp).map_or(0, |d| d.count()) > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the spool stayed on the instance"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

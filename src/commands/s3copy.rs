@@ -120,15 +120,23 @@ pub async fn download(
     }
     let staging = staging(job.conf, job.args, reporter).await?;
     let command = Mutex::new(None);
-    let work = export_and_receive(&job, &staging, &command, reporter);
+    let spool = Mutex::new(None);
+    let work = export_and_receive(&job, &staging, &command, &spool, reporter);
     let show = !job.quiet && !job.args.json;
-    guarded(job.ssm, &staging, &command, work, signals, reporter, show).await
+    let outcome = guarded(job.ssm, &staging, &command, work, signals, reporter, show).await;
+    // Failed or interrupted between the two commands (or during the second, which
+    // removes the spool itself unless it was cancelled first): the instance drops it.
+    if let (Some(name), Err(_)) = (forget(&spool), &outcome) {
+        discard_spool(&job, &name).await;
+    }
+    outcome
 }
 
 async fn export_and_receive(
     job: &DownloadJob<'_>,
     staging: &Staging,
     command: &Current,
+    kept_spool: &Current,
     reporter: &Reporter,
 ) -> Result<Summary> {
     reporter.note(&format!(
@@ -144,12 +152,11 @@ async fn export_and_receive(
     let answer = run_on_instance(job, RunMode::Export, &request, command, reporter).await?;
     // Too big for one PUT: the instance kept its spool and now uploads it in parts.
     if let Some(spool) = answer["spool"].as_str() {
+        remember(kept_spool, spool);
         let size = answer["bytes"].as_u64().unwrap_or(0);
-        let sent = upload_spool_in_parts(job, staging, spool, size, put_limit, command, reporter);
-        if let Err(e) = sent.await {
-            discard_spool(job, spool).await;
-            return Err(e);
-        }
+        upload_spool_in_parts(job, staging, spool, size, put_limit, command, reporter).await?;
+        // The second command removed it.
+        forget(kept_spool);
     }
     let mut body = tokio::io::BufReader::new(staging.read().await?);
     let (summary, warnings) = stream::receive_spooled(&mut body, &job.pull, reporter).await?;
@@ -169,7 +176,7 @@ async fn run_on_instance(
 ) -> Result<Value> {
     let script = run_command_script(job.run_as, mode, &request.to_string());
     let command_id = send(job.ssm, &Destination::one(&job.instance), job.args, &script).await?;
-    note_command(command, &command_id);
+    remember(command, &command_id);
     let results = wait(job.ssm, &command_id, job.run_as, reporter).await?;
     let failed: Vec<&Outcome> = results.iter().filter(|o| !o.ok).collect();
     if results.is_empty() {
@@ -276,11 +283,16 @@ async fn discard_spool(job: &DownloadJob<'_>, spool: &str) {
     let _ = send(job.ssm, &Destination::one(&job.instance), job.args, &script).await;
 }
 
-/// The Run Command command under way, where an interrupt can find it to cancel it.
+/// What is under way, where cleanup after an interrupt can find it: the Run Command
+/// command to cancel, the spool an instance holds.
 type Current = Mutex<Option<String>>;
 
-fn note_command(current: &Current, id: &str) {
-    *current.lock().unwrap_or_else(|p| p.into_inner()) = Some(id.to_string());
+fn remember(current: &Current, what: &str) {
+    *current.lock().unwrap_or_else(|p| p.into_inner()) = Some(what.to_string());
+}
+
+fn forget(current: &Current) -> Option<String> {
+    current.lock().unwrap_or_else(|p| p.into_inner()).take()
 }
 
 /// The run's object in the bucket, noted in the journal before anything exists.
@@ -347,8 +359,7 @@ async fn guarded<T>(
     };
     if let Err(e) = &outcome {
         if e.kind == Kind::Interrupted {
-            let current = command.lock().unwrap_or_else(|p| p.into_inner()).clone();
-            if let Some(id) = current {
+            if let Some(id) = forget(command) {
                 let _ = ssm.cancel_command().command_id(id).send().await;
             }
         }
@@ -417,7 +428,7 @@ async fn stage_and_run(
     request["url"] = json!(url);
     let script = run_command_script(job.run_as, RunMode::Pull, &request.to_string());
     let command_id = send(job.ssm, &job.destination, job.args, &script).await?;
-    note_command(command, &command_id);
+    remember(command, &command_id);
     wait(job.ssm, &command_id, job.run_as, reporter).await
 }
 
