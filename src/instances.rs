@@ -18,22 +18,7 @@ pub const MAX_INSTANCE_IDS: usize = 50;
 
 /// The one managed instance whose Name tag is `name`.
 pub async fn by_name(ssm: &aws_sdk_ssm::Client, name: &str) -> Result<String> {
-    let filter = InstanceInformationStringFilter::builder()
-        .key("tag:Name")
-        .values(name)
-        .build()
-        .map_err(|e| Error::usage(format!("bad Name filter: {e}")))?;
-    let out = ssm
-        .describe_instance_information()
-        .filters(filter)
-        .send()
-        .await
-        .map_err(|e| from_sdk("DescribeInstanceInformation", e))?;
-    let ids: Vec<&str> = out
-        .instance_information_list()
-        .iter()
-        .filter_map(|i| i.instance_id())
-        .collect();
+    let ids = managed_where(ssm, "tag:Name", vec![name.to_string()]).await?;
     match ids.as_slice() {
         [one] => Ok(one.to_string()),
         [] => Err(Error::new(
@@ -53,31 +38,7 @@ pub async fn by_name(ssm: &aws_sdk_ssm::Client, name: &str) -> Result<String> {
 /// The managed instances tagged `key=value`, sorted (for commands ssmcp spreads over
 /// instances itself; uploads leave the tag to Run Command).
 pub async fn by_tag(ssm: &aws_sdk_ssm::Client, key: &str, value: &str) -> Result<Vec<String>> {
-    let filter = InstanceInformationStringFilter::builder()
-        .key(format!("tag:{key}"))
-        .values(value)
-        .build()
-        .map_err(|e| Error::usage(format!("bad tag filter: {e}")))?;
-    let mut ids = Vec::new();
-    let mut token: Option<String> = None;
-    loop {
-        let out = ssm
-            .describe_instance_information()
-            .filters(filter.clone())
-            .set_next_token(token.take())
-            .send()
-            .await
-            .map_err(|e| from_sdk("DescribeInstanceInformation", e))?;
-        ids.extend(
-            out.instance_information_list()
-                .iter()
-                .filter_map(|i| i.instance_id().map(str::to_string)),
-        );
-        match out.next_token() {
-            Some(t) if !t.is_empty() => token = Some(t.to_string()),
-            _ => break,
-        }
-    }
+    let mut ids = managed_where(ssm, &format!("tag:{key}"), vec![value.to_string()]).await?;
     if ids.is_empty() {
         return Err(Error::new(
             Kind::Target,
@@ -220,32 +181,42 @@ async fn managed_among(ssm: &aws_sdk_ssm::Client, ids: &[String]) -> Result<Vec<
     let mut managed = Vec::new();
     // The filter takes at most 50 values at a time.
     for chunk in ids.chunks(MAX_INSTANCE_IDS) {
-        let filter = InstanceInformationStringFilter::builder()
-            .key("InstanceIds")
-            .set_values(Some(chunk.to_vec()))
-            .build()
-            .map_err(|e| Error::usage(format!("bad InstanceIds filter: {e}")))?;
-        let mut token: Option<String> = None;
-        loop {
-            let out = ssm
-                .describe_instance_information()
-                .filters(filter.clone())
-                .set_next_token(token.take())
-                .send()
-                .await
-                .map_err(|e| from_sdk("DescribeInstanceInformation", e))?;
-            managed.extend(
-                out.instance_information_list()
-                    .iter()
-                    .filter_map(|i| i.instance_id().map(str::to_string)),
-            );
-            match out.next_token() {
-                Some(t) if !t.is_empty() => token = Some(t.to_string()),
-                _ => break,
-            }
-        }
+        managed.extend(managed_where(ssm, "InstanceIds", chunk.to_vec()).await?);
     }
     Ok(managed)
+}
+
+/// The managed instances DescribeInstanceInformation lists for one filter, every page.
+async fn managed_where(
+    ssm: &aws_sdk_ssm::Client,
+    key: &str,
+    values: Vec<String>,
+) -> Result<Vec<String>> {
+    let filter = InstanceInformationStringFilter::builder()
+        .key(key)
+        .set_values(Some(values))
+        .build()
+        .map_err(|e| Error::usage(format!("bad {key} filter: {e}")))?;
+    let mut ids = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let out = ssm
+            .describe_instance_information()
+            .filters(filter.clone())
+            .set_next_token(token.take())
+            .send()
+            .await
+            .map_err(|e| from_sdk("DescribeInstanceInformation", e))?;
+        ids.extend(
+            out.instance_information_list()
+                .iter()
+                .filter_map(|i| i.instance_id().map(str::to_string)),
+        );
+        match out.next_token() {
+            Some(t) if !t.is_empty() => token = Some(t.to_string()),
+            _ => return Ok(ids),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -323,17 +323,8 @@ async fn sigint_mid_upload_leaves_nothing_and_ends_every_session() {
     std::fs::write(&f, pattern(2, 64 * 1024 * 1024)).unwrap();
     std::fs::write(h.remote().join("big"), b"previous").unwrap();
     let child = interrupt_midway(&h, &["-l", "40000", s(&f), &remote_arg("")], &h.remote()).await;
-    interrupt(&child);
-    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(130),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (code, err) = interrupt_and_wait(child).await;
+    assert_eq!(code, Some(130), "{err}");
     h.assert_no_sessions_left().await;
     // The receiver cleans up once its connection is gone.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -503,17 +494,8 @@ async fn sigint_mid_pty_upload_leaves_nothing() {
         &h.remote(),
     )
     .await;
-    interrupt(&child);
-    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(130),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (code, err) = interrupt_and_wait(child).await;
+    assert_eq!(code, Some(130), "{err}");
     h.assert_no_sessions_left().await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while std::fs::read_dir(h.remote()).unwrap().count() > 1 {
@@ -869,13 +851,8 @@ async fn sigint_mid_download_from_several_instances_leaves_nothing() {
             .any(|e| e.file_name().to_string_lossy().contains(".ssmcp-"))
     };
     let child = start_until(&h, &args, "the downloads never started", || staging(&out)).await;
-    interrupt(&child);
-    let done = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
-    let err = String::from_utf8_lossy(&done.stderr);
-    assert_eq!(done.status.code(), Some(130), "{err}");
+    let (code, err) = interrupt_and_wait(child).await;
+    assert_eq!(code, Some(130), "{err}");
     assert!(!staging(&out), "temporaries left");
     for id in &ids {
         assert!(!out.join(id).join("big").exists(), "{id} has a file");

@@ -874,27 +874,12 @@ async fn interrupting_a_download_between_its_two_commands_leaves_nothing() {
     let args = s3_args(&[&from, s(&down)]);
     let mut cmd = h.ssmcp();
     cmd.env("SSMCP_S3_PUT_LIMIT", LIMIT.to_string());
-    let child = cmd
-        .args(&args)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !multipart_under_way(&h) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the parts never started"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    interrupt(&child);
-    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(130), "{err}");
+    let child = start_cmd_until(cmd, &args, "the parts never started", || {
+        multipart_under_way(&h)
+    })
+    .await;
+    let (code, err) = interrupt_and_wait(child).await;
+    assert_eq!(code, Some(130), "{err}");
     assert_eq!(h.sim.s3_leftovers(), Vec::<String>::new());
     assert!(!down.exists());
     // ssmcp asked the instance to drop the spool; that command waits its 3 s too.

@@ -206,18 +206,16 @@ pub async fn run(global: &Global, args: &CopyArgs) -> Result<i32> {
             dest,
         }) => {
             let run_as = run_as(&user, args.sudo);
-            download(
+            let fetch = Fetch {
                 global,
                 args,
-                &target,
-                &run_as,
-                &sources,
-                &dest,
-                &mut signals,
-                &reporter,
-            )
-            .await
-            .map(|s| ("download", s))
+                run_as: &run_as,
+                sources: &sources,
+                dest: &dest,
+            };
+            download(fetch, &target, &mut signals, &reporter)
+                .await
+                .map(|s| ("download", s))
         }
         Err(e) => Err(e),
     };
@@ -551,54 +549,47 @@ fn print_total(s: &Summary, to: &str, reporter: &Reporter) {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What a download fetches and where it puts it, whichever instances it comes from.
+#[derive(Clone, Copy)]
+pub(super) struct Fetch<'a> {
+    pub global: &'a Global,
+    pub args: &'a CopyArgs,
+    pub run_as: &'a RunAs,
+    pub sources: &'a [Vec<u8>],
+    pub dest: &'a std::path::Path,
+}
+
 async fn download(
-    global: &Global,
-    args: &CopyArgs,
+    fetch: Fetch<'_>,
     target: &str,
-    run_as: &RunAs,
-    sources: &[Vec<u8>],
-    dest: &std::path::Path,
     signals: &mut Signals,
     reporter: &Reporter,
 ) -> Result<Summary> {
-    if args.sync || args.delete {
+    if fetch.args.sync || fetch.args.delete {
         return Err(Error::usage(
             "--sync and --delete apply to uploads; downloads always copy everything",
         ));
     }
     match Fleet::parse(target) {
-        Some(fleet) => {
-            let job = gather::Gather {
-                global,
-                args,
-                run_as,
-                sources,
-                dest,
-            };
-            gather::download(job, fleet?, signals, reporter).await
-        }
-        None => {
-            download_one(
-                global, args, target, run_as, sources, dest, signals, reporter,
-            )
-            .await
-        }
+        Some(fleet) => gather::download(fetch, fleet?, signals, reporter).await,
+        None => download_one(fetch, target, signals, reporter).await,
     }
 }
 
 /// A download from one instance, over sessions or through S3.
-#[allow(clippy::too_many_arguments)]
 pub(super) async fn download_one(
-    global: &Global,
-    args: &CopyArgs,
+    fetch: Fetch<'_>,
     target: &str,
-    run_as: &RunAs,
-    sources: &[Vec<u8>],
-    dest: &std::path::Path,
     signals: &mut Signals,
     reporter: &Reporter,
 ) -> Result<Summary> {
+    let Fetch {
+        global,
+        args,
+        run_as,
+        sources,
+        dest,
+    } = fetch;
     let ctx = Context::new(global, target).await?;
     if args.transport == TransportChoice::S3 {
         let job = s3copy::DownloadJob {

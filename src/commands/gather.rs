@@ -5,14 +5,12 @@
 //! this module only spreads them with `--max-concurrency`, stops starting new ones past
 //! `--max-errors` or on ^C, and reports each instance.
 
-use super::copy::{download_one, interrupted};
+use super::copy::{download_one, interrupted, Fetch};
 use super::fleet::{self, Outcome};
 use super::Signals;
-use crate::cli::{CopyArgs, Global};
 use crate::error::{Error, Kind, Result};
 use crate::instances;
 use crate::progress::Reporter;
-use crate::remote::RunAs;
 use crate::target::Fleet;
 use crate::transport::{Progress, Summary};
 use futures_util::StreamExt;
@@ -21,16 +19,8 @@ use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-pub struct Gather<'a> {
-    pub global: &'a Global,
-    pub args: &'a CopyArgs,
-    pub run_as: &'a RunAs,
-    pub sources: &'a [Vec<u8>],
-    pub dest: &'a Path,
-}
-
-pub async fn download(
-    job: Gather<'_>,
+pub(super) async fn download(
+    job: Fetch<'_>,
     fleet: Fleet,
     signals: &mut Signals,
     reporter: &Reporter,
@@ -71,12 +61,11 @@ pub async fn download(
             }
             let into = instance_dir(job.dest, &id);
             let r = download_one(
-                job.global,
-                job.args,
+                Fetch {
+                    dest: &into,
+                    ..*job
+                },
                 &id,
-                job.run_as,
-                job.sources,
-                &into,
                 &mut own,
                 each,
             )
@@ -164,7 +153,7 @@ fn instance_dir(dest: &Path, id: &str) -> PathBuf {
     PathBuf::from(OsString::from_vec(bytes))
 }
 
-async fn instances_of(job: &Gather<'_>, fleet: Fleet, reporter: &Reporter) -> Result<Vec<String>> {
+async fn instances_of(job: &Fetch<'_>, fleet: Fleet, reporter: &Reporter) -> Result<Vec<String>> {
     let g = job.global;
     let aws = || super::load_aws(g, g.region.clone(), g.profile.clone());
     match fleet {

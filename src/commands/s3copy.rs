@@ -270,7 +270,8 @@ async fn upload_spool_in_parts(
         return Err(Error::protocol(format!(
             "the instance reported {} part ETags for {parts} parts",
             etags.len()
-        )));
+        ))
+        .hint("nothing was placed; retry, or download over sessions (leave out --transport s3)"));
     }
     staging.complete_presigned_parts(&upload_id, &etags).await
 }

@@ -231,16 +231,38 @@ pub async fn interrupt_midway(h: &Harness, args: &[&str], staged_in: &std::path:
     .await
 }
 
+/// ^C, then how ssmcp exited and what it said on stderr (at most 30 s).
+pub async fn interrupt_and_wait(child: Child) -> (Option<i32>, String) {
+    interrupt(&child);
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("ssmcp ended after the interrupt")
+        .expect("ssmcp ran");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// Start ssmcp with `args` (stdout discarded, stderr piped) and return once `ready`
 /// holds, checked every few ms for at most 60 s (then panic with `never`).
 pub async fn start_until(
     h: &Harness,
     args: &[&str],
     never: &str,
+    ready: impl FnMut() -> bool,
+) -> Child {
+    start_cmd_until(h.ssmcp(), args, never, ready).await
+}
+
+/// `start_until` for a command set up beforehand (extra environment, say).
+pub async fn start_cmd_until(
+    mut cmd: Command,
+    args: &[&str],
+    never: &str,
     mut ready: impl FnMut() -> bool,
 ) -> Child {
-    let child = h
-        .ssmcp()
+    let child = cmd
         .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -118,14 +118,30 @@ fn signing_region(req: &Request<Incoming>) -> Option<String> {
 /// S3's answer to a request signed for the wrong region: 301 PermanentRedirect, with
 /// the bucket's region in `x-amz-bucket-region` (HEAD answers carry no body).
 fn elsewhere(bucket: &str, region: &str) -> http::Response<s3s::Body> {
-    let xml = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>PermanentRedirect</Code><Message>The bucket you are attempting to access must be addressed using the specified endpoint. Please send all future requests to this endpoint.</Message><Bucket>{bucket}</Bucket><Endpoint>s3.{region}.amazonaws.com</Endpoint></Error>"
+    let mut resp = s3_error(
+        http::StatusCode::MOVED_PERMANENTLY,
+        "PermanentRedirect",
+        "The bucket you are attempting to access must be addressed using the specified endpoint. Please send all future requests to this endpoint.",
+        &format!("<Bucket>{bucket}</Bucket><Endpoint>s3.{region}.amazonaws.com</Endpoint>"),
     );
-    let mut resp = http::Response::new(s3s::Body::from(xml));
-    *resp.status_mut() = http::StatusCode::MOVED_PERMANENTLY;
     if let Ok(v) = http::HeaderValue::from_str(region) {
         resp.headers_mut().insert("x-amz-bucket-region", v);
     }
+    resp
+}
+
+/// An error in S3's XML shape; `detail` is the error's own elements.
+fn s3_error(
+    status: http::StatusCode,
+    code: &str,
+    message: &str,
+    detail: &str,
+) -> http::Response<s3s::Body> {
+    let xml = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{message}</Message>{detail}</Error>"
+    );
+    let mut resp = http::Response::new(s3s::Body::from(xml));
+    *resp.status_mut() = status;
     resp.headers_mut().insert(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("application/xml"),
@@ -165,16 +181,12 @@ fn too_large(req: &Request<Incoming>, max_put: u64) -> bool {
 }
 
 fn entity_too_large(max_put: u64) -> http::Response<s3s::Body> {
-    let xml = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>EntityTooLarge</Code><Message>Your proposed upload exceeds the maximum allowed size</Message><MaxSizeAllowed>{max_put}</MaxSizeAllowed></Error>"
-    );
-    let mut resp = http::Response::new(s3s::Body::from(xml));
-    *resp.status_mut() = http::StatusCode::BAD_REQUEST;
-    resp.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/xml"),
-    );
-    resp
+    s3_error(
+        http::StatusCode::BAD_REQUEST,
+        "EntityTooLarge",
+        "Your proposed upload exceeds the maximum allowed size",
+        &format!("<MaxSizeAllowed>{max_put}</MaxSizeAllowed>"),
+    )
 }
 
 /// s3s-fs writes an object into a bucket that does not exist (it makes the directory);
@@ -190,16 +202,12 @@ fn missing_bucket(root: &Path, req: &Request<Incoming>) -> Option<String> {
 }
 
 fn no_such_bucket(bucket: &str) -> http::Response<s3s::Body> {
-    let xml = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>NoSuchBucket</Code><Message>The specified bucket does not exist</Message><BucketName>{bucket}</BucketName></Error>"
-    );
-    let mut resp = http::Response::new(s3s::Body::from(xml));
-    *resp.status_mut() = http::StatusCode::NOT_FOUND;
-    resp.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/xml"),
-    );
-    resp
+    s3_error(
+        http::StatusCode::NOT_FOUND,
+        "NoSuchBucket",
+        "The specified bucket does not exist",
+        &format!("<BucketName>{bucket}</BucketName>"),
+    )
 }
 
 /// Objects and unfinished multipart uploads left under `root`, as `bucket/key` and
