@@ -9,6 +9,7 @@ pub mod commands;
 pub mod error;
 pub mod instances;
 pub mod journal;
+pub mod leftovers;
 pub mod plan;
 pub mod progress;
 pub mod remote;

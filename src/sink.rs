@@ -42,6 +42,10 @@ pub struct Stage {
     dirs: Vec<(PathBuf, u32, Mtime, bool)>,
     pub files: Vec<Staged>,
     links: Vec<(PathBuf, PathBuf)>,
+    /// Directories already searched for temporaries of killed runs.
+    reaped_in: std::collections::HashSet<PathBuf>,
+    /// What that search removed.
+    pub reaped: Vec<PathBuf>,
 }
 
 /// scp/rsync rules for where sources land (see docs/transports.md): an existing
@@ -105,36 +109,206 @@ fn under_single(tops: &[(Vec<u8>, bool)], dest: &Path) -> Roots {
     HashMap::from([(tops[0].0.clone(), clean)])
 }
 
+/// What a download asked the instance for: the remote sources as typed and whether
+/// directories may come. A listing may hold only what this request can produce
+/// (docs/transports.md, "What a download accepts"): the rule that keeps a hostile
+/// instance from writing anything the user did not name (scp's CVE-2019-6111 class).
+#[derive(Clone, Copy, Debug)]
+pub struct Requested<'a> {
+    pub sources: &'a [Vec<u8>],
+    pub recursive: bool,
+}
+
+/// The name a source's entries carry at the top of a listing, as the receiver and the pty
+/// lister derive it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum TopName {
+    /// `dir/` or `/`: the directory's contents, listed under `.`.
+    Contents,
+    /// The source's last path component, known from what the user typed.
+    Known(Vec<u8>),
+    /// `~` (or an empty remote path): the remote home, whose name only the instance knows.
+    Home,
+}
+
+fn top_name(source: &[u8]) -> TopName {
+    if source.ends_with(b"/") && source.len() > 1 {
+        return TopName::Contents;
+    }
+    let trimmed = source.strip_suffix(b"/").unwrap_or(source);
+    if trimmed.is_empty() {
+        return TopName::Contents;
+    }
+    if trimmed == b"~" {
+        return TopName::Home;
+    }
+    let base = trimmed.rsplit(|&b| b == b'/').next().unwrap_or(trimmed);
+    if base == b"." {
+        TopName::Contents
+    } else {
+        TopName::Known(base.to_vec())
+    }
+}
+
+/// Most entries a listing may hold. Each costs memory until the download ends (its path
+/// and metadata, a temporary file), so a peer must not be able to declare unbounded
+/// numbers of them; a tree this large is better copied in parts or through S3.
+pub const MAX_ENTRIES: usize = 2_000_000;
+/// No single file is larger than this (1 PiB); a size beyond it is a lie.
+pub const MAX_FILE_BYTES: u64 = 1 << 50;
+
+fn outside(path: &[u8]) -> Error {
+    Error::protocol(format!(
+        "the instance sent a path outside the requested sources: {}",
+        String::from_utf8_lossy(path)
+    ))
+    .hint("nothing was written; the instance may be compromised or its ssmcp receiver modified")
+}
+
+/// Check a listing against the request before anything is created: every entry belongs
+/// to a requested source, a file source is that one file and nothing else, directories
+/// only with -r, sizes that can be true. Returns the top names in order of appearance,
+/// each with whether it is a directory and whether only the instance chose its name.
+fn check_listing(
+    records: &[Record],
+    requested: Requested<'_>,
+) -> Result<Vec<(Vec<u8>, bool, bool)>> {
+    if records.len() > MAX_ENTRIES {
+        return Err(Error::protocol(format!(
+            "the instance listed {} entries, more than ssmcp accepts in one download ({MAX_ENTRIES})",
+            records.len()
+        ))
+        .hint("copy the tree in parts (one subdirectory per copy)"));
+    }
+    let expected: Vec<TopName> = requested.sources.iter().map(|s| top_name(s)).collect();
+    let mut homes_left = expected.iter().filter(|t| **t == TopName::Home).count();
+    // name, is a directory, named by the instance, a whole-file source
+    let mut tops: Vec<(Vec<u8>, bool, bool)> = Vec::new();
+    for r in records {
+        let (path, kind) = match r {
+            Record::Dir(m) => (&m.path, Claim::Dir),
+            Record::Listed { meta, .. } => (&meta.path, Claim::File),
+            Record::Link { meta, .. } => (&meta.path, Claim::Link),
+            _ => continue,
+        };
+        let parts = components(path)?;
+        let name = parts[0];
+        let at_top = parts.len() == 1;
+        match tops.iter().position(|(n, _, _)| n == name) {
+            Some(i) => {
+                // Entries below a source only when that source is a directory.
+                if at_top || !tops[i].1 {
+                    return Err(outside(path));
+                }
+            }
+            None => {
+                // A source's own entry comes first, and it is a file or a directory.
+                if !at_top || kind == Claim::Link {
+                    return Err(outside(path));
+                }
+                let known = if name == b"." {
+                    expected.contains(&TopName::Contents)
+                } else {
+                    expected.contains(&TopName::Known(name.to_vec()))
+                };
+                let by_instance = !known;
+                if by_instance {
+                    // Only `~` lets the instance name a top, once per `~`, a directory.
+                    if homes_left == 0 || name == b"." || kind != Claim::Dir {
+                        return Err(outside(path));
+                    }
+                    homes_left -= 1;
+                }
+                if kind == Claim::Dir && !requested.recursive {
+                    return Err(Error::protocol(format!(
+                        "the instance listed the directory {} although -r was not given",
+                        String::from_utf8_lossy(path)
+                    )));
+                }
+                if kind == Claim::File && name == b"." {
+                    return Err(outside(path));
+                }
+                tops.push((name.to_vec(), kind == Claim::Dir, by_instance));
+            }
+        }
+        if let Record::Listed { size, .. } = r {
+            if *size > MAX_FILE_BYTES {
+                return Err(Error::protocol(format!(
+                    "the instance declared {} as {size} bytes, more than any file can be",
+                    String::from_utf8_lossy(path)
+                )));
+            }
+        }
+    }
+    Ok(tops)
+}
+
+/// Bytes free for an unprivileged writer on the filesystem holding `dir`, when known.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    let st = nix::sys::statvfs::statvfs(dir).ok()?;
+    Some((st.blocks_available() as u64).saturating_mul(st.fragment_size() as u64))
+}
+
 impl Stage {
     /// Stage a listing from the other side (directories, files as empty temporaries,
-    /// links), in order: `files[k]` is the k-th `Listed` record. Returns the stage and
-    /// the number of files and bytes to fetch.
+    /// links), in order: `files[k]` is the k-th `Listed` record. Everything is checked
+    /// against `requested` and against the space at the destination first, so a lying
+    /// instance gets nothing created. Returns the stage and the files and bytes to fetch.
     pub fn for_listing(
         dest: &Path,
         records: &[Record],
         preserve: bool,
+        requested: Requested<'_>,
     ) -> Result<(Stage, u64, u64)> {
-        let mut tops: Vec<(Vec<u8>, bool)> = Vec::new();
-        for r in records {
-            let (path, is_dir) = match r {
-                Record::Dir(m) => (&m.path, true),
-                Record::Listed { meta, .. } | Record::Link { meta, .. } => (&meta.path, false),
-                _ => continue,
-            };
-            let first = components(path)?[0].to_vec();
-            if !tops.iter().any(|(n, _)| *n == first) {
-                tops.push((first, is_dir));
+        let tops = check_listing(records, requested)?;
+        let bytes: u64 = records
+            .iter()
+            .map(|r| match r {
+                Record::Listed { size, .. } => *size,
+                _ => 0,
+            })
+            .fold(0u64, u64::saturating_add);
+        let room = if dest.is_dir() {
+            dest.to_path_buf()
+        } else {
+            match dest.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                _ => PathBuf::from("."),
+            }
+        };
+        if let Some(free) = free_bytes(&room) {
+            if bytes > free {
+                return Err(Error::new(
+                    Kind::Write,
+                    format!(
+                        "the download is {bytes} bytes, but {} has only {free} bytes free",
+                        room.display()
+                    ),
+                )
+                .hint("free some space at the destination, or download to another filesystem"));
             }
         }
-        let mut stage = Stage::new(dest, &tops, preserve)?;
-        let (mut files, mut bytes) = (0, 0);
+        let shape: Vec<(Vec<u8>, bool)> = tops.iter().map(|(n, d, _)| (n.clone(), *d)).collect();
+        let mut stage = Stage::new(dest, &shape, preserve)?;
+        // An instance may name the remote home as it likes, but not pick which existing
+        // directory here its files merge into.
+        for (name, _, by_instance) in &tops {
+            let root = &stage.roots[name];
+            if *by_instance && root.as_path() != dest && fs::symlink_metadata(root).is_ok() {
+                return Err(Error::usage(format!(
+                    "the instance names its home directory {}, which already exists here",
+                    root.display()
+                ))
+                .hint("name the remote directory by its path (TARGET:/home/USER), or copy its contents (TARGET:~/) into a directory you choose"));
+            }
+        }
+        let mut files = 0;
         for r in records {
             match r {
                 Record::Dir(m) => stage.directory(&m.path, m.mode, m.mtime)?,
                 Record::Listed { meta, size } => {
                     stage.file(&meta.path, *size, meta.mode, meta.mtime)?;
                     files += 1;
-                    bytes += size;
                 }
                 Record::Link { meta, target } => stage.link(&meta.path, target, meta.mtime)?,
                 _ => {}
@@ -156,6 +330,8 @@ impl Stage {
             dirs: Vec::new(),
             files: Vec::new(),
             links: Vec::new(),
+            reaped_in: Default::default(),
+            reaped: Vec::new(),
         };
         if let Some(d) = create {
             stage.mkdir(&d)?;
@@ -260,11 +436,17 @@ impl Stage {
         Ok((parent, final_path))
     }
 
-    fn temp_name(&self, parent: &Path, final_path: &Path, suffix: &str) -> PathBuf {
+    /// A temporary beside `final_path`, named for this process (crate::leftovers). The
+    /// first time a directory receives one, what killed runs left in it is removed.
+    fn temp_name(&mut self, parent: &Path, final_path: &Path, suffix: &str) -> PathBuf {
+        if self.reaped_in.insert(parent.to_path_buf()) {
+            for gone in crate::leftovers::reap(parent) {
+                tracing::info!("removed {}, left by a killed ssmcp run", gone.display());
+                self.reaped.push(gone);
+            }
+        }
         let name = final_path.file_name().map(OsStr::as_bytes).unwrap_or(b"x");
-        let mut t = b".".to_vec();
-        t.extend_from_slice(&name[..name.len().min(180)]);
-        t.extend_from_slice(format!(".ssmcp-{}.{suffix}", self.tag).as_bytes());
+        let t = crate::leftovers::temp_name(name, std::process::id(), &self.tag, suffix);
         parent.join(OsStr::from_bytes(&t))
     }
 
@@ -406,14 +588,10 @@ fn set_mtime(path: &Path, mtime: Mtime) -> std::io::Result<()> {
 
 /// umask(2) is the only way to read the mask: set it and put it back at once.
 fn read_umask() -> u32 {
-    let old = set_umask(0o022);
-    set_umask(old);
-    old
-}
-
-fn set_umask(mask: u32) -> u32 {
-    // SAFETY: umask(2) has no memory-safety preconditions.
-    unsafe { libc::umask(mask as libc::mode_t) as u32 }
+    use nix::sys::stat::{umask, Mode};
+    let old = umask(Mode::from_bits_truncate(0o022));
+    umask(old);
+    old.bits() as u32
 }
 
 /// A local write failure: permission and space problems get their own hints.
@@ -430,4 +608,180 @@ pub fn write_error(what: &str, path: &Path, e: &std::io::Error) -> Error {
         format!("{what} {}: {}", path.display(), crate::plan::io_reason(e)),
     )
     .hint(hint)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bundle::Meta;
+
+    fn meta(path: &str) -> Meta {
+        Meta {
+            path: path.as_bytes().to_vec(),
+            mode: 0o644,
+            mtime: Mtime { secs: 0, nanos: 0 },
+        }
+    }
+    fn d(p: &str) -> Record {
+        Record::Dir(meta(p))
+    }
+    fn f(p: &str, size: u64) -> Record {
+        Record::Listed {
+            meta: meta(p),
+            size,
+        }
+    }
+    fn l(p: &str) -> Record {
+        Record::Link {
+            meta: meta(p),
+            target: b"/etc".to_vec(),
+        }
+    }
+
+    /// (sources, -r, listing, accepted?)
+    #[test]
+    fn a_listing_holds_only_what_the_request_can_produce() {
+        let cases: Vec<(&[&str], bool, Vec<Record>, bool)> = vec![
+            // A single file is that file and nothing else.
+            (&["d/real.txt"], false, vec![f("real.txt", 3)], true),
+            (
+                &["d/real.txt"],
+                false,
+                vec![f("real.txt", 3), f(".bashrc", 3)],
+                false,
+            ),
+            (&["d/real.txt"], false, vec![f(".bashrc", 3)], false),
+            (
+                &["d/real.txt"],
+                false,
+                vec![f("real.txt", 3), f("real.txt/x", 3)],
+                false,
+            ),
+            (&["d/real.txt"], false, vec![d("real.txt")], false),
+            // -r DIR: only entries under the directory's own name.
+            (
+                &["/srv/app"],
+                true,
+                vec![d("app"), f("app/a", 1), l("app/l")],
+                true,
+            ),
+            (
+                &["/srv/app"],
+                true,
+                vec![d("app"), f("app/a", 1), f("other", 1)],
+                false,
+            ),
+            (&["/srv/app"], true, vec![f("app/a", 1), d("app")], false),
+            (&["/srv/app/"], true, vec![d("."), f("./a", 1)], true),
+            (&["/srv/app/"], true, vec![d("."), f("x", 1)], false),
+            (&["/srv/app/"], true, vec![f(".", 1)], false),
+            (&["/srv/app"], true, vec![l("app")], false),
+            (&["/srv/app"], false, vec![d("app")], false),
+            // Two sources, each under its own name.
+            (
+                &["a", "b/c"],
+                true,
+                vec![f("a", 1), d("c"), f("c/x", 1)],
+                true,
+            ),
+            (
+                &["a", "b/c"],
+                true,
+                vec![f("a", 1), d("c"), f("a2", 1)],
+                false,
+            ),
+            // ~: the instance names the home directory, once, as a directory.
+            (&["~"], true, vec![d("ssm-user"), f("ssm-user/x", 1)], true),
+            (&["~"], true, vec![d("ssm-user"), d("other")], false),
+            (&["~"], true, vec![f(".bashrc", 1)], false),
+            (&["~/"], true, vec![d("."), f("./x", 1)], true),
+            // Unsafe paths stay refused.
+            (&["/srv/app"], true, vec![d("app"), f("app/../x", 1)], false),
+            (
+                &["/srv/app"],
+                true,
+                vec![d("app"), f("/etc/passwd", 1)],
+                false,
+            ),
+            // Sizes that cannot be true.
+            (&["big"], false, vec![f("big", 1 << 62)], false),
+        ];
+        for (i, (sources, recursive, records, ok)) in cases.into_iter().enumerate() {
+            let sources: Vec<Vec<u8>> = sources.iter().map(|s| s.as_bytes().to_vec()).collect();
+            let got = check_listing(
+                &records,
+                Requested {
+                    sources: &sources,
+                    recursive,
+                },
+            );
+            assert_eq!(
+                got.is_ok(),
+                ok,
+                "case {i}: {:?} -> {:?}",
+                records,
+                got.err()
+            );
+            if let Err(e) = got {
+                assert_eq!(e.kind, Kind::Protocol, "case {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn an_extra_entry_leaves_the_destination_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(".bashrc"), b"mine").unwrap();
+        let sources = vec![b"d/real.txt".to_vec()];
+        let listing = [f("real.txt", 3), f(".bashrc", 5)];
+        let requested = Requested {
+            sources: &sources,
+            recursive: false,
+        };
+        let err = Stage::for_listing(dir.path(), &listing, false, requested)
+            .err()
+            .expect("refused");
+        assert_eq!(err.kind, Kind::Protocol);
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from(".bashrc")]);
+        assert_eq!(fs::read(dir.path().join(".bashrc")).unwrap(), b"mine");
+    }
+
+    #[test]
+    fn more_than_the_free_space_is_refused_before_anything_is_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let sources = vec![b"huge".to_vec()];
+        let free = free_bytes(dir.path()).expect("statvfs works here");
+        let listing = [f("huge", free + 1)];
+        let requested = Requested {
+            sources: &sources,
+            recursive: false,
+        };
+        let err = Stage::for_listing(dir.path(), &listing, false, requested)
+            .err()
+            .expect("refused");
+        assert_eq!(err.kind, Kind::Write, "{err}");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn the_home_directory_may_not_be_named_after_an_existing_one() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join(".ssh")).unwrap();
+        let sources = vec![b"~".to_vec()];
+        let listing = [d(".ssh"), f(".ssh/authorized_keys", 3)];
+        let requested = Requested {
+            sources: &sources,
+            recursive: true,
+        };
+        let err = Stage::for_listing(dir.path(), &listing, false, requested)
+            .err()
+            .expect("refused");
+        assert_eq!(err.kind, Kind::Usage, "{err}");
+        assert_eq!(fs::read_dir(dir.path().join(".ssh")).unwrap().count(), 0);
+    }
 }

@@ -14,7 +14,7 @@ use crate::remote::{sudo_refusal, RunAs};
 use crate::session::channel::{Channel, Inbound};
 use crate::session::handshake::{self, Start};
 use crate::session::{self, command, Session, SessionSpec};
-use crate::sink::Stage;
+use crate::sink::{Requested, Stage};
 use crate::transport::stream::Endpoint;
 use base64::Engine;
 use sha2::{Digest, Sha256};
@@ -857,7 +857,8 @@ pub async fn pull(
     for w in &warnings {
         warn(&format!("on the instance: {w}"));
     }
-    let (mut stage, files, bytes) = Stage::for_listing(dest, &records, preserve)?;
+    let (mut stage, files, bytes) =
+        Stage::for_listing(dest, &records, preserve, Requested { sources, recursive })?;
     progress.plan(files, bytes);
     // Which remote file each listed one is: its source's path (P<i> in the script, in
     // the order the listing named the sources) plus the rest of its path.

@@ -14,7 +14,7 @@ use crate::session::channel::{Channel, ChannelConfig, Inbound};
 use crate::session::handshake::{self, Start};
 use crate::session::port::{self, Ended, PortSession};
 use crate::session::{self, command, Session, SessionSpec};
-use crate::sink::{Stage, Staged};
+use crate::sink::{Requested, Stage, Staged, MAX_ENTRIES};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use ssm_proto::PayloadType;
@@ -443,6 +443,19 @@ pub struct Pull<'a> {
     pub compress: bool,
 }
 
+impl Pull<'_> {
+    /// What a listing for this download may contain.
+    pub fn requested(&self) -> Requested<'_> {
+        Requested {
+            sources: self.sources,
+            recursive: self.recursive,
+        }
+    }
+}
+
+/// Warnings kept from one listing (each is one skipped entry); the rest are dropped.
+const MAX_WARNINGS: usize = 1000;
+
 /// Everything the instance listed for a download.
 pub struct Manifest {
     id: String,
@@ -484,8 +497,18 @@ async fn read_listing<R: AsyncRead + Unpin>(reader: &mut BufReader<R>) -> Result
                 }
                 break;
             }
-            Record::Warning(w) => warnings.push(w),
-            r @ (Record::Dir(_) | Record::Listed { .. } | Record::Link { .. }) => records.push(r),
+            // Bounded whatever the peer sends: a listing is held whole until it is staged.
+            Record::Warning(w) if warnings.len() < MAX_WARNINGS => warnings.push(w),
+            Record::Warning(_) => {}
+            r @ (Record::Dir(_) | Record::Listed { .. } | Record::Link { .. }) => {
+                if records.len() == MAX_ENTRIES {
+                    return Err(Error::protocol(format!(
+                        "the instance's listing has more than {MAX_ENTRIES} entries, more than ssmcp accepts in one download"
+                    ))
+                    .hint("copy the tree in parts (one subdirectory per copy)"));
+                }
+                records.push(r)
+            }
             other => {
                 return Err(Error::protocol(format!(
                     "unexpected record in a listing: {other:?}"
@@ -518,7 +541,8 @@ pub async fn fetch(
     job: &Pull<'_>,
     progress: &dyn Progress,
 ) -> Result<Summary> {
-    let (mut stage, files, bytes) = Stage::for_listing(job.dest, &manifest.records, job.preserve)?;
+    let (mut stage, files, bytes) =
+        Stage::for_listing(job.dest, &manifest.records, job.preserve, job.requested())?;
     let summary = Summary {
         files,
         bytes,
@@ -570,7 +594,8 @@ pub async fn receive_spooled<R: AsyncRead + Unpin>(
     progress: &dyn Progress,
 ) -> Result<(Summary, Vec<String>)> {
     let manifest = read_listing(reader).await?;
-    let (mut stage, files, bytes) = Stage::for_listing(job.dest, &manifest.records, job.preserve)?;
+    let (mut stage, files, bytes) =
+        Stage::for_listing(job.dest, &manifest.records, job.preserve, job.requested())?;
     progress.plan(files, bytes);
     let batch = Batch {
         ranges: manifest
