@@ -116,6 +116,10 @@ pub struct Global {
     /// Only errors on stderr.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Not a flag: the session ends `main` waits for before exiting, handed to every
+    /// session this run opens.
+    #[arg(skip)]
+    pub cleanup: crate::session::Cleanup,
 }
 
 #[derive(Subcommand, Debug)]

@@ -6,6 +6,7 @@
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -29,9 +30,7 @@ impl Entry {
         if self.pid == 0 || self.pid == std::process::id() {
             return false;
         }
-        // SAFETY: signal 0 only checks that the process exists; nothing is sent.
-        let r = unsafe { libc::kill(self.pid as libc::pid_t, 0) };
-        r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+        crate::leftovers::alive(self.pid)
     }
 }
 
@@ -60,7 +59,14 @@ impl Record {
         let dir = dir().ok_or_else(|| {
             Error::usage("neither XDG_STATE_HOME nor HOME is set, so ssmcp cannot keep its journal")
         })?;
-        std::fs::create_dir_all(&dir).map_err(|e| cannot_write(&dir, &e))?;
+        // Only this user may read it: it names buckets, keys and upload ids.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| cannot_write(&dir, &e))?;
+        // Made by an older ssmcp with the umask's mode: close it now.
+        let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
         let path = dir.join(format!("{}.json", uuid::Uuid::new_v4().simple()));
         let record = Record { path, entry };
         record.save()?;
@@ -93,7 +99,12 @@ impl Record {
         let json = serde_json::to_vec(&self.entry)
             .map_err(|e| Error::protocol(format!("cannot encode the journal entry: {e}")))?;
         let write = || -> std::io::Result<()> {
-            let mut f = std::fs::File::create(&tmp)?;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
             f.write_all(&json)?;
             f.sync_all()?;
             std::fs::rename(&tmp, &self.path)

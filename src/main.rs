@@ -4,6 +4,9 @@ use clap::Parser;
 use ssmcp::cli::{Cli, Command};
 use ssmcp::commands;
 
+/// How long an exiting ssmcp waits for the ends of sessions it could not end in line.
+const CLEANUP_BOUND: std::time::Duration = std::time::Duration::from_secs(5);
+
 fn main() {
     let cli = Cli::parse();
     let level = match (cli.global.quiet, cli.global.verbose) {
@@ -36,7 +39,12 @@ fn main() {
             None => commands::copy::run(&cli.global, &cli.copy).await,
         }
     });
-    // Don't wait for stray tasks (a best-effort terminate may still be in flight).
+    // Sessions whose start or use was cancelled (^C) are still being ended: finish that,
+    // bounded, so no session outlives the process. Then don't wait for stray tasks.
+    let cleanup = cli.global.cleanup.clone();
+    if !runtime.block_on(cleanup.finish(CLEANUP_BOUND)) {
+        tracing::warn!("some sessions may still be open; they end at the service's idle timeout");
+    }
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     match result {
         Ok(code) => std::process::exit(code),

@@ -167,6 +167,11 @@ fn run_as(user: &Option<String>, sudo: bool) -> RunAs {
     }
 }
 
+/// Whether a copy ended by ^C / SIGTERM, when its sessions must end without delay.
+fn was_interrupted<T>(outcome: &Result<T>) -> bool {
+    matches!(outcome, Err(e) if e.kind == Kind::Interrupted)
+}
+
 pub(super) fn interrupted() -> Error {
     Error::new(
         Kind::Interrupted,
@@ -376,7 +381,7 @@ async fn upload(
     let mut conn = match conn {
         Ok(c) => c,
         Err(e) => {
-            report_warnings(&ctx, receiver.close().await);
+            report_warnings(&ctx, receiver.close(e.kind == Kind::Interrupted).await);
             return Err(e);
         }
     };
@@ -385,7 +390,7 @@ async fn upload(
         _ = signals.recv() => Err(interrupted()),
     };
     let mut warnings = conn.close().await;
-    warnings.extend(receiver.close().await);
+    warnings.extend(receiver.close(was_interrupted(&outcome)).await);
     report_warnings(&ctx, warnings);
     outcome
 }
@@ -513,7 +518,7 @@ async fn pty_upload(
         r = pty::push(&mut shell, plan, dest, &place, limit(args), reporter) => r,
         _ = signals.recv() => Err(interrupted()),
     };
-    report_warnings(ctx, shell.close().await);
+    report_warnings(ctx, shell.close(was_interrupted(&outcome)).await);
     outcome
 }
 
@@ -642,7 +647,7 @@ pub(super) async fn download_one(
         .into_iter()
         .flatten()
         .collect();
-    warnings.extend(receiver.close().await);
+    warnings.extend(receiver.close(was_interrupted(&outcome)).await);
     report_warnings(&ctx, warnings);
     outcome
 }
@@ -674,7 +679,7 @@ async fn pty_download(
         r = pty::pull(&mut shell, sources, args.recursive, &exclude, dest, args.preserve, reporter, &warn) => r,
         _ = signals.recv() => Err(interrupted()),
     };
-    report_warnings(ctx, shell.close().await);
+    report_warnings(ctx, shell.close(was_interrupted(&outcome)).await);
     outcome
 }
 

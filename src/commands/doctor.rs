@@ -337,7 +337,7 @@ async fn python_check(ctx: &Context) -> Check {
     };
     match Receiver::start(&endpoint, &RunAs::SessionUser).await {
         Ok(Some(r)) => {
-            let _ = r.close().await;
+            let _ = r.close(false).await;
             Check::ok(
                 "python3 on the instance",
                 "present: copies use the stream transport",

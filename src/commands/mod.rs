@@ -49,6 +49,7 @@ impl Context {
             quiet: global.quiet,
             channel: ChannelConfig {
                 tls: trust.websocket_tls()?,
+                cleanup: global.cleanup.clone(),
                 ..ChannelConfig::default()
             },
         })

@@ -180,15 +180,81 @@ class Plain:
 
 # ---------------------------------------------------------------- receiving (upload)
 
+def new_tag():
+    """What this process's temporaries carry: its pid (so a later run can tell that the
+    owner is gone) and a random part. Never the connection token: temporary names can be
+    read by anyone who can list the destination."""
+    return b"%d-%s" % (os.getpid(), binascii.hexlify(os.urandom(6)))
+
+
+LEFTOVER_MAX_AGE = 24 * 3600
+
+
+def leftover_owner(name):
+    """The pid in a temporary's name `.NAME.ssmcp-PID-TAG.(tmp|lnk|new)`, else None."""
+    if not name.startswith(b"."):
+        return None
+    at = name.rfind(b".ssmcp-")
+    if at < 1:
+        return None
+    stem, _, suffix = name[at + 7:].rpartition(b".")
+    pid, _, tag = stem.partition(b"-")
+    if suffix not in (b"tmp", b"lnk", b"new") or len(tag) != 12 or not pid.isdigit():
+        return None
+    try:
+        int(tag, 16)
+    except ValueError:
+        return None
+    return int(pid) or None
+
+
+def owner_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except OSError as e:
+        return e.errno == errno.EPERM
+    return True
+
+
+def reap_leftovers(directory):
+    """Remove what killed runs left in `directory`: temporaries (and --atomic staging
+    trees) whose owner process is gone, or older than a day whoever owns the pid now.
+    Trees swapped out (.old) are never touched: they may be the only copy after a crash
+    between the two renames of a swap. Returns how many were removed."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return 0
+    removed = 0
+    for name in names:
+        pid = leftover_owner(name)
+        if pid is None or pid == os.getpid():
+            continue
+        path = os.path.join(directory, name)
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if time.time() - st.st_mtime <= LEFTOVER_MAX_AGE and owner_alive(pid):
+            continue
+        if stat.S_ISDIR(st.st_mode) != name.endswith(b".new"):
+            continue
+        remove_tree(path)
+        removed += 1
+    return removed
+
+
 class Stage:
     """Everything one upload writes, so it can be committed or undone as a whole."""
 
-    def __init__(self, roots, token, preserve, keep=None):
+    def __init__(self, roots, preserve, keep=None):
         self.roots = roots  # top name -> final absolute path
         # --delete: final paths the client has but did not resend (unchanged); None
         # when nothing is to be deleted.
         self.keep = keep
-        self.token = token
+        self.token = new_tag()
+        self.reaped_in = set()  # directories already cleared of killed runs' leftovers
+        self.reaped = 0
         self.preserve = preserve
         self.umask = current_umask()
         self.created = []  # directories we made, in creation order
@@ -222,10 +288,16 @@ class Stage:
         under their own names (it all appears with one rename), which halves the
         metadata work for many small files."""
         final = self.roots[top]
+        self.reap(os.path.dirname(final.rstrip(b"/")) or b"/")
         staging = sibling(final, self.token, b"new")
         self.swaps.append((staging, final, replace))
         self.roots[top] = staging
         self.staging.add(staging)
+
+    def reap(self, directory):
+        if directory not in self.reaped_in:
+            self.reaped_in.add(directory)
+            self.reaped += reap_leftovers(directory)
 
     def in_staging(self, path):
         return any(path == r or path.startswith(r + b"/") for r in self.staging)
@@ -285,6 +357,8 @@ class Stage:
     def file(self, rf, rel, mode, mtime, size):
         parent, name, final = self.place(rel, b"f")
         direct = self.in_staging(final)
+        if not direct:
+            self.reap(parent)
         temp = final if direct else os.path.join(parent, b"." + name[:180] + b".ssmcp-" + self.token + b".tmp")
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
         # Created with its final permission bits (the kernel applies the umask), so
@@ -322,6 +396,8 @@ class Stage:
     def link(self, rel, target, mtime):
         parent, name, final = self.place(rel, b"l")
         direct = self.in_staging(final)
+        if not direct:
+            self.reap(parent)
         temp = final if direct else os.path.join(parent, b"." + name[:180] + b".ssmcp-" + self.token + b".lnk")
         try:
             os.symlink(target, temp)
@@ -475,7 +551,45 @@ def resolve_destination(dest, tops):
     return dict((n, path if n == b"." else os.path.join(path, n)) for n in names), path
 
 
-def op_push(req, rf, wf, token):
+class Live:
+    """The uploads under way in this process, so SIGTERM or SIGHUP (the session ended,
+    the instance shutting down) can undo them before the process goes."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.stages = set()
+
+    def add(self, stage):
+        with self.lock:
+            self.stages.add(stage)
+
+    def discard(self, stage):
+        with self.lock:
+            self.stages.discard(stage)
+
+    def abort_all(self):
+        with self.lock:
+            stages, self.stages = list(self.stages), set()
+        for stage in stages:
+            stage.abort()
+
+
+LIVE = Live()
+
+
+def exit_cleanly_on_signals():
+    """SIGTERM and SIGHUP undo every upload under way, then exit."""
+    import signal
+
+    def handler(signum, _frame):
+        LIVE.abort_all()
+        os._exit(128 + signum)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, handler)
+
+
+def op_push(req, rf, wf):
     tops = [{"name": unhex(t["name"]), "dir": bool(t["dir"])} for t in req["tops"]]
     for t in tops:
         if t["name"] != b".":
@@ -490,9 +604,10 @@ def op_push(req, rf, wf, token):
             if parts[0] not in roots:
                 raise Failure("protocol", "a kept path outside the announced sources")
             keep.add(os.path.join(roots[parts[0]], *parts[1:]) if parts[1:] else roots[parts[0]])
-    stage = Stage(roots, token, bool(req.get("preserve")), keep)
+    stage = Stage(roots, bool(req.get("preserve")), keep)
     if req.get("compress"):
         rf = Inflater(rf)
+    LIVE.add(stage)
     try:
         if create is not None:
             stage.mkdir(create)
@@ -530,10 +645,13 @@ def op_push(req, rf, wf, token):
             else:
                 raise Failure("protocol", "unknown bundle record %r" % tag)
         stage.commit()
-        reply(wf, {"ok": True, "files": files, "bytes": total, "deleted": stage.deleted})
+        reply(wf, {"ok": True, "files": files, "bytes": total, "deleted": stage.deleted,
+                   "reaped": stage.reaped})
     except BaseException:
         stage.abort()
         raise
+    finally:
+        LIVE.discard(stage)
 
 
 def op_inventory(req, wf):
@@ -735,7 +853,7 @@ def serve(conn, token, manifests, activity):
                 req = json.loads(line.decode("utf-8"))
                 op = req.get("op")
                 if op == "push":
-                    op_push(req, rf, wf, token)
+                    op_push(req, rf, wf)
                 elif op == "list":
                     op_list(req, wf, manifests)
                 elif op == "read":
@@ -841,7 +959,7 @@ def pull():
         req = json.loads(sys.stdin.readline())
         body = fetch(req.pop("url"))
         try:
-            op_push(req, body, out, binascii.hexlify(os.urandom(12)))
+            op_push(req, body, out)
         except (socket.timeout, ConnectionError) as e:
             raise Failure("fetch", "the download of the bundle from S3 broke off: %s" % e)
         except OSError as e:
@@ -1028,6 +1146,7 @@ def parts(req):
 
 def main():
     if sys.argv[1:] == ["pull"]:
+        exit_cleanly_on_signals()
         pull()
         return
     if sys.argv[1:] == ["export"]:
@@ -1036,6 +1155,7 @@ def main():
     if sys.argv[1:] == ["parts"]:
         run_marked(parts)
         return
+    exit_cleanly_on_signals()
     token = binascii.hexlify(os.urandom(24))
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.bind(("127.0.0.1", 0))

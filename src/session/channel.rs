@@ -45,6 +45,8 @@ pub struct ChannelConfig {
     pub resume_timeout: Duration,
     /// TLS settings for wss:// (None: the platform's roots).
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Where session ends that outlive a cancelled caller run (see `session::Cleanup`).
+    pub cleanup: super::Cleanup,
 }
 
 impl Default for ChannelConfig {
@@ -54,6 +56,7 @@ impl Default for ChannelConfig {
             max_payload: ssm_proto::STREAM_DATA_PAYLOAD_SIZE,
             resume_timeout: Duration::from_secs(60),
             tls: None,
+            cleanup: super::Cleanup::default(),
         }
     }
 }

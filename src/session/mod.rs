@@ -14,6 +14,30 @@ use ssm_proto::{Flag, PayloadType};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Work that must finish before the process exits even when the future that began it
+/// was cancelled (^C while a session starts, an early return): ending sessions. Tasks
+/// spawned on a tokio runtime die with it, so `main` waits for these, bounded, after the
+/// command has returned; every session of a command is registered with the same one.
+#[derive(Clone, Debug, Default)]
+pub struct Cleanup(tokio_util::task::TaskTracker);
+
+impl Cleanup {
+    pub fn spawn<F>(&self, work: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            self.0.spawn_on(work, &rt);
+        }
+    }
+
+    /// Wait up to `bound` for everything spawned; true when it all finished.
+    pub async fn finish(&self, bound: Duration) -> bool {
+        self.0.close();
+        tokio::time::timeout(bound, self.0.wait()).await.is_ok()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct SessionSpec {
     pub target: String,
@@ -27,6 +51,7 @@ pub struct Session {
     pub id: String,
     ssm: aws_sdk_ssm::Client,
     ended: bool,
+    cleanup: Cleanup,
 }
 
 /// How the end went; `warning` is for the user when the API call was refused.
@@ -48,9 +73,22 @@ pub async fn start(
     for (k, v) in &spec.parameters {
         req = req.parameters(k, vec![v.clone()]);
     }
-    let out = req
-        .send()
+    // StartSession runs as its own task: if this future is cancelled while the call is
+    // in flight, the session it creates must still be ended, and only the task ever
+    // learns its id.
+    let (answer, started) = tokio::sync::oneshot::channel();
+    let ender = ssm.clone();
+    config.cleanup.spawn(async move {
+        if let Err(Ok(orphan)) = answer.send(req.send().await) {
+            if let Some(id) = orphan.session_id() {
+                tracing::debug!(session = %id, "ending a session whose start was cancelled");
+                let _ = ender.terminate_session().session_id(id).send().await;
+            }
+        }
+    });
+    let out = started
         .await
+        .map_err(|_| Error::protocol("the StartSession call was abandoned"))?
         .map_err(|e| aws_error::from_sdk("StartSession", e))?;
     let (Some(id), Some(token), Some(url)) =
         (out.session_id(), out.token_value(), out.stream_url())
@@ -63,6 +101,7 @@ pub async fn start(
         id: id.to_string(),
         ssm: ssm.clone(),
         ended: false,
+        cleanup: config.cleanup.clone(),
     };
     let resumer = resumer(ssm.clone(), id.to_string());
     let channel = channel::open(url.to_string(), token.to_string(), resumer, config).await?;
@@ -88,11 +127,28 @@ fn resumer(ssm: aws_sdk_ssm::Client, id: String) -> Resumer {
 
 /// How long the in-band end waits for the service's channel_closed.
 pub(crate) const FLAG_WAIT: Duration = Duration::from_secs(3);
+/// The same wait after ^C: a signal must stop ssmcp within a second, and the API call
+/// that follows ends the session whatever the other side is doing.
+pub const HURRIED_WAIT: Duration = Duration::from_millis(400);
+
+/// How long to wait for channel_closed: briefly when the user is waiting on a ^C.
+pub fn end_wait(hurry: bool) -> Duration {
+    if hurry {
+        HURRIED_WAIT
+    } else {
+        FLAG_WAIT
+    }
+}
 
 impl Session {
     /// End the session. With a `channel`, send the TerminateSession flag (port sessions
     /// honour it) and wait briefly for channel_closed; then call the API either way.
-    pub async fn end(mut self, channel: Option<&mut Channel>) -> EndOutcome {
+    pub async fn end(self, channel: Option<&mut Channel>) -> EndOutcome {
+        self.end_within(channel, FLAG_WAIT).await
+    }
+
+    /// `end`, waiting at most `wait` for channel_closed.
+    pub async fn end_within(mut self, channel: Option<&mut Channel>, wait: Duration) -> EndOutcome {
         self.ended = true;
         if let Some(ch) = channel {
             if ch
@@ -101,7 +157,7 @@ impl Session {
                 .await
                 .is_ok()
             {
-                let _ = tokio::time::timeout(FLAG_WAIT, async {
+                let _ = tokio::time::timeout(wait, async {
                     while let Some(m) = ch.inbound.recv().await {
                         if matches!(m, Inbound::Closed(_) | Inbound::Failed(_)) {
                             break;
@@ -138,13 +194,12 @@ impl Drop for Session {
         if self.ended {
             return;
         }
-        // Last resort on an early return or panic: ask the service to end it.
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            let ssm = self.ssm.clone();
-            let id = self.id.clone();
-            rt.spawn(async move {
-                let _ = ssm.terminate_session().session_id(id).send().await;
-            });
-        }
+        // Last resort on an early return, a cancelled future or a panic: ask the
+        // service to end it, as work main waits for before the process exits.
+        let ssm = self.ssm.clone();
+        let id = self.id.clone();
+        self.cleanup.spawn(async move {
+            let _ = ssm.terminate_session().session_id(id).send().await;
+        });
     }
 }

@@ -145,11 +145,12 @@ impl Shell {
         e
     }
 
-    /// Tell the shell to exit and end the session. Returns warnings for the user.
-    pub async fn close(mut self) -> Vec<String> {
+    /// Tell the shell to exit and end the session (`hurry`: after ^C, without waiting
+    /// long for it). Returns warnings for the user.
+    pub async fn close(mut self, hurry: bool) -> Vec<String> {
         let _ = self.send(b"0\n").await;
         self.session
-            .end(Some(&mut self.channel))
+            .end_within(Some(&mut self.channel), session::end_wait(hurry))
             .await
             .warning
             .into_iter()

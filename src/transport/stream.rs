@@ -139,14 +139,16 @@ impl Receiver {
     /// TerminateSession flag, so the clean end is the receiver exiting: any byte on its
     /// terminal tells it to (after its connections have finished cleaning up).
     /// Returns warnings for the user.
-    pub async fn close(mut self) -> Vec<String> {
+    /// `hurry` (after ^C): give it only a moment; the API call then ends the session, and
+    /// with it the receiver.
+    pub async fn close(mut self, hurry: bool) -> Vec<String> {
         let _ = self
             .channel
             .sender
             .send(PayloadType::Output, b"q".to_vec())
             .await;
         self.session
-            .end(Some(&mut self.channel))
+            .end_within(Some(&mut self.channel), session::end_wait(hurry))
             .await
             .warning
             .into_iter()
@@ -423,6 +425,9 @@ async fn push_bundle(
             return Err(Error::protocol("the receiver answered before the bundle was complete"));
         }
     };
+    if let Some(n) = status["reaped"].as_u64().filter(|n| *n > 0) {
+        tracing::info!("the receiver removed {n} temporaries left on the instance by killed ssmcp runs");
+    }
     Ok(Summary {
         files: status["files"].as_u64().unwrap_or(0),
         bytes: status["bytes"].as_u64().unwrap_or(0),

@@ -354,3 +354,56 @@ pub fn assert_no_temporaries(root: &Path) {
         );
     }
 }
+
+/// The machine's real python3 binary (not a shim), for instance-side wrappers.
+pub fn real_python() -> String {
+    let out = std::process::Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .expect("python3 runs");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// A `python3` for a hostile instance: it runs ssmcp's receiver with each `(old, new)`
+/// source replacement applied (every one must apply, or it exits 99 saying which), and
+/// anything else with the real python3. Give it to an instance with
+/// `InstanceConfig::command("python3", &hostile_python(...))`.
+pub fn hostile_python(patches: &[(&str, &str)]) -> String {
+    let real = real_python();
+    let patches = serde_json::to_string(&patches).unwrap();
+    let literal = serde_json::to_string(&patches).unwrap();
+    format!(
+        r#"#!{real}
+import base64, json, os, re, sys, zlib
+args = sys.argv[1:]
+if len(args) >= 2 and args[0] == "-c" and "b64decode" in args[1]:
+    blob = re.search(r'b64decode\("([^"]+)"\)', args[1]).group(1)
+    src = zlib.decompress(base64.b64decode(blob)).decode()
+    for old, new in json.loads({literal}):
+        if old not in src:
+            sys.stderr.write("hostile patch does not apply: %r\n" % old)
+            sys.exit(99)
+        src = src.replace(old, new)
+    sys.argv = ["-c"] + args[2:]
+    exec(compile(src, "ssmcp-receiver", "exec"), {{"__name__": "__main__"}})
+else:
+    os.execv({real:?}, [{real:?}] + args)
+"#
+    )
+}
+
+/// Python processes (receivers) whose working directory is `home`.
+pub fn receivers_running(home: &Path) -> usize {
+    let mut n = 0;
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if e.file_name().to_string_lossy().parse::<i32>().is_err() {
+            continue;
+        }
+        let cwd = std::fs::read_link(e.path().join("cwd")).ok();
+        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        if cwd.as_deref() == Some(home) && cmd.windows(6).any(|w| w == b"python") {
+            n += 1;
+        }
+    }
+    n
+}
