@@ -51,7 +51,11 @@ fn assert_untouched(dir: &Path) {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    assert_eq!(names, [".bashrc", "victim"], "nothing added or left in {dir:?}");
+    assert_eq!(
+        names,
+        [".bashrc", "victim"],
+        "nothing added or left in {dir:?}"
+    );
     assert_eq!(std::fs::read(dir.join(".bashrc")).unwrap(), b"mine");
     assert_eq!(std::fs::read(dir.join("victim")).unwrap(), b"mine too");
 }
@@ -80,11 +84,18 @@ async fn an_extra_listing_entry_is_refused_on_every_transport() {
     for args in cases {
         let (code, _, err) = h.run(&[args, &[s(&dest)]].concat()).await;
         assert_eq!(code, 76, "{args:?}: {err}");
-        assert!(err.contains("outside the requested sources"), "{args:?}: {err}");
+        assert!(
+            err.contains("outside the requested sources"),
+            "{args:?}: {err}"
+        );
         assert_untouched(&dest);
     }
     h.assert_no_sessions_left().await;
-    assert!(h.sim.s3_leftovers().is_empty(), "{:?}", h.sim.s3_leftovers());
+    assert!(
+        h.sim.s3_leftovers().is_empty(),
+        "{:?}",
+        h.sim.s3_leftovers()
+    );
 }
 
 #[tokio::test]
@@ -132,10 +143,16 @@ async fn one_hostile_instance_of_several_writes_only_its_own_failure() {
     std::fs::write(good_home.join("real.txt"), b"good").unwrap();
     let dest = local_home(&h);
     let (code, _, err) = h
-        .run(&[&format!("{good},{INSTANCE}:real.txt"), &format!("{}/", dest.display())])
+        .run(&[
+            &format!("{good},{INSTANCE}:real.txt"),
+            &format!("{}/", dest.display()),
+        ])
         .await;
     assert_ne!(code, 0, "{err}");
-    assert_eq!(std::fs::read(dest.join(good).join("real.txt")).unwrap(), b"good");
+    assert_eq!(
+        std::fs::read(dest.join(good).join("real.txt")).unwrap(),
+        b"good"
+    );
     std::fs::remove_dir_all(dest.join(good)).unwrap();
     // The hostile one failed inside its own directory and left nothing there.
     let _ = std::fs::remove_dir(dest.join(INSTANCE));
@@ -153,7 +170,11 @@ async fn impossible_sizes_are_refused_before_anything_is_allocated() {
         let started = std::time::Instant::now();
         let (got, _, err) = h.run(&[&format!("{INSTANCE}:d/real.txt"), s(&dest)]).await;
         assert_eq!(got, code, "{size}: {err}");
-        assert!(started.elapsed() < Duration::from_secs(20), "{size}: took {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{size}: took {:?}",
+            started.elapsed()
+        );
         assert_untouched(&dest);
         h.assert_no_sessions_left().await;
     }
@@ -162,7 +183,10 @@ async fn impossible_sizes_are_refused_before_anything_is_allocated() {
 #[tokio::test]
 async fn a_stalling_receiver_is_stopped_by_sigterm_within_a_second() {
     // Lists, then never sends the bytes it promised.
-    let stall = ("def send_range(out, files, index, offset, length):\n", "def send_range(out, files, index, offset, length):\n    time.sleep(3600)\n");
+    let stall = (
+        "def send_range(out, files, index, offset, length):\n",
+        "def send_range(out, files, index, offset, length):\n    time.sleep(3600)\n",
+    );
     let h = Harness::new(hostile(&[stall])).await;
     remote_files(&h);
     let dest = local_home(&h);
@@ -172,7 +196,10 @@ async fn a_stalling_receiver_is_stopped_by_sigterm_within_a_second() {
         "the download never staged its file",
         || {
             std::fs::read_dir(&dest)
-                .map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().contains(".ssmcp-")))
+                .map(|d| {
+                    d.flatten()
+                        .any(|e| e.file_name().to_string_lossy().contains(".ssmcp-"))
+                })
                 .unwrap_or(false)
         },
     )
@@ -184,8 +211,21 @@ async fn a_stalling_receiver_is_stopped_by_sigterm_within_a_second() {
         .await
         .expect("ssmcp ended after SIGTERM")
         .unwrap();
-    assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
-    assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_untouched(&dest);
-    assert!(h.sim.wait_sessions_closed(Duration::from_secs(3)).await, "{:?}", h.sim.stats());
+    assert!(
+        h.sim.wait_sessions_closed(Duration::from_secs(3)).await,
+        "{:?}",
+        h.sim.stats()
+    );
 }

@@ -360,6 +360,7 @@ async fn upload(
     let receiver = match args.transport {
         TransportChoice::Pty => None,
         _ => tokio::select! {
+            biased;
             r = Receiver::start(&endpoint, run_as) => r?,
             _ = signals.recv() => return Err(interrupted()),
         },
@@ -375,6 +376,7 @@ async fn upload(
         "transport stream: a python3 receiver on the instance, one port session for the upload",
     );
     let conn = tokio::select! {
+        biased;
         c = receiver.connect() => c,
         _ = signals.recv() => Err(interrupted()),
     };
@@ -386,6 +388,7 @@ async fn upload(
         }
     };
     let outcome = tokio::select! {
+        biased;
         r = push_plan(&mut conn, plan, dest, args, reporter) => r,
         _ = signals.recv() => Err(interrupted()),
     };
@@ -509,12 +512,14 @@ async fn pty_upload(
     }
     announce_pty(ctx, args, reporter);
     let mut shell = tokio::select! {
+        biased;
         s = pty::Shell::start(endpoint, run_as) => s?,
         _ = signals.recv() => return Err(interrupted()),
     };
     reporter.plan(plan.files, plan.bytes);
     let place = place_options(args);
     let outcome = tokio::select! {
+        biased;
         r = pty::push(&mut shell, plan, dest, &place, limit(args), reporter) => r,
         _ = signals.recv() => Err(interrupted()),
     };
@@ -618,6 +623,7 @@ pub(super) async fn download_one(
     let receiver = match args.transport {
         TransportChoice::Pty => None,
         _ => tokio::select! {
+            biased;
             r = Receiver::start(&endpoint, run_as) => r?,
             _ = signals.recv() => return Err(interrupted()),
         },
@@ -638,6 +644,7 @@ pub(super) async fn download_one(
     };
     let mut conns: Vec<Connection> = Vec::new();
     let outcome = tokio::select! {
+        biased;
         r = fetch_all(&receiver, &mut conns, &job, args, &ctx, reporter) => r,
         _ = signals.recv() => Err(interrupted()),
     };
@@ -670,12 +677,14 @@ async fn pty_download(
     }
     announce_pty(ctx, args, reporter);
     let mut shell = tokio::select! {
+        biased;
         s = pty::Shell::start(endpoint, run_as) => s?,
         _ = signals.recv() => return Err(interrupted()),
     };
     let warn = |w: &str| ctx.warn(w);
     let exclude = plan::exclusions(&args.exclude)?;
     let outcome = tokio::select! {
+        biased;
         r = pty::pull(&mut shell, sources, args.recursive, &exclude, dest, args.preserve, reporter, &warn) => r,
         _ = signals.recv() => Err(interrupted()),
     };

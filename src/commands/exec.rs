@@ -46,6 +46,7 @@ pub async fn run(global: &Global, args: &ExecArgs) -> Result<i32> {
     // ^C while the session opens gives up; a session already started is ended by its
     // drop guard.
     let (session, mut channel, first) = tokio::select! {
+        biased;
         r = opening => r?,
         _ = signals.recv() => return Err(Error::new(Kind::Interrupted, "interrupted")),
     };

@@ -58,6 +58,7 @@ pub async fn run(global: &Global, args: &ForwardArgs) -> Result<i32> {
         info.agent_version
     ));
     let outcome = tokio::select! {
+        biased;
         _ = signals.recv() => Ok(0),
         ended = ports.closed() => match ended {
             Ended::Failed(e) => Err(e),

@@ -90,6 +90,7 @@ pub(super) async fn download(
     tokio::pin!(work);
     let mut results = loop {
         tokio::select! {
+            biased;
             r = &mut work => break r,
             _ = signals.recv() => {
                 interrupted_by_user.store(true, Ordering::SeqCst);

@@ -119,7 +119,7 @@ pub async fn download(
         .hint("leave out --transport s3; downloads over sessions honour both"));
     }
     let staging = staging(job.conf, job.args, reporter).await?;
-    let command = Mutex::new(None);
+    let command = InFlight::default();
     let spool = Mutex::new(None);
     let work = export_and_receive(&job, &staging, &command, &spool, reporter);
     let show = !job.quiet && !job.args.json;
@@ -135,7 +135,7 @@ pub async fn download(
 async fn export_and_receive(
     job: &DownloadJob<'_>,
     staging: &Staging,
-    command: &Current,
+    command: &InFlight,
     kept_spool: &Current,
     reporter: &Reporter,
 ) -> Result<Summary> {
@@ -171,12 +171,18 @@ async fn run_on_instance(
     job: &DownloadJob<'_>,
     mode: RunMode,
     request: &Value,
-    command: &Current,
+    command: &InFlight,
     reporter: &Reporter,
 ) -> Result<Value> {
     let script = run_command_script(job.run_as, mode, &request.to_string());
-    let command_id = send(job.ssm, &Destination::one(&job.instance), job.args, &script).await?;
-    remember(command, &command_id);
+    let command_id = send(
+        job.ssm,
+        &Destination::one(&job.instance),
+        job.args,
+        &script,
+        command,
+    )
+    .await?;
     let results = wait(job.ssm, &command_id, job.run_as, reporter).await?;
     let failed: Vec<&Outcome> = results.iter().filter(|o| !o.ok).collect();
     if results.is_empty() {
@@ -238,7 +244,7 @@ async fn upload_spool_in_parts(
     spool: &str,
     size: u64,
     put_limit: u64,
-    command: &Current,
+    command: &InFlight,
     reporter: &Reporter,
 ) -> Result<()> {
     let (part_size, parts) = cut_in_parts(size, put_limit)?;
@@ -281,7 +287,15 @@ async fn upload_spool_in_parts(
 async fn discard_spool(job: &DownloadJob<'_>, spool: &str) {
     let request = json!({ "spool": spool });
     let script = run_command_script(job.run_as, RunMode::Parts, &request.to_string());
-    let _ = send(job.ssm, &Destination::one(&job.instance), job.args, &script).await;
+    let unwatched = InFlight::default();
+    let _ = send(
+        job.ssm,
+        &Destination::one(&job.instance),
+        job.args,
+        &script,
+        &unwatched,
+    )
+    .await;
 }
 
 /// What is under way, where cleanup after an interrupt can find it: the Run Command
@@ -345,30 +359,52 @@ fn no_session_only_flags(args: &CopyArgs) -> Result<()> {
 async fn guarded<T>(
     ssm: &aws_sdk_ssm::Client,
     staging: &Staging,
-    command: &Current,
+    command: &InFlight,
     work: impl std::future::Future<Output = Result<T>>,
     signals: &mut Signals,
     reporter: &Reporter,
     show_warnings: bool,
 ) -> Result<T> {
     let outcome = tokio::select! {
+        biased;
         r = work => r,
-        _ = signals.recv() => Err(Error::new(
-            Kind::Interrupted,
-            "interrupted; the staged object was removed and nothing partial was left in place",
-        )),
+        _ = signals.recv() => Err(Error::new(Kind::Interrupted, "interrupted")),
     };
     if let Err(e) = &outcome {
         if e.kind == Kind::Interrupted {
-            if let Some(id) = forget(command) {
-                let _ = ssm.cancel_command().command_id(id).send().await;
+            // Cancel the command (so no instance starts on a vanishing object) and let
+            // it end before the object goes: an instance still uploading its export
+            // would otherwise put the object back after it was removed.
+            if let Some(id) = command.settle().await {
+                let _ = ssm.cancel_command().command_id(&id).send().await;
+                let over = async {
+                    while !command_over(ssm, &id).await.unwrap_or(true) {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                };
+                if tokio::time::timeout(CANCEL_WAIT, over).await.is_err() {
+                    tracing::debug!("command {id} still running after it was cancelled");
+                }
             }
         }
     }
-    for w in staging.remove().await {
-        warn(reporter, show_warnings, &w);
+    let left = staging.remove().await;
+    for w in &left {
+        warn(reporter, show_warnings, w);
     }
-    outcome
+    match outcome {
+        // Say only what is true: the object is gone only when removing it worked.
+        Err(e) if e.kind == Kind::Interrupted && left.is_empty() => Err(Error::new(
+            Kind::Interrupted,
+            "interrupted; the staged object was removed and nothing partial was left in place",
+        )),
+        Err(e) if e.kind == Kind::Interrupted => Err(Error::new(
+            Kind::Interrupted,
+            "interrupted; nothing partial was left in place, but the staging bucket still holds what the warnings above name",
+        )
+        .hint("run `ssmcp gc` to remove it")),
+        other => other,
+    }
 }
 
 /// A warning as a note event, and on stderr unless --json or -q.
@@ -384,7 +420,7 @@ pub async fn upload(job: Job<'_>, signals: &mut Signals, reporter: &Reporter) ->
     let staging = staging(job.conf, job.args, reporter).await?;
     reporter.plan(job.plan.files, job.plan.bytes);
     // The command under way, where an interrupt can find it.
-    let command = Mutex::new(None);
+    let command = InFlight::default();
     let work = stage_and_run(&job, &staging, &command, reporter);
     let show = !job.quiet && !job.args.json;
     let results = guarded(job.ssm, &staging, &command, work, signals, reporter, show).await?;
@@ -404,7 +440,7 @@ pub async fn upload(job: Job<'_>, signals: &mut Signals, reporter: &Reporter) ->
 async fn stage_and_run(
     job: &Job<'_>,
     staging: &Staging,
-    command: &Current,
+    command: &InFlight,
     reporter: &Reporter,
 ) -> Result<Vec<Outcome>> {
     reporter.note(&format!(
@@ -428,9 +464,35 @@ async fn stage_and_run(
     let mut request = push_request(job.plan, job.dest, &place, job.args.compress);
     request["url"] = json!(url);
     let script = run_command_script(job.run_as, RunMode::Pull, &request.to_string());
-    let command_id = send(job.ssm, &job.destination, job.args, &script).await?;
-    remember(command, &command_id);
+    let command_id = send(job.ssm, &job.destination, job.args, &script, command).await?;
     wait(job.ssm, &command_id, job.run_as, reporter).await
+}
+
+/// How long cleanup after ^C waits for a cancelled command to end.
+const CANCEL_WAIT: Duration = Duration::from_secs(10);
+
+/// The Run Command command under way, where cleanup after an interrupt finds it, even
+/// while SendCommand is still in flight: the call runs as its own task, which notes the
+/// id whether or not the copy that sent it is still waiting.
+#[derive(Default)]
+struct InFlight {
+    id: std::sync::Arc<Mutex<Option<String>>>,
+    sending: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl InFlight {
+    /// The command's id once any SendCommand in flight has answered (bounded).
+    async fn settle(&self) -> Option<String> {
+        let sending = self
+            .sending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(task) = sending {
+            let _ = tokio::time::timeout(CANCEL_WAIT, task).await;
+        }
+        self.id.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
 }
 
 async fn send(
@@ -438,6 +500,7 @@ async fn send(
     destination: &Destination,
     args: &CopyArgs,
     script: &str,
+    inflight: &InFlight,
 ) -> Result<String> {
     let mut req = ssm
         .send_command()
@@ -455,11 +518,28 @@ async fn send(
                 .build(),
         ),
     };
-    let out = req.send().await.map_err(|e| from_sdk("SendCommand", e))?;
-    out.command()
-        .and_then(|c| c.command_id())
-        .map(str::to_string)
-        .ok_or_else(|| Error::protocol("SendCommand returned no command id"))
+    let (answer, answered) = tokio::sync::oneshot::channel();
+    let slot = inflight.id.clone();
+    let task = tokio::spawn(async move {
+        let sent = req
+            .send()
+            .await
+            .map_err(|e| from_sdk("SendCommand", e))
+            .and_then(|out| {
+                out.command()
+                    .and_then(|c| c.command_id())
+                    .map(str::to_string)
+                    .ok_or_else(|| Error::protocol("SendCommand returned no command id"))
+            });
+        if let Ok(id) = &sent {
+            *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(id.clone());
+        }
+        let _ = answer.send(sent);
+    });
+    *inflight.sending.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+    answered
+        .await
+        .map_err(|_| Error::protocol("the SendCommand call was abandoned"))?
 }
 
 /// Poll until the command is over, reporting each instance as it finishes.

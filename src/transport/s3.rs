@@ -15,10 +15,11 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
     ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, ServerSideEncryption,
 };
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::task::JoinSet;
+use tokio::task::JoinHandle;
 
 /// S3's smallest part (but the last) is 5 MiB; bigger parts mean fewer requests.
 const PART_SIZE: usize = 8 * 1024 * 1024;
@@ -26,6 +27,8 @@ const PART_SIZE: usize = 8 * 1024 * 1024;
 const MAX_PARTS: u64 = 9_000;
 const PARTS_IN_FLIGHT: usize = 4;
 const PIPE: usize = 256 * 1024;
+/// How long cleanup waits for parts in flight (4 × 8 MiB) before aborting anyway.
+const PARTS_DRAIN: Duration = Duration::from_secs(60);
 
 /// One run's object in S3. What it created is remembered, in memory and in the journal
 /// when there is one, so `remove` (or `ssmcp gc` after a crash) can undo it.
@@ -46,6 +49,10 @@ struct State {
     /// interrupt cannot drop it between S3 creating the upload and the id being noted;
     /// `remove` waits for it before aborting.
     creating: Option<tokio::task::JoinHandle<()>>,
+    /// Part uploads. They are not cancelled when the upload's future is dropped: a part
+    /// cut off mid-request may still land after an abort, which then fails or leaves
+    /// the part behind. `remove` waits for them, then aborts.
+    parts: tokio_util::task::TaskTracker,
 }
 
 /// Note a multipart upload's id (or its end), in memory and in the journal.
@@ -181,7 +188,8 @@ impl Staging {
             return Ok(Staged { bytes });
         }
         let upload_id = self.create_upload(Some(ChecksumAlgorithm::Crc32)).await?;
-        let mut running = JoinSet::new();
+        let parts = self.lock().parts.clone();
+        let mut running: VecDeque<JoinHandle<Result<CompletedPart>>> = VecDeque::new();
         let mut done = Vec::new();
         let mut bytes = 0u64;
         let mut next = Some(first);
@@ -193,23 +201,23 @@ impl Staging {
             let last = part.len() < part_size;
             bytes += part.len() as u64;
             while running.len() >= PARTS_IN_FLIGHT {
-                done.push(joined(running.join_next().await)?);
+                done.push(joined(running.pop_front()).await?);
             }
-            running.spawn(upload_part(
+            running.push_back(parts.spawn(upload_part(
                 self.s3.clone(),
                 self.bucket.clone(),
                 self.key.clone(),
                 upload_id.clone(),
                 number,
                 part,
-            ));
+            )));
             number += 1;
             if !last {
                 next = Some(fill(&mut pipe, part_size).await?);
             }
         }
         while !running.is_empty() {
-            done.push(joined(running.join_next().await)?);
+            done.push(joined(running.pop_front()).await?);
         }
         done.sort_by_key(|p| p.part_number());
         self.s3
@@ -381,6 +389,15 @@ impl Staging {
         if let Some(task) = creating {
             let _ = tokio::time::timeout(Duration::from_secs(60), task).await;
         }
+        // Parts still in flight land first; an abort before they end could not remove them.
+        let parts = self.lock().parts.clone();
+        parts.close();
+        if tokio::time::timeout(PARTS_DRAIN, parts.wait())
+            .await
+            .is_err()
+        {
+            tracing::debug!("part uploads still running after {PARTS_DRAIN:?}; aborting anyway");
+        }
         let unfinished = self.lock().upload_id.take();
         if let Some(id) = unfinished {
             let aborted = self
@@ -527,12 +544,11 @@ async fn upload_part(
         .build())
 }
 
-fn joined(
-    r: Option<std::result::Result<Result<CompletedPart>, tokio::task::JoinError>>,
-) -> Result<CompletedPart> {
-    match r {
-        Some(Ok(part)) => part,
-        Some(Err(e)) => Err(Error::protocol(format!("a part upload stopped: {e}"))),
+async fn joined(handle: Option<JoinHandle<Result<CompletedPart>>>) -> Result<CompletedPart> {
+    match handle {
+        Some(h) => h
+            .await
+            .map_err(|e| Error::protocol(format!("a part upload stopped: {e}")))?,
         None => Err(Error::protocol("no part upload was running")),
     }
 }

@@ -426,7 +426,9 @@ async fn push_bundle(
         }
     };
     if let Some(n) = status["reaped"].as_u64().filter(|n| *n > 0) {
-        tracing::info!("the receiver removed {n} temporaries left on the instance by killed ssmcp runs");
+        tracing::info!(
+            "the receiver removed {n} temporaries left on the instance by killed ssmcp runs"
+        );
     }
     Ok(Summary {
         files: status["files"].as_u64().unwrap_or(0),

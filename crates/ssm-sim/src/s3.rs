@@ -58,6 +58,7 @@ pub async fn serve(
             tokio::spawn(async move {
                 let checked = hyper::service::service_fn(move |req: Request<Incoming>| {
                     let missing = missing_bucket(&root, &req);
+                    let unknown_upload = unknown_upload(&root, &req);
                     let bucket = bucket_of(&req).to_string();
                     let region = regions.of(&bucket).to_string();
                     let misdirected = signing_region(&req).is_some_and(|r| r != region);
@@ -70,6 +71,9 @@ pub async fn serve(
                     async move {
                         if let Some(bucket) = missing {
                             return Ok::<_, s3s::HttpError>(no_such_bucket(&bucket));
+                        }
+                        if let Some(id) = unknown_upload {
+                            return Ok(no_such_upload(&id));
                         }
                         if oversized {
                             return Ok(entity_too_large(max_put));
@@ -199,6 +203,28 @@ fn missing_bucket(root: &Path, req: &Request<Incoming>) -> Option<String> {
     let exists = root.join(bucket).is_dir();
     (!bucket.is_empty() && !creating && !exists && !bucket.starts_with('.'))
         .then(|| bucket.to_string())
+}
+
+/// A request naming a multipart upload that does not exist (never created, completed or
+/// aborted): real S3 answers NoSuchUpload (404); s3s-fs answers AccessDenied, which
+/// would make a client believe it lacks a permission.
+fn unknown_upload(root: &Path, req: &Request<Incoming>) -> Option<String> {
+    let id = req
+        .uri()
+        .query()?
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("uploadId="))?;
+    let safe = !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    (!safe || !root.join(format!(".upload-{id}.json")).exists()).then(|| id.to_string())
+}
+
+fn no_such_upload(id: &str) -> http::Response<s3s::Body> {
+    s3_error(
+        http::StatusCode::NOT_FOUND,
+        "NoSuchUpload",
+        "The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed.",
+        &format!("<UploadId>{id}</UploadId>"),
+    )
 }
 
 fn no_such_bucket(bucket: &str) -> http::Response<s3s::Body> {

@@ -301,17 +301,35 @@ async fn run_one(
         file_size_limit: target.file_size_limit,
     };
     let mut cmd = tokio::process::Command::new("sh");
+    // As the agent does (agent/executers/executers_unix.go): the script leads its own
+    // process group, and cancelling kills the whole group with SIGKILL, so children the
+    // script started (a python3 uploading to S3) die with it.
     cmd.arg("-c")
         .arg(script)
         .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .process_group(0)
         .kill_on_drop(true);
     penv.apply(&mut cmd);
-    let output = tokio::select! {
-        o = cmd.output() => o,
-        _ = cancel.cancelled() => {
-            inv.status = "Cancelled";
-            inv.details = "Cancelled";
-            return inv;
+    let output = match cmd.spawn() {
+        Err(e) => Err(e),
+        Ok(child) => {
+            let group = child.id().and_then(|p| i32::try_from(p).ok());
+            tokio::select! {
+                o = child.wait_with_output() => o,
+                _ = cancel.cancelled() => {
+                    if let Some(pgid) = group {
+                        let _ = nix::sys::signal::killpg(
+                            nix::unistd::Pid::from_raw(pgid),
+                            nix::sys::signal::Signal::SIGKILL,
+                        );
+                    }
+                    inv.status = "Cancelled";
+                    inv.details = "Cancelled";
+                    return inv;
+                }
+            }
         }
     };
     match output {
