@@ -38,7 +38,7 @@ pub struct CopyArgs {
     #[arg(short = 'C', long)]
     pub compress: bool,
     /// Limit the bandwidth, in Kbit/s (as scp's -l).
-    #[arg(short = 'l', long, value_name = "KBITS")]
+    #[arg(short = 'l', long, value_name = "KBITS", value_parser = clap::value_parser!(u64).range(1..=MAX_LIMIT_KBITS))]
     pub limit: Option<u64>,
     /// Leave out files and directories matching this glob (name or relative path); repeatable.
     #[arg(long, value_name = "PATTERN")]
@@ -78,16 +78,37 @@ pub struct CopyArgs {
     pub staging: StagingArgs,
     /// Instances copying at once, a number or a percentage such as 10%: Run Command's
     /// rate control for uploads through S3, ssmcp's own for downloads from several.
-    #[arg(long, default_value = "10", value_name = "N|P%")]
+    #[arg(long, default_value = "10", value_name = "N|P%", value_parser = rate(1))]
     pub max_concurrency: String,
     /// Failed instances tolerated before the rest are not started, a number or a
     /// percentage (several targets). The copy still exits non-zero if any failed.
-    #[arg(long, default_value = "0", value_name = "N|P%")]
+    #[arg(long, default_value = "0", value_name = "N|P%", value_parser = rate(0))]
     pub max_errors: String,
     /// Encrypt staged objects with this KMS key (id, ARN or alias/NAME): SSE-KMS. The
     /// caller needs kms:GenerateDataKey and kms:Decrypt on it; instances need nothing.
     #[arg(long, value_name = "KEY")]
     pub sse_kms_key: Option<String>,
+}
+
+/// -l's ceiling: 1 Tbit/s, far beyond any session, and small enough that the conversion
+/// to bytes per second cannot overflow.
+pub const MAX_LIMIT_KBITS: u64 = 1_000_000_000;
+
+/// `N` (at least `min`) or `P%` (`min`..=100), as Run Command's MaxConcurrency and
+/// MaxErrors take them; checked here so a typo is a usage error, not a service refusal.
+fn rate(min: u64) -> impl Fn(&str) -> Result<String, String> + Clone {
+    move |s: &str| {
+        let (digits, max) = match s.strip_suffix('%') {
+            Some(p) => (p, 100),
+            None => (s, u64::MAX),
+        };
+        match digits.parse::<u64>() {
+            Ok(n) if n >= min && n <= max && !digits.starts_with('+') => Ok(s.to_string()),
+            _ => Err(format!(
+                "expected a number of at least {min} or a percentage from {min}% to 100%, such as 10 or 25%"
+            )),
+        }
+    }
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -8,12 +8,23 @@ use ssmcp::commands;
 const CLEANUP_BOUND: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // --help and --version print to stdout and succeed; every other command-line
+            // error is the usage class (64), as documented, not clap's own 2.
+            let code = if e.use_stderr() { 64 } else { 0 };
+            let _ = e.print();
+            std::process::exit(code);
+        }
+    };
+    // The SDK's own log lines (credential chain WARNs and the like) reach users only
+    // with -vv: ssmcp says what went wrong in its own words.
     let level = match (cli.global.quiet, cli.global.verbose) {
-        (true, _) => "error",
-        (_, 0) => "warn",
+        (true, _) => "ssmcp=error",
+        (_, 0) => "ssmcp=warn",
         (_, 1) => "ssmcp=info",
-        _ => "ssmcp=debug",
+        _ => "ssmcp=debug,warn",
     };
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -21,6 +32,7 @@ fn main() {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
     let runtime = match tokio::runtime::Runtime::new() {

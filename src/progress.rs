@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 pub enum Reporter {
     Bar(Bar),
     Json(JsonLines),
-    Silent { notes: bool },
+    Silent { notes: bool, warnings: bool },
 }
 
 /// The terminal bar and the file counts its message shows.
@@ -63,6 +63,7 @@ impl Reporter {
         }
         Reporter::Silent {
             notes: verbose && !quiet,
+            warnings: !quiet,
         }
     }
 
@@ -143,8 +144,19 @@ impl Progress for Reporter {
         match self {
             Reporter::Bar(b) => b.bar.println(format!("ssmcp: {text}")),
             Reporter::Json(_) => self.event(json!({"event": "note", "text": text})),
-            Reporter::Silent { notes: true } => eprintln!("ssmcp: {text}"),
-            Reporter::Silent { notes: false } => {}
+            Reporter::Silent { notes: true, .. } => eprintln!("ssmcp: {text}"),
+            Reporter::Silent { notes: false, .. } => {}
+        }
+    }
+
+    fn warn(&self, text: &str) {
+        match self {
+            Reporter::Bar(b) => b.bar.println(format!("ssmcp: warning: {text}")),
+            Reporter::Json(_) => self.event(json!({"event": "warning", "text": text})),
+            Reporter::Silent { warnings: true, .. } => eprintln!("ssmcp: warning: {text}"),
+            Reporter::Silent {
+                warnings: false, ..
+            } => {}
         }
     }
 }

@@ -185,7 +185,8 @@ async fn tls_endpoints_work_with_aws_ca_bundle_and_fail_clearly_without() {
     // Without the CA the platform roots do not trust the simulator: say so.
     let (code, _, err) = h
         .run_env(
-            &[("AWS_CA_BUNDLE", None)],
+            // SSL_CERT_FILE (exported for Go clients) would also make rustls trust it.
+            &[("AWS_CA_BUNDLE", None), ("SSL_CERT_FILE", None)],
             &["exec", INSTANCE, "--", "true"],
         )
         .await;

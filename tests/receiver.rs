@@ -253,3 +253,95 @@ fn the_receiver_is_python_3_6_grammar() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Start a push of one file of `size` bytes and send only its first half; returns the
+/// connection (kept open) once the receiver has staged the temporary.
+async fn half_a_push(r: &Receiver, size: usize) -> TcpStream {
+    let mut s = TcpStream::connect(("127.0.0.1", r.port)).await.unwrap();
+    let tops = [serde_json::json!({"name": hex::encode("big"), "dir": false})];
+    let req = serde_json::json!({"op": "push", "dest": hex::encode(""), "tops": tops});
+    let mut msg = format!("{}\n{}\n", r.token, req).into_bytes();
+    msg.extend(
+        Record::File {
+            meta: meta(b"big"),
+            size: size as u64,
+        }
+        .encode(),
+    );
+    msg.extend(vec![7u8; size / 2]);
+    s.write_all(&msg).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while temporaries(r.home.path()).is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "nothing staged");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    s
+}
+
+fn temporaries(dir: &Path) -> Vec<String> {
+    entries(dir)
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".ssmcp-"))
+        .collect()
+}
+
+#[tokio::test]
+async fn temporaries_name_their_owner_never_the_connection_token() {
+    let r = start(None).await;
+    let _conn = half_a_push(&r, 1 << 20).await;
+    let pid = r._child.id().unwrap();
+    for name in temporaries(r.home.path()) {
+        assert!(!name.contains(&r.token), "the token is readable in {name}");
+        assert!(name.starts_with(&format!(".big.ssmcp-{pid}-")), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn sigterm_and_sighup_undo_the_uploads_under_way() {
+    for sig in [
+        nix::sys::signal::Signal::SIGTERM,
+        nix::sys::signal::Signal::SIGHUP,
+    ] {
+        let mut r = start(None).await;
+        let _conn = half_a_push(&r, 1 << 20).await;
+        let pid = nix::unistd::Pid::from_raw(r._child.id().unwrap() as i32);
+        nix::sys::signal::kill(pid, sig).unwrap();
+        let status = tokio::time::timeout(Duration::from_secs(10), r._child.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!status.success(), "{sig}: {status:?}");
+        assert!(
+            entries(r.home.path()).is_empty(),
+            "{sig}: {:?}",
+            entries(r.home.path())
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_next_upload_reaps_what_a_killed_receiver_left() {
+    let mut r = start(None).await;
+    let conn = half_a_push(&r, 1 << 20).await;
+    r._child.kill().await.unwrap();
+    drop(conn);
+    let left = temporaries(r.home.path());
+    assert_eq!(left.len(), 1, "SIGKILL leaves the temporary");
+    // A live owner's temporary is not touched (pid 1 is always running).
+    let live = r.home.path().join(".other.ssmcp-1-0123456789ab.tmp");
+    std::fs::write(&live, b"x").unwrap();
+    let next = start(None).await;
+    let home = r.home.path().to_path_buf();
+    let mut body = file(b"small", b"next");
+    body.extend(end(1));
+    // The new receiver writes into the same directory.
+    let dest = home.display().to_string() + "/";
+    let answer = push(&next, &dest, &[("small", false)], body).await;
+    assert_eq!(answer["ok"], true, "{answer}");
+    assert_eq!(answer["reaped"], 1, "{answer}");
+    assert_eq!(
+        temporaries(&home),
+        vec![".other.ssmcp-1-0123456789ab.tmp".to_string()]
+    );
+}

@@ -198,7 +198,10 @@ async fn produce(heading: &str) -> (i32, String) {
             .await;
             let f = file(&h, "f", b"x");
             let (c, _, e) = h
-                .run_env(&[("AWS_CA_BUNDLE", None)], &[&f, &remote("")])
+                .run_env(
+                    &[("AWS_CA_BUNDLE", None), ("SSL_CERT_FILE", None)],
+                    &[&f, &remote("")],
+                )
                 .await;
             (c, e)
         }
@@ -327,6 +330,65 @@ async fn produce(heading: &str) -> (i32, String) {
             let out = finish(child).await;
             assert_eq!(h.sim.s3_leftovers(), Vec::<String>::new());
             out
+        }
+        k if k.starts_with("the instance sent a path outside") => {
+            let extra = (
+                "    key = manifests.add(files)\n",
+                "    files.append(files[0])\n    records.append(b\"M\" + bytes16(b\".bashrc\") + records[0][-24:])\n    key = manifests.add(files)\n",
+            );
+            let h = with(instance(|i| {
+                i.command("python3", &hostile_python(&[extra]))
+            }))
+            .await;
+            std::fs::write(h.remote().join("f"), b"x").unwrap();
+            let out = h.local().join("in");
+            std::fs::create_dir_all(&out).unwrap();
+            let (c, _, e) = h.run(&[&remote("f"), out.to_str().unwrap()]).await;
+            assert_eq!(
+                std::fs::read_dir(&out).unwrap().count(),
+                0,
+                "nothing written"
+            );
+            (c, e)
+        }
+        k if k.starts_with("the download is") => {
+            let lie = (
+                "records.append(b\"M\" + bytes16(top) + meta_of(st) + U64.pack(st.st_size))",
+                "records.append(b\"M\" + bytes16(top) + meta_of(st) + U64.pack(1 << 49))",
+            );
+            let h = with(instance(|i| i.command("python3", &hostile_python(&[lie])))).await;
+            std::fs::write(h.remote().join("f"), b"x").unwrap();
+            let (c, _, e) = h.run(&[&remote("f"), h.local().to_str().unwrap()]).await;
+            (c, e)
+        }
+        k if k.contains("shrank while it was being copied") => {
+            let h = with(fast()).await;
+            let f = file(&h, "shrinking", &pattern(8, 3 * 1024 * 1024));
+            let child = interrupt_midway(&h, &["-l", "8000", &f, &remote("")], &h.remote()).await;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&f)
+                .unwrap()
+                .set_len(10)
+                .unwrap();
+            finish(child).await
+        }
+        k if k.contains("grew while it was being copied") => {
+            let h = with(fast()).await;
+            let f = file(&h, "growing", &pattern(8, 3 * 1024 * 1024));
+            let child = interrupt_midway(&h, &["-l", "8000", &f, &remote("")], &h.remote()).await;
+            {
+                use std::io::Write;
+                let mut a = std::fs::OpenOptions::new().append(true).open(&f).unwrap();
+                a.write_all(b"more").unwrap();
+            }
+            finish(child).await
+        }
+        k if k.contains("is not an AWS region name") => {
+            let h = with(fast()).await;
+            let f = file(&h, "f", b"x");
+            let (c, _, e) = h.run(&["--region", "eu_west_1", &f, &remote("")]).await;
+            (c, e)
         }
         k if k.starts_with("the connection to the receiver was lost") => receiver_killed().await,
         k if k.starts_with("interrupted; nothing partial") => interrupted_copy().await,

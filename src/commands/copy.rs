@@ -92,8 +92,26 @@ enum Job {
     },
 }
 
+/// A control character in a remote path is almost always a quoting slip (a trailing
+/// newline from `$(...)`), and would create a name nobody can type.
+fn check_remote_path(path: &[u8]) -> Result<()> {
+    if path.iter().any(|&b| b < 0x20 || b == 0x7f) {
+        return Err(Error::usage(format!(
+            "the remote path {:?} contains a control character",
+            String::from_utf8_lossy(path)
+        ))
+        .hint("check the quoting: a trailing newline often comes from $(...) or a line read from a file"));
+    }
+    Ok(())
+}
+
 fn job(paths: &[OsString]) -> Result<Job> {
     let ops: Vec<Operand> = paths.iter().map(|p| parse_operand(p)).collect();
+    for op in &ops {
+        if let Operand::Remote { path, .. } = op {
+            check_remote_path(path)?;
+        }
+    }
     let Some((dest, sources)) = ops.split_last() else {
         return Err(Error::usage("give at least one source and a destination"));
     };

@@ -74,6 +74,9 @@ pub async fn load_aws(
     region: Option<String>,
     profile: Option<String>,
 ) -> Result<(aws_config::SdkConfig, aws_sdk_ssm::Client, Trust)> {
+    if let Some(r) = &region {
+        check_region(r)?;
+    }
     let opts = AwsOptions {
         region,
         profile,
@@ -83,6 +86,26 @@ pub async fn load_aws(
     let conf = aws::load(&opts, trust.sdk_http_client()?).await;
     let ssm = aws::ssm_client(&conf, opts.endpoint_url.as_deref());
     Ok((conf, ssm, trust))
+}
+
+/// A region name as AWS spells them (eu-west-1, us-gov-west-1, cn-north-1): refuse
+/// anything else before the SDK turns it into a confusing endpoint or "no region" error.
+fn check_region(region: &str) -> Result<()> {
+    let b = region.as_bytes();
+    let shaped = (3..=32).contains(&b.len())
+        && b[0].is_ascii_lowercase()
+        && b[b.len() - 1].is_ascii_digit()
+        && b.contains(&b'-')
+        && !region.contains("--")
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-');
+    if shaped {
+        return Ok(());
+    }
+    Err(crate::error::Error::usage(format!(
+        "{region:?} is not an AWS region name"
+    ))
+    .hint("regions look like eu-west-1; check --region, AWS_REGION, the target's .REGION part and the profile's region"))
 }
 
 /// SIGINT and SIGTERM, registered the moment this is created. Registering lazily (inside

@@ -21,6 +21,8 @@ pub trait Progress: Send + Sync {
     fn file_done(&self, path: &[u8], bytes: u64);
     /// Something the user should know (transport chosen, skipped entries).
     fn note(&self, text: &str);
+    /// Something the user must hear about even without -v (a source that grew).
+    fn warn(&self, text: &str);
 }
 
 /// Uploads: how the receiver should place what it gets.

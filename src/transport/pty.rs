@@ -31,6 +31,10 @@ const CHUNK: usize = 3 * 64 * 1024;
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Output kept for error messages.
 const KEEP: usize = 8 * 1024;
+/// Longest marker line (a FAIL with its message) and longest other line (a download's
+/// base64 listing: 2,000,000 entries of ~100 bytes) accepted from the instance.
+const MAX_MARKER: usize = 64 * 1024;
+const MAX_LINE: usize = 512 * 1024 * 1024;
 
 /// Quote bytes for a POSIX shell (any byte but NUL survives).
 fn sq(b: &[u8]) -> Vec<u8> {
@@ -215,6 +219,12 @@ impl Shell {
                     self.pending.drain(..at + MARK.len() + nl + 1);
                     return Ok(text);
                 }
+                if rest.len() > MAX_MARKER {
+                    // A marker line is short; an endless one is not ours.
+                    return Err(Error::protocol(
+                        "the instance sent an unterminated marker line",
+                    ));
+                }
             } else if hay.len() > MARK.len() {
                 // Keep only what could still be the start of a marker.
                 let keep = MARK.len() - 1;
@@ -225,9 +235,18 @@ impl Shell {
         }
     }
 
-    /// Output up to (not including) the next newline.
+    /// Output up to (not including) the next newline, at most [`MAX_LINE`] bytes: the
+    /// longest is the base64 listing of a download, bounded like any listing.
     async fn line(&mut self) -> Result<Vec<u8>> {
         loop {
+            if self.pending.len() > MAX_LINE {
+                return Err(Error::protocol(format!(
+                    "the instance sent a line longer than {MAX_LINE} bytes"
+                ))
+                .hint(
+                    "a listing this long is more than one download takes; copy the tree in parts",
+                ));
+            }
             if let Some(nl) = self.pending.iter().position(|&b| b == b'\n') {
                 let mut l: Vec<u8> = self.pending.drain(..=nl).collect();
                 l.pop();
@@ -245,6 +264,7 @@ impl Shell {
     async fn decode_line_into(
         &mut self,
         path: &Path,
+        size: u64,
         progress: &dyn Progress,
     ) -> Result<(u64, String)> {
         use std::io::Write;
@@ -283,6 +303,13 @@ impl Shell {
             out.write_all(&data)
                 .map_err(|e| crate::sink::write_error("cannot write", path, &e))?;
             total += data.len() as u64;
+            if total > size {
+                // More than the listing declared: stop before it fills the disk.
+                return Err(Error::transfer(format!(
+                    "the instance sent more than the {size} bytes it listed for {}",
+                    path.display()
+                )));
+            }
             progress.advance(data.len() as u64);
             if nl.is_some() {
                 return Ok((total, hex::encode(hash.finalize())));
@@ -695,7 +722,7 @@ async fn send_data(
             let want = buf.len().min(left as usize);
             let n = f.read(&mut buf[..want]).await.map_err(cannot_read)?;
             if n == 0 {
-                return Err(Error::usage(format!(
+                return Err(Error::transfer(format!(
                     "{} shrank while it was being copied; nothing was put in place",
                     e.source.display()
                 )));
@@ -708,6 +735,12 @@ async fn send_data(
             carry.drain(..whole);
             progress.advance(n as u64);
             left -= n as u64;
+        }
+        if f.read(&mut buf[..1]).await.is_ok_and(|n| n > 0) {
+            progress.warn(&format!(
+                "{} grew while it was being copied; its first {size} bytes (its size when the copy began) were copied",
+                e.source.display()
+            ));
         }
         digests.push(hex::encode(hash.finalize()));
         progress.file_done(&meta.path, *size);
@@ -904,7 +937,9 @@ pub async fn pull(
             if m != format!("F {i}").as_bytes() {
                 return Err(Error::protocol("the instance sent files out of order"));
             }
-            let (got, digest) = shell.decode_line_into(&staged.temp, progress).await?;
+            let (got, digest) = shell
+                .decode_line_into(&staged.temp, staged.size, progress)
+                .await?;
             let said = shell.line().await?;
             if got != staged.size {
                 return Err(Error::transfer(format!(

@@ -15,11 +15,22 @@ const CHUNK: usize = 256 * 1024;
 /// Files up to this size are read in one go.
 const SMALL_FILE: u64 = 64 * 1024;
 
-fn changed(path: &Path) -> Error {
-    Error::usage(format!(
-        "{} changed size while it was being copied; nothing was put in place",
+/// A source that shrank cannot be sent as announced: the transfer fails (the receiver
+/// discards everything staged). Not a usage error: nothing was wrong with the command.
+fn shrank(path: &Path) -> Error {
+    Error::transfer(format!(
+        "{} shrank while it was being copied; nothing was put in place",
         path.display()
     ))
+    .hint("copy it again once whatever writes it has finished")
+}
+
+/// A source that grew is sent as it was when the copy began, as rsync does, and said so.
+fn grew(path: &Path, size: u64) -> String {
+    format!(
+        "{} grew while it was being copied; its first {size} bytes (its size when the copy began) were copied",
+        path.display()
+    )
 }
 
 pub async fn send_bundle<W: AsyncWrite + Unpin>(
@@ -46,9 +57,13 @@ pub async fn send_bundle<W: AsyncWrite + Unpin>(
         if *size <= SMALL_FILE {
             // Small files are read in one blocking call: a trip through tokio's blocking
             // pool per open and read costs more than the read (10,000 small files).
-            let data = std::fs::read(&entry.source).map_err(cannot_read)?;
-            if data.len() as u64 != *size {
-                return Err(changed(&entry.source));
+            let mut data = std::fs::read(&entry.source).map_err(cannot_read)?;
+            if (data.len() as u64) < *size {
+                return Err(shrank(&entry.source));
+            }
+            if data.len() as u64 > *size {
+                progress.warn(&grew(&entry.source, *size));
+                data.truncate(*size as usize);
             }
             hash.update(&data);
             limiter.take(data.len()).await;
@@ -65,13 +80,16 @@ pub async fn send_bundle<W: AsyncWrite + Unpin>(
                 if n == 0 {
                     // The receiver is mid-file and cannot be told; dropping the
                     // connection makes it discard everything staged.
-                    return Err(changed(&entry.source));
+                    return Err(shrank(&entry.source));
                 }
                 hash.update(&buf[..n]);
                 limiter.take(n).await;
                 w.put(&buf[..n]).await.map_err(lost)?;
                 progress.advance(n as u64);
                 left -= n as u64;
+            }
+            if file.read(&mut buf[..1]).await.is_ok_and(|n| n > 0) {
+                progress.warn(&grew(&entry.source, *size));
             }
         }
         w.put(&hash.finalize()).await.map_err(lost)?;

@@ -140,6 +140,9 @@ impl Sim {
         ];
         if let Some(ca) = &self.ca_bundle {
             env.push(("AWS_CA_BUNDLE".into(), ca.display().to_string()));
+            // Go programs (the official session-manager-plugin among them) ignore
+            // AWS_CA_BUNDLE and read the system roots, which SSL_CERT_FILE replaces.
+            env.push(("SSL_CERT_FILE".into(), ca.display().to_string()));
         }
         env
     }

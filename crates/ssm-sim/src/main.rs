@@ -30,7 +30,7 @@ struct Args {
     /// Give each instance its own home directory under this folder.
     #[arg(long)]
     home_root: Option<std::path::PathBuf>,
-    /// Serve https:// and wss:// with a fresh CA (exported as AWS_CA_BUNDLE).
+    /// Serve https:// and wss:// with a fresh CA (exported as AWS_CA_BUNDLE and SSL_CERT_FILE).
     #[arg(long)]
     tls: bool,
     /// Register a customer NonInteractiveCommands document with separateOutputStream

@@ -331,3 +331,19 @@ async fn tagging_get_resources_can_be_denied() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn tls_exports_the_ca_for_aws_tools_and_for_go_programs() {
+    let sim = Sim::start(SimConfig {
+        tls: true,
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let env: std::collections::HashMap<String, String> = sim.env().into_iter().collect();
+    let ca = env.get("AWS_CA_BUNDLE").expect("AWS_CA_BUNDLE exported");
+    // Go's crypto/x509 (the official plugin) reads SSL_CERT_FILE, not AWS_CA_BUNDLE.
+    assert_eq!(env.get("SSL_CERT_FILE"), Some(ca));
+    let pem = std::fs::read_to_string(ca).unwrap();
+    assert!(pem.contains("BEGIN CERTIFICATE"), "{pem}");
+}
