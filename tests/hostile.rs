@@ -100,11 +100,14 @@ async fn an_extra_listing_entry_is_refused_on_every_transport() {
 
 #[tokio::test]
 async fn a_lying_find_cannot_add_entries_to_a_pty_download() {
-    // The pty transport lists with find; this one adds a top-level `.bashrc` after the
-    // real output, as a compromised instance could.
+    // The pty transport lists with find; this one answers a listing with a top-level
+    // `.bashrc` (4 bytes, served from the real source) instead of the real entries, as a
+    // compromised instance could.
     let find = r#"#!/bin/sh
-/usr/bin/find "$@"
-case "$*" in *-printf*) printf 'T0\000.bashrc\000f 644 0.0 4 \000\000' ;; esac
+case "$*" in
+  *-printf*) printf 'T0\000.bashrc\000f 644 0.0 4 \000\000' ;;
+  *) exec /usr/bin/find "$@" ;;
+esac
 "#;
     let cfg = SimConfig {
         instances: vec![InstanceConfig::new(INSTANCE)
@@ -141,6 +144,7 @@ async fn one_hostile_instance_of_several_writes_only_its_own_failure() {
     let good_home = h.instances.path().join(good);
     std::fs::create_dir_all(&good_home).unwrap();
     std::fs::write(good_home.join("real.txt"), b"good").unwrap();
+    std::fs::write(h.remote().join("real.txt"), b"real").unwrap();
     let dest = local_home(&h);
     let (code, _, err) = h
         .run(&[
@@ -148,7 +152,8 @@ async fn one_hostile_instance_of_several_writes_only_its_own_failure() {
             &format!("{}/", dest.display()),
         ])
         .await;
-    assert_ne!(code, 0, "{err}");
+    assert_eq!(code, 76, "{err}");
+    assert!(err.contains("outside the requested sources"), "{err}");
     assert_eq!(
         std::fs::read(dest.join(good).join("real.txt")).unwrap(),
         b"good"

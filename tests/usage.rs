@@ -56,7 +56,20 @@ async fn without_credentials_one_plain_line_and_no_sdk_logs() {
     let h = Harness::new(fast()).await;
     let f = h.local().join("a.txt");
     std::fs::write(&f, b"a").unwrap();
-    let no_creds = [("AWS_ACCESS_KEY_ID", None), ("AWS_SECRET_ACCESS_KEY", None)];
+    // An SSO profile with no cached token: the SDK's credential chain logs WARN lines
+    // on its way to failing.
+    let aws = h.home.path().join(".aws");
+    std::fs::create_dir_all(&aws).unwrap();
+    std::fs::write(
+        aws.join("config"),
+        "[profile sso]\nsso_start_url = https://example.invalid/start\nsso_region = us-east-1\nsso_account_id = 123456789012\nsso_role_name = Dev\n",
+    )
+    .unwrap();
+    let no_creds = [
+        ("AWS_ACCESS_KEY_ID", None),
+        ("AWS_SECRET_ACCESS_KEY", None),
+        ("AWS_PROFILE", Some("sso")),
+    ];
     let (code, _, err) = h
         .run_env(&no_creds, &[f.to_str().unwrap(), &format!("{INSTANCE}:")])
         .await;

@@ -128,6 +128,7 @@ async fn read_loop<S: Io>(
         let wake = faults.next_deadline();
         tokio::select! {
             _ = cut.cancelled() => return,
+            _ = session.cancel.cancelled() => return,
             msg = stream.next(), if !faults.is_full() => match msg {
                 Some(Ok(Ws::Binary(b))) => {
                     Stats::add(&state.stats.client_messages);
@@ -140,7 +141,20 @@ async fn read_loop<S: Io>(
                     faults.push(t.as_bytes().to_vec());
                 }
                 Some(Ok(_)) => {}
-                _ => return,
+                _ => {
+                    // The client is done sending. What it sent before is delivered,
+                    // in order, frames the fault layer delays included: a gateway
+                    // loses only what faults drop on purpose.
+                    while let Some(at) = faults.next_deadline() {
+                        sleep_until(at).await;
+                        for frame in faults.due() {
+                            if session.inbox_tx.send(frame).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    return;
+                }
             },
             _ = sleep_until(wake.unwrap_or_else(far_future)), if wake.is_some() => {}
         }
@@ -161,7 +175,9 @@ async fn write_loop<S: Io>(
     cut: tokio_util::sync::CancellationToken,
     max_age: Option<Instant>,
 ) {
-    let _stop_reader = cut.clone().drop_guard();
+    // The reader stops with the writer only when a fault cuts the connection or the
+    // session ends; a client that stopped reading (or closed) still gets everything it
+    // sent delivered to the agent.
     let cuts = &state.config.faults.cut_after_bytes;
     let mut open = true;
     loop {
@@ -174,6 +190,7 @@ async fn write_loop<S: Io>(
                     reason: "session ended".into(),
                 })))
                 .await;
+            cut.cancel();
             return;
         }
         tokio::select! {
@@ -198,7 +215,6 @@ async fn write_loop<S: Io>(
                 return;
             }
             if sink.send(Ws::Binary(frame.into())).await.is_err() {
-                cut.cancel();
                 return;
             }
         }

@@ -73,3 +73,44 @@ async fn resume_gives_a_new_token_and_keeps_sequence_state() {
     assert_eq!(sim.stats().websocket_connections, 2);
     assert_eq!(sim.stats().protocol_violations(), 0);
 }
+
+/// A gateway delivers what it accepted: frames the client sent before closing its
+/// websocket reach the agent in order, even those still held back on the way (here
+/// by a delay on the path to the agent), so a TerminateSession flag sent just before
+/// the close ends the session by the flag, not at the idle timeout.
+#[tokio::test]
+async fn frames_sent_before_the_client_closes_reach_the_agent() {
+    use ssm_proto::{Flag, PayloadType};
+    let mut cfg = SimConfig::default();
+    cfg.faults.to_agent.delay = std::time::Duration::from_millis(300);
+    let sim = Sim::start(cfg).await.unwrap();
+    let port = echo_server().await;
+    let s = start(
+        &sim,
+        Some("AWS-StartPortForwardingSession"),
+        &[("portNumber", &port.to_string())],
+    )
+    .await;
+    let mut c = RawClient::connect(&s).await;
+    c.handshake("1.1.0.0").await; // basic mode: raw bytes to the echo server
+    for _ in 0..64 {
+        c.send_data(PayloadType::Output, &[b'y'; 1024]).await;
+    }
+    c.send_data(PayloadType::Flag, &Flag::TerminateSession.encode())
+        .await;
+    let sent_at = std::time::Instant::now();
+    c.close_and_drain(std::time::Duration::from_secs(5)).await;
+    assert!(
+        sim.wait_sessions_closed(std::time::Duration::from_secs(5))
+            .await,
+        "{:?}",
+        sim.stats()
+    );
+    assert_eq!(sim.stats().ended_by_flag, 1, "{:?}", sim.stats());
+    assert!(
+        sim.stats().client_stream_messages >= 64 + 2,
+        "{:?}",
+        sim.stats()
+    );
+    assert!(sent_at.elapsed() < std::time::Duration::from_secs(3));
+}

@@ -221,3 +221,94 @@ async fn separate_output_stream_sends_stdout_stderr_and_exit_code() {
     assert_eq!(code.as_deref(), Some("EXIT_CODE: 4"));
     c.until_channel_closed().await;
 }
+
+/// The agent acknowledges a message before handling it: the ack for the
+/// HandshakeResponse is on the wire before HandshakeComplete, and the ack for each input
+/// before any output that input causes. A client that sets up its session only when it
+/// sees HandshakeComplete (the official plugin) depends on this order. A port session
+/// has both: a handshake, and an echo server answering each input.
+#[tokio::test]
+async fn acks_leave_before_anything_their_message_causes() {
+    use ssm_proto::{HandshakeResponse, MessageType, ProcessedClientAction};
+    let sim = Sim::start(SimConfig {
+        pacing: false,
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let port = echo_server().await;
+    let (_s, mut c) = open(
+        &sim,
+        Some("AWS-StartPortForwardingSession"),
+        &[("portNumber", &port.to_string())],
+    )
+    .await;
+    let request = c.recv_data(WAIT).await.expect("HandshakeRequest");
+    assert_eq!(request.payload_type, PayloadType::HandshakeRequest.as_u32());
+    c.ack(&request).await;
+    let resp = HandshakeResponse {
+        client_version: "1.1.0.0".into(), // basic mode: the echo comes back as it is
+        processed_client_actions: vec![ProcessedClientAction {
+            action_type: ssm_proto::payload::ACTION_SESSION_TYPE.into(),
+            action_status: 1,
+            action_result: serde_json::Value::Null,
+            error: String::new(),
+        }],
+        errors: None,
+    };
+    let sent = c
+        .send_data(PayloadType::HandshakeResponse, &resp.to_json())
+        .await;
+    // Skip the agent's resends of what it sent before; the first message about ours
+    // must be its ack.
+    let first = loop {
+        let m = c
+            .recv_any(WAIT)
+            .await
+            .expect("an answer to the HandshakeResponse");
+        if m.message_type == MessageType::Acknowledge
+            || m.payload_type == PayloadType::HandshakeComplete.as_u32()
+        {
+            break m;
+        }
+    };
+    assert_eq!(first.message_type, MessageType::Acknowledge, "ack first");
+    let ack: ssm_proto::AcknowledgeContent = serde_json::from_slice(&first.payload).unwrap();
+    assert_eq!(
+        ack.acknowledged_message_sequence_number,
+        sent.sequence_number
+    );
+    let complete = c.recv_data(WAIT).await.expect("HandshakeComplete");
+    assert_eq!(
+        complete.payload_type,
+        PayloadType::HandshakeComplete.as_u32()
+    );
+    c.ack(&complete).await;
+    // The destination is dialled in the background; until then input is not taken.
+    let sync = c.data(PayloadType::Output, b"sync".to_vec());
+    c.send_reliably(&sync).await;
+    c.read_until(|b| b.ends_with(b"sync")).await;
+    for i in 0..20 {
+        let line = format!("line {i};");
+        let input = c.send_data(PayloadType::Output, line.as_bytes()).await;
+        let m = loop {
+            let m = c.recv_any(WAIT).await.expect("an answer to the input");
+            if m.message_type == MessageType::Acknowledge {
+                let a: ssm_proto::AcknowledgeContent = serde_json::from_slice(&m.payload).unwrap();
+                if a.acknowledged_message_sequence_number < input.sequence_number {
+                    continue;
+                }
+            }
+            break m;
+        };
+        assert_eq!(
+            m.message_type,
+            MessageType::Acknowledge,
+            "input {i}: output before its ack"
+        );
+        // Read (and ack) the echo before the next line, so no output is pending when
+        // the next input goes out.
+        c.read_until(|b| String::from_utf8_lossy(b).contains(&line))
+            .await;
+    }
+}

@@ -43,10 +43,14 @@ pub struct Outgoing {
     inner: Mutex<OutState>,
     paused: AtomicBool,
     resumed: Notify,
+    /// One schedule per session, shared by its output readers (the agent paces each
+    /// session, not each reader).
+    pacer: Mutex<super::pace::Pacer>,
 }
 
 impl Outgoing {
     pub fn new(state: Arc<SimState>, session: Arc<Session>) -> Outgoing {
+        let interval = state.config.pace_interval;
         Outgoing {
             state,
             session,
@@ -59,6 +63,7 @@ impl Outgoing {
             }),
             paused: AtomicBool::new(false),
             resumed: Notify::new(),
+            pacer: Mutex::new(super::pace::Pacer::new(interval)),
         }
     }
 
@@ -83,10 +88,14 @@ impl Outgoing {
         }
     }
 
-    /// 1 ms after every output message, as every official sender loop does (§12).
+    /// One output message per `pace_interval` on average, as every official sender
+    /// loop's 1 ms sleep makes it (§12; see `pace.rs`).
     pub async fn pace(&self) {
         if self.state.config.pacing {
-            tokio::time::sleep(Duration::from_millis(1)).await;
+            let until = lock(&self.pacer).after_send(std::time::Instant::now());
+            if let Some(at) = until {
+                tokio::time::sleep_until(at.into()).await;
+            }
         }
     }
 

@@ -2,6 +2,7 @@
 //! performs the handshake (§6), runs the session plugin and ends the session (§9).
 
 pub mod channel;
+pub mod pace;
 pub mod port;
 pub mod shell;
 
@@ -280,11 +281,19 @@ impl Agent {
                 }
             }
             Ordering::Equal => {
+                // Acknowledged before it is handled, as the agent's data channel does,
+                // so the ack leaves ahead of anything handling it sends (the
+                // HandshakeComplete a HandshakeResponse causes, a command's output).
+                // A handler that cannot take input yet (a port still dialling) gets
+                // neither ack nor advance, and the client resends (§5.3).
+                if !self.ready().await {
+                    return;
+                }
+                self.send_ack(&msg).await;
                 match self.process(&msg).await {
-                    InputResult::Ok => self.send_ack(&msg).await,
-                    InputResult::NotReady => return,
-                    InputResult::Failed(e) => {
-                        tracing::debug!(session = %self.session.id, "input failed: {e}");
+                    InputResult::Ok => {}
+                    InputResult::NotReady | InputResult::Failed(_) => {
+                        tracing::debug!(session = %self.session.id, "input {seq} acknowledged but not handled");
                         return;
                     }
                 }
@@ -297,6 +306,14 @@ impl Agent {
                     self.expected += 1;
                 }
             }
+        }
+    }
+
+    /// Whether the session's handler can take the next input now.
+    async fn ready(&self) -> bool {
+        match &self.phase {
+            Phase::Running(Plugin::Basic(p)) => p.ready().await,
+            _ => true,
         }
     }
 

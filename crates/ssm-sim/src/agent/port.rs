@@ -99,6 +99,11 @@ impl Basic {
         Basic(shared)
     }
 
+    /// False while the start-up dial is still under way.
+    pub async fn ready(&self) -> bool {
+        !matches!(*self.0.conn.lock().await, Conn::Connecting)
+    }
+
     pub async fn input(&mut self, payload: &[u8]) -> InputResult {
         let s = &self.0;
         let mut conn = s.conn.lock().await;

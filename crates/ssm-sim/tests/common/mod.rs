@@ -328,6 +328,18 @@ impl RawClient {
     pub async fn close(mut self) {
         let _ = self.ws.close(None).await;
     }
+
+    /// Close the websocket properly: send Close, then read (and discard) until the
+    /// gateway closes too, at most `wait`. Dropping the socket at once instead would
+    /// make the kernel answer the gateway's next write with a reset, which destroys
+    /// what the gateway had received but not read yet — over any gateway.
+    pub async fn close_and_drain(mut self, wait: Duration) {
+        let _ = self.ws.close(None).await;
+        let _ = tokio::time::timeout(wait, async {
+            while let Some(Ok(_)) = self.ws.next().await {}
+        })
+        .await;
+    }
 }
 
 /// A TCP echo server on an ephemeral port.
