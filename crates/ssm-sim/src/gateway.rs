@@ -127,8 +127,9 @@ async fn read_loop<S: Io>(
     loop {
         let wake = faults.next_deadline();
         tokio::select! {
+            // Not on the session's end: the writer still flushes channel_closed then,
+            // and stops this reader itself once it has closed the connection.
             _ = cut.cancelled() => return,
-            _ = session.cancel.cancelled() => return,
             msg = stream.next(), if !faults.is_full() => match msg {
                 Some(Ok(Ws::Binary(b))) => {
                     Stats::add(&state.stats.client_messages);
