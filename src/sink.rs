@@ -638,6 +638,14 @@ mod tests {
         }
     }
 
+    /// Stage `listing` for a download of `sources` into `dest`; it must be refused.
+    fn refused(dest: &Path, listing: &[Record], sources: &[Vec<u8>], recursive: bool) -> Error {
+        let requested = Requested { sources, recursive };
+        Stage::for_listing(dest, listing, false, requested)
+            .err()
+            .expect("refused")
+    }
+
     /// (sources, -r, listing, accepted?)
     #[test]
     fn a_listing_holds_only_what_the_request_can_produce() {
@@ -734,13 +742,7 @@ mod tests {
         std::fs::write(dir.path().join(".bashrc"), b"mine").unwrap();
         let sources = vec![b"d/real.txt".to_vec()];
         let listing = [f("real.txt", 3), f(".bashrc", 5)];
-        let requested = Requested {
-            sources: &sources,
-            recursive: false,
-        };
-        let err = Stage::for_listing(dir.path(), &listing, false, requested)
-            .err()
-            .expect("refused");
+        let err = refused(dir.path(), &listing, &sources, false);
         assert_eq!(err.kind, Kind::Protocol);
         let names: Vec<_> = fs::read_dir(dir.path())
             .unwrap()
@@ -757,13 +759,7 @@ mod tests {
         let sources = vec![b"huge".to_vec()];
         let free = free_bytes(dir.path()).expect("statvfs works here");
         let listing = [f("huge", free + 1)];
-        let requested = Requested {
-            sources: &sources,
-            recursive: false,
-        };
-        let err = Stage::for_listing(dir.path(), &listing, false, requested)
-            .err()
-            .expect("refused");
+        let err = refused(dir.path(), &listing, &sources, false);
         assert_eq!(err.kind, Kind::Write, "{err}");
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
     }
@@ -774,13 +770,7 @@ mod tests {
         fs::create_dir(dir.path().join(".ssh")).unwrap();
         let sources = vec![b"~".to_vec()];
         let listing = [d(".ssh"), f(".ssh/authorized_keys", 3)];
-        let requested = Requested {
-            sources: &sources,
-            recursive: true,
-        };
-        let err = Stage::for_listing(dir.path(), &listing, false, requested)
-            .err()
-            .expect("refused");
+        let err = refused(dir.path(), &listing, &sources, true);
         assert_eq!(err.kind, Kind::Usage, "{err}");
         assert_eq!(fs::read_dir(dir.path().join(".ssh")).unwrap().count(), 0);
     }

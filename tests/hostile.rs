@@ -212,21 +212,13 @@ async fn a_stalling_receiver_is_stopped_by_sigterm_within_a_second() {
     let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
     let started = std::time::Instant::now();
-    let out = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
-        .await
-        .expect("ssmcp ended after SIGTERM")
-        .unwrap();
+    let (code, err) = wait_for(child, Duration::from_secs(10)).await;
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "took {:?}",
         started.elapsed()
     );
-    assert_eq!(
-        out.status.code(),
-        Some(130),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(code, Some(130), "{err}");
     assert_untouched(&dest);
     assert!(
         h.sim.wait_sessions_closed(Duration::from_secs(3)).await,

@@ -415,14 +415,8 @@ async fn interrupted_copy() -> (i32, String) {
 }
 
 async fn finish(child: tokio::process::Child) -> (i32, String) {
-    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let (code, err) = wait_for(child, Duration::from_secs(60)).await;
+    (code.unwrap_or(-1), err)
 }
 
 /// The exit code a heading's entry documents ("Exit NN"), if any.

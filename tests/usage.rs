@@ -101,12 +101,8 @@ async fn a_source_that_grows_is_copied_as_it_was_with_a_warning() {
         let mut a = std::fs::OpenOptions::new().append(true).open(&f).unwrap();
         a.write_all(b"more lines\n").unwrap();
     }
-    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{err}");
+    let (code, err) = wait_for(child, Duration::from_secs(60)).await;
+    assert_eq!(code, Some(0), "{err}");
     assert!(err.contains("grew while it was being copied"), "{err}");
     assert_eq!(
         sha(&std::fs::read(h.remote().join("growing.log")).unwrap()),
@@ -126,12 +122,8 @@ async fn a_source_that_shrinks_fails_the_transfer_and_places_nothing() {
         .unwrap()
         .set_len(1024)
         .unwrap();
-    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(74), "{err}");
+    let (code, err) = wait_for(child, Duration::from_secs(60)).await;
+    assert_eq!(code, Some(74), "{err}");
     assert!(err.contains("shrank"), "{err}");
     assert!(!h.remote().join("shrinking.log").exists());
 }

@@ -234,9 +234,14 @@ pub async fn interrupt_midway(h: &Harness, args: &[&str], staged_in: &std::path:
 /// ^C, then how ssmcp exited and what it said on stderr (at most 30 s).
 pub async fn interrupt_and_wait(child: Child) -> (Option<i32>, String) {
     interrupt(&child);
-    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+    wait_for(child, Duration::from_secs(30)).await
+}
+
+/// How a started ssmcp exited and what it said on stderr, waiting at most `limit`.
+pub async fn wait_for(child: Child, limit: Duration) -> (Option<i32>, String) {
+    let out = tokio::time::timeout(limit, child.wait_with_output())
         .await
-        .expect("ssmcp ended after the interrupt")
+        .expect("ssmcp ended in time")
         .expect("ssmcp ran");
     (
         out.status.code(),
