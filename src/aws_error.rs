@@ -4,12 +4,6 @@
 use crate::error::{Error, Kind};
 use aws_sdk_ssm::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 
-/// The policy snippet users need when `${aws:username}` scoping locks out SSO roles.
-pub const USERID_POLICY_HINT: &str =
-    "policies that scope ssm:TerminateSession / ssm:ResumeSession to \
-\"arn:aws:ssm:*:*:session/${aws:username}-*\" never match SSO or federated roles, which have no \
-aws:username; scope them by \"arn:aws:ssm:*:*:session/${aws:userid}-*\" instead (see docs/iam.md)";
-
 pub fn from_sdk<E, R>(operation: &str, err: SdkError<E, R>) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
@@ -68,7 +62,7 @@ pub fn from_code(operation: &str, code: &str, message: &str) -> Error {
     match code {
         "AccessDeniedException" => {
             let hint = if message.contains("ssm:TerminateSession") || message.contains("ssm:ResumeSession") {
-                USERID_POLICY_HINT.to_string()
+                crate::iam_advice::own_sessions_fix()
             } else {
                 let action = quoted_action(message).unwrap_or_else(|| format!("ssm:{operation}"));
                 format!("grant {action} on that resource to the identity named above (see docs/iam.md for minimal policies)")
@@ -123,14 +117,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn terminate_denial_points_at_userid() {
+    fn terminate_denial_points_at_the_owner_tag() {
         let e = from_code(
             "TerminateSession",
             "AccessDeniedException",
             "User: arn:aws:sts::1:assumed-role/AWSReservedSSO_X/alice is not authorized to perform: ssm:TerminateSession on resource: arn:aws:ssm:us-east-1:1:session/alice-1",
         );
         assert_eq!(e.kind, Kind::Auth);
-        assert!(e.hint.unwrap().contains("${aws:userid}"));
+        let hint = e.hint.unwrap();
+        assert!(
+            hint.contains("ssm:resourceTag/aws:ssmmessages:session-id"),
+            "{hint}"
+        );
     }
 
     #[test]

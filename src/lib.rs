@@ -7,6 +7,7 @@ pub mod bundle;
 pub mod cli;
 pub mod commands;
 pub mod error;
+pub mod iam_advice;
 pub mod instances;
 pub mod journal;
 pub mod leftovers;

@@ -282,17 +282,50 @@ fn endpoint(ctx: &Context) -> Endpoint {
     }
 }
 
-/// Show the API-denied warnings of ended sessions once, not once per session.
+/// Show the API-denied warnings of ended sessions once per kind, not once per session:
+/// warnings that differ only in the session id are one kind.
 fn report_warnings(ctx: &Context, warnings: Vec<String>) {
-    if let Some(first) = warnings.first() {
+    let mut kinds: Vec<(String, &String, usize)> = Vec::new();
+    for w in &warnings {
+        let key = without_session_id(w);
+        match kinds.iter_mut().find(|(k, _, _)| *k == key) {
+            Some((_, _, n)) => *n += 1,
+            None => kinds.push((key, w, 0)),
+        }
+    }
+    for (_, first, more) in kinds {
         ctx.warn(first);
-        if warnings.len() > 1 {
+        if more > 0 {
             ctx.warn(&format!(
-                "the same happened for {} more session(s) of this copy",
-                warnings.len() - 1
+                "the same happened for {more} more session(s) of this copy"
             ));
         }
     }
+}
+
+/// A warning with its session ids blanked (`session ID ` and `session/ID `).
+fn without_session_id(w: &str) -> String {
+    let mut out = String::with_capacity(w.len());
+    let mut blank = false;
+    for word in w.split(' ') {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        if blank {
+            out.push_str("ID");
+            blank = false;
+            continue;
+        }
+        match word.split_once("session/") {
+            Some((before, _)) => {
+                out.push_str(before);
+                out.push_str("session/ID");
+            }
+            None => out.push_str(word),
+        }
+        blank = word == "session";
+    }
+    out
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -745,6 +778,15 @@ async fn fetch_all(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn warnings_of_one_kind_differ_only_in_session_ids() {
+        let a = "session alice-1 was ended in-band, but the TerminateSession API call failed: on resource: arn:aws:ssm:r:1:session/alice-1 because";
+        let b = "session alice-2 was ended in-band, but the TerminateSession API call failed: on resource: arn:aws:ssm:r:1:session/alice-2 because";
+        let c = "session alice-3 may stay open until the service's idle timeout";
+        assert_eq!(without_session_id(a), without_session_id(b));
+        assert_ne!(without_session_id(a), without_session_id(c));
+    }
 
     fn remote(user: Option<&str>, target: &str, path: &str) -> Operand {
         Operand::Remote {

@@ -5,6 +5,7 @@ use super::Context;
 use crate::aws_error;
 use crate::cli::{DoctorArgs, Global};
 use crate::error::{Error, Kind, Result};
+use crate::iam_advice::{own_sessions_fix, Caller};
 use crate::remote::RunAs;
 use crate::session::{port, SessionSpec};
 use crate::transport::stream::{Endpoint, Receiver};
@@ -93,39 +94,6 @@ const FEATURES: &[(&str, &str)] = &[
     ("separate stdout/stderr streams", "3.1.1511.0"),
 ];
 
-/// What the caller's ARN says about the IAM policy variables that apply to it.
-pub fn describe_identity(arn: &str, user_id: &str) -> (String, bool) {
-    let resource = arn.splitn(6, ':').nth(5).unwrap_or_default();
-    if let Some(name) = resource.strip_prefix("user/") {
-        let name = name.rsplit('/').next().unwrap_or(name);
-        return (
-            format!("IAM user: ${{aws:username}} = {name}, ${{aws:userid}} = {user_id}"),
-            false,
-        );
-    }
-    if let Some(rest) = resource.strip_prefix("assumed-role/") {
-        let role = rest.split('/').next().unwrap_or_default();
-        let kind = if role.starts_with("AWSReservedSSO_") {
-            "IAM Identity Center (SSO) role session"
-        } else {
-            "assumed role session"
-        };
-        return (
-            format!(
-                "{kind} ({role}): ${{aws:username}} is undefined for it; ${{aws:userid}} = {user_id}"
-            ),
-            true,
-        );
-    }
-    if resource.starts_with("federated-user/") {
-        return (
-            format!("federated user: ${{aws:username}} is undefined for it; ${{aws:userid}} = {user_id}"),
-            true,
-        );
-    }
-    (format!("{resource}: ${{aws:userid}} = {user_id}"), false)
-}
-
 pub async fn run(global: &Global, args: &DoctorArgs) -> Result<i32> {
     let ctx = Context::new(global, &args.target).await?;
     let mut checks = checks(&ctx, global).await;
@@ -166,13 +134,13 @@ async fn checks(ctx: &Context, global: &Global) -> Vec<Check> {
     let is_role = match sts.get_caller_identity().send().await {
         Ok(id) => {
             let arn = id.arn().unwrap_or_default();
-            let (what, role) = describe_identity(arn, id.user_id().unwrap_or_default());
+            let caller = Caller::from_sts(arn, id.user_id().unwrap_or_default());
             out.push(Check::ok(
                 "credentials",
                 format!("{arn} (account {})", id.account().unwrap_or("?")),
             ));
-            out.push(Check::ok("identity", what));
-            role
+            out.push(Check::ok("identity", caller.describe()));
+            caller.has_no_user_name()
         }
         Err(e) => {
             let e = aws_error::from_sdk("GetCallerIdentity", e);
@@ -303,8 +271,8 @@ async fn session_check(ctx: &Context, is_role: bool) -> Check {
         Ok(s) => s,
         Err(e) => return Check::fail("start and end a session", &e),
     };
-    ports.terminate().await;
-    let end = session.end(None).await;
+    let lost = ports.terminate().await;
+    let end = session.end_after(lost).await;
     match end.warning {
         None => Check::ok(
             "start and end a session",
@@ -315,14 +283,14 @@ async fn session_check(ctx: &Context, is_role: bool) -> Check {
             format!(
                 "sessions start and end in-band (ssmcp copies work), but {w}{}",
                 if is_role {
-                    "; this caller is a role session, the classic ${aws:username} policy pitfall"
+                    "; this caller has no aws:username, the classic ${aws:username} policy pitfall"
                 } else {
                     ""
                 }
             ),
             format!(
                 "{}; other tools (aws ssm start-session, scp through a ProxyCommand) fail with this policy",
-                aws_error::USERID_POLICY_HINT
+                own_sessions_fix()
             ),
         ),
     }
@@ -501,23 +469,5 @@ fn report(checks: &[Check], as_json: bool) {
         if let Some(fix) = &c.fix {
             println!("{:<width$}        fix: {fix}", "");
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn identities_say_which_policy_variables_exist() {
-        let (s, role) = describe_identity("arn:aws:iam::1:user/ops/bob", "AIDA1");
-        assert!(!role && s.contains("${aws:username} = bob"), "{s}");
-        let (s, role) = describe_identity(
-            "arn:aws:sts::1:assumed-role/AWSReservedSSO_Dev_abc/alice",
-            "AROA1:alice",
-        );
-        assert!(role && s.contains("SSO") && s.contains("undefined"), "{s}");
-        let (s, role) = describe_identity("arn:aws:sts::1:federated-user/carol", "1:carol");
-        assert!(role && s.contains("federated"), "{s}");
     }
 }

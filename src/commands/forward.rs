@@ -66,8 +66,8 @@ pub async fn run(global: &Global, args: &ForwardArgs) -> Result<i32> {
         },
         r = accept_loop(&listener, &ports) => r,
     };
-    ports.terminate().await;
-    let end = session.end(None).await;
+    let lost = ports.terminate().await;
+    let end = session.end_after(lost).await;
     if let Some(w) = end.warning {
         ctx.warn(&w);
     }

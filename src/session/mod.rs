@@ -147,9 +147,17 @@ impl Session {
         self.end_within(channel, FLAG_WAIT).await
     }
 
+    /// End a session whose in-band end was attempted elsewhere (a port session's own
+    /// flag): `lost` says its connection was known to be gone, so only the API can end it.
+    pub async fn end_after(self, lost: bool) -> EndOutcome {
+        self.finish(lost).await
+    }
+
     /// `end`, waiting at most `wait` for channel_closed.
-    pub async fn end_within(mut self, channel: Option<&mut Channel>, wait: Duration) -> EndOutcome {
-        self.ended = true;
+    pub async fn end_within(self, channel: Option<&mut Channel>, wait: Duration) -> EndOutcome {
+        // Whether the in-band end can be claimed: a channel that is known to be lost
+        // (its websocket gone and not resumed) carried no flag.
+        let mut lost = false;
         if let Some(ch) = channel {
             if ch
                 .sender
@@ -159,14 +167,27 @@ impl Session {
             {
                 let _ = tokio::time::timeout(wait, async {
                     while let Some(m) = ch.inbound.recv().await {
-                        if matches!(m, Inbound::Closed(_) | Inbound::Failed(_)) {
-                            break;
+                        match m {
+                            Inbound::Closed(_) => break,
+                            Inbound::Failed(_) => {
+                                lost = true;
+                                break;
+                            }
+                            _ => {}
                         }
                     }
                 })
                 .await;
+            } else {
+                lost = true;
             }
         }
+        self.finish(lost).await
+    }
+
+    /// The TerminateSession API call, and an honest warning when it fails.
+    async fn finish(mut self, lost: bool) -> EndOutcome {
+        self.ended = true;
         match self
             .ssm
             .terminate_session()
@@ -178,11 +199,19 @@ impl Session {
             Err(e) => {
                 let err = aws_error::from_sdk("TerminateSession", e);
                 tracing::debug!("TerminateSession failed: {err}");
-                EndOutcome {
-                    warning: Some(format!(
+                let warning = if lost {
+                    format!(
+                        "session {} may stay open until the service's idle timeout (20 minutes by default): its connection was lost, so it could not be ended in-band, and the TerminateSession API call failed: {}",
+                        self.id, err
+                    )
+                } else {
+                    format!(
                         "session {} was ended in-band, but the TerminateSession API call failed: {}",
                         self.id, err
-                    )),
+                    )
+                };
+                EndOutcome {
+                    warning: Some(warning),
                 }
             }
         }

@@ -137,7 +137,9 @@ impl PortSession {
 
     /// Send the in-band TerminateSession flag (no IAM needed) and wait a little for
     /// the service to confirm with channel_closed; the flag may need retransmitting.
-    pub async fn terminate(&self) {
+    /// Send the TerminateSession flag and wait briefly for the end. Returns whether the
+    /// connection is known to be lost (then no flag reached the agent).
+    pub async fn terminate(&self) -> bool {
         if self
             .sender
             .send(PayloadType::Flag, Flag::TerminateSession.encode())
@@ -146,6 +148,7 @@ impl PortSession {
         {
             let _ = tokio::time::timeout(super::FLAG_WAIT, self.closed()).await;
         }
+        matches!(*self.ended.borrow(), Ended::Failed(_))
     }
 }
 

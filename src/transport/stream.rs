@@ -115,15 +115,15 @@ impl Receiver {
         let mut stream = match ports.open_stream().await {
             Ok(s) => s,
             Err(e) => {
-                ports.terminate().await;
-                let _ = session.end(None).await;
+                let lost = ports.terminate().await;
+                let _ = session.end_after(lost).await;
                 return Err(e);
             }
         };
         let hello = format!("{}\n", self.token);
         if let Err(e) = stream.write_all(hello.as_bytes()).await {
-            ports.terminate().await;
-            let _ = session.end(None).await;
+            let lost = ports.terminate().await;
+            let _ = session.end_after(lost).await;
             return Err(Error::transfer(format!("cannot reach the receiver: {e}")));
         }
         let (reader, writer) = tokio::io::split(stream);
@@ -228,8 +228,13 @@ impl Connection {
 
     pub async fn close(self) -> Vec<String> {
         drop((self.reader, self.writer));
-        self.ports.terminate().await;
-        self.session.end(None).await.warning.into_iter().collect()
+        let lost = self.ports.terminate().await;
+        self.session
+            .end_after(lost)
+            .await
+            .warning
+            .into_iter()
+            .collect()
     }
 
     fn halves(

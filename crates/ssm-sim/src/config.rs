@@ -97,23 +97,37 @@ pub struct Identity {
     pub user_id: String,
     /// The name a session id starts with: the user name, or the role session name.
     pub session_prefix: String,
+    /// `aws:username`: only IAM users have one.
+    pub user_name: Option<String>,
+    /// `aws:PrincipalArn`: the user, the role (not the role session), or the federated user.
+    pub principal_arn: String,
+    /// The access key this caller signs with; every caller shares `SECRET_ACCESS_KEY`.
+    pub access_key_id: String,
 }
 
 impl Identity {
     pub fn iam_user(name: &str) -> Identity {
+        let arn = format!("arn:aws:iam::{ACCOUNT_ID}:user/{name}");
         Identity {
-            arn: format!("arn:aws:iam::{ACCOUNT_ID}:user/{name}"),
+            principal_arn: arn.clone(),
+            arn,
             user_id: "AIDASSMSIMUSER000001".into(),
             session_prefix: name.into(),
+            user_name: Some(name.into()),
+            access_key_id: ACCESS_KEY_ID.into(),
         }
     }
 
     /// A federated user (GetFederationToken): `${aws:username}` is undefined for it too.
     pub fn federated(name: &str) -> Identity {
+        let arn = format!("arn:aws:sts::{ACCOUNT_ID}:federated-user/{name}");
         Identity {
-            arn: format!("arn:aws:sts::{ACCOUNT_ID}:federated-user/{name}"),
+            principal_arn: arn.clone(),
+            arn,
             user_id: format!("{ACCOUNT_ID}:{name}"),
             session_prefix: name.into(),
+            user_name: None,
+            access_key_id: ACCESS_KEY_ID.into(),
         }
     }
 
@@ -121,8 +135,45 @@ impl Identity {
     pub fn sso_role(role: &str, user: &str) -> Identity {
         Identity {
             arn: format!("arn:aws:sts::{ACCOUNT_ID}:assumed-role/{role}/{user}"),
+            principal_arn: format!(
+                "arn:aws:iam::{ACCOUNT_ID}:role/aws-reserved/sso.amazonaws.com/{role}"
+            ),
             user_id: format!("AROASSMSIMROLE00001:{user}"),
             session_prefix: user.into(),
+            user_name: None,
+            access_key_id: ACCESS_KEY_ID.into(),
+        }
+    }
+
+    /// The same caller signing with another access key (a second caller in one test).
+    pub fn signing_with(mut self, access_key_id: &str) -> Identity {
+        self.access_key_id = access_key_id.into();
+        self
+    }
+
+    /// `iam-user:NAME`, `sso-role:PERMISSION_SET/USER` or `federated:NAME`, as on the
+    /// command line. The SSO role gets the name IAM Identity Center gives it.
+    pub fn parse(spec: &str) -> Result<Identity, String> {
+        let bad = || {
+            format!(
+                "--identity {spec:?}: expected iam-user:NAME, sso-role:PERMISSION_SET/USER or federated:NAME"
+            )
+        };
+        let (kind, rest) = spec.split_once(':').ok_or_else(bad)?;
+        match kind {
+            "iam-user" if !rest.is_empty() => Ok(Identity::iam_user(rest)),
+            "federated" if !rest.is_empty() => Ok(Identity::federated(rest)),
+            "sso-role" => {
+                let (set, user) = rest.split_once('/').ok_or_else(bad)?;
+                if set.is_empty() || user.is_empty() {
+                    return Err(bad());
+                }
+                Ok(Identity::sso_role(
+                    &format!("AWSReservedSSO_{set}_0123456789abcdef"),
+                    user,
+                ))
+            }
+            _ => Err(bad()),
         }
     }
 }
@@ -189,6 +240,12 @@ pub struct SimConfig {
     /// profile): only the tagging API sees them, with their tags.
     pub unmanaged_instances: Vec<InstanceConfig>,
     pub identity: Identity,
+    /// More callers, each known by its own access key (`Identity::signing_with`), for
+    /// tests where one caller meets another's sessions.
+    pub other_callers: Vec<Identity>,
+    /// Identity policies of every caller. Empty: everything is allowed (but `deny`).
+    pub policies: Vec<crate::iam::Policy>,
+    /// A shortcut: these actions are refused as if no policy allowed them.
     pub deny: Vec<DenyRule>,
     /// Answer this many calls of the named action with ThrottlingException first.
     pub throttle: Vec<(String, u32)>,
@@ -236,6 +293,8 @@ impl Default for SimConfig {
             instances: vec![InstanceConfig::new(DEFAULT_INSTANCE)],
             unmanaged_instances: Vec::new(),
             identity: Identity::iam_user("alice"),
+            other_callers: Vec::new(),
+            policies: Vec::new(),
             deny: Vec::new(),
             throttle: Vec::new(),
             faults: Faults::default(),
@@ -254,6 +313,36 @@ impl Default for SimConfig {
             s3_bucket_regions: Vec::new(),
             s3_max_put: 5 << 30,
             s3_root: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identities_from_the_command_line() {
+        let sso = Identity::parse("sso-role:Dev/alice@example.com").unwrap();
+        assert_eq!(
+            sso.arn,
+            "arn:aws:sts::123456789012:assumed-role/AWSReservedSSO_Dev_0123456789abcdef/alice@example.com"
+        );
+        assert_eq!(sso.user_id, "AROASSMSIMROLE00001:alice@example.com");
+        assert_eq!(sso.session_prefix, "alice@example.com");
+        assert_eq!(sso.user_name, None);
+        let user = Identity::parse("iam-user:bob").unwrap();
+        assert_eq!(user.user_name.as_deref(), Some("bob"));
+        let fed = Identity::parse("federated:carol").unwrap();
+        assert_eq!(fed.user_id, "123456789012:carol");
+        for bad in [
+            "alice",
+            "sso-role:Dev",
+            "sso-role:/x",
+            "iam-user:",
+            "root:x",
+        ] {
+            assert!(Identity::parse(bad).is_err(), "{bad}");
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod config;
 pub mod documents;
 pub mod faults;
 pub mod gateway;
+pub mod iam;
 pub mod s3;
 pub mod state;
 pub mod stats;
@@ -94,6 +95,7 @@ impl Sim {
             regions,
             s3_encryption.clone(),
             state.config.s3_max_put,
+            state.clone(),
         )
         .await?;
         let acceptor = tls.map(|t| t.acceptor);
@@ -116,6 +118,17 @@ impl Sim {
         })
     }
 
+    /// The environment of another configured caller (`SimConfig::other_callers`).
+    pub fn env_as(&self, caller: &Identity) -> Vec<(String, String)> {
+        let mut env = self.env();
+        for (k, v) in &mut env {
+            if k == "AWS_ACCESS_KEY_ID" {
+                *v = caller.access_key_id.clone();
+            }
+        }
+        env
+    }
+
     /// The environment that points a standard AWS client at this simulator.
     pub fn env(&self) -> Vec<(String, String)> {
         let mut env = vec![
@@ -126,7 +139,10 @@ impl Sim {
                 "AWS_ENDPOINT_URL_RESOURCE_GROUPS_TAGGING_API".into(),
                 self.api_url.clone(),
             ),
-            ("AWS_ACCESS_KEY_ID".into(), config::ACCESS_KEY_ID.into()),
+            (
+                "AWS_ACCESS_KEY_ID".into(),
+                self.state.config.identity.access_key_id.clone(),
+            ),
             (
                 "AWS_SECRET_ACCESS_KEY".into(),
                 config::SECRET_ACCESS_KEY.into(),

@@ -2,7 +2,8 @@
 //! points AWS clients at it.
 
 use clap::Parser;
-use ssm_sim::{DenyRule, InstanceConfig, Sim, SimConfig};
+use ssm_sim::iam::Policy;
+use ssm_sim::{DenyRule, Identity, InstanceConfig, Sim, SimConfig};
 use std::io::Write;
 use std::time::Duration;
 
@@ -25,9 +26,17 @@ struct Args {
     /// sleep costs about 1,050–1,200 µs).
     #[arg(long, default_value_t = 1100, value_name = "MICROS")]
     pace_us: u64,
-    /// Deny an API action, e.g. ssm:TerminateSession (repeatable).
+    /// Deny an API action, e.g. ssm:TerminateSession (repeatable); a shortcut for a
+    /// policy that does not allow it.
     #[arg(long = "deny", value_name = "ACTION")]
     deny: Vec<String>,
+    /// Who the caller is: iam-user:NAME, sso-role:PERMISSION_SET/USER or federated:NAME.
+    #[arg(long, default_value = "iam-user:alice", value_parser = Identity::parse)]
+    identity: Identity,
+    /// An identity policy (IAM JSON) for the caller (repeatable). With none, every
+    /// action is allowed.
+    #[arg(long = "policy", value_name = "FILE")]
+    policies: Vec<std::path::PathBuf>,
     /// End sessions idle for this many seconds.
     #[arg(long, default_value_t = 1200)]
     idle_timeout: u64,
@@ -50,7 +59,19 @@ async fn main() {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    let mut policies = Vec::new();
+    for path in &args.policies {
+        match Policy::from_file(path) {
+            Ok(p) => policies.push(p),
+            Err(e) => {
+                eprintln!("ssm-sim: --policy {e}");
+                std::process::exit(2);
+            }
+        }
+    }
     let mut config = SimConfig {
+        identity: args.identity,
+        policies,
         pacing: !args.fast,
         pace_interval: Duration::from_micros(args.pace_us),
         idle_timeout: Duration::from_secs(args.idle_timeout),

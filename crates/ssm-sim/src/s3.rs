@@ -3,7 +3,9 @@
 //! the SDK on this machine and presigned URLs fetched by commands on the simulated
 //! instances both reach it. Nothing here is hand-written S3: only the listener.
 
-use crate::config::{ACCESS_KEY_ID, SECRET_ACCESS_KEY};
+use crate::config::SECRET_ACCESS_KEY;
+use crate::iam::Resource;
+use crate::state::SimState;
 use http::Request;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -36,6 +38,7 @@ pub async fn serve(
     regions: Regions,
     encryption: EncryptionLog,
     max_put: u64,
+    iam: std::sync::Arc<SimState>,
 ) -> std::io::Result<impl std::future::Future<Output = ()>> {
     for b in buckets
         .iter()
@@ -45,7 +48,13 @@ pub async fn serve(
     }
     let fs = s3s_fs::FileSystem::new(root).map_err(|e| std::io::Error::other(format!("{e:?}")))?;
     let mut builder = S3ServiceBuilder::new(fs);
-    builder.set_auth(SimpleAuth::from_single(ACCESS_KEY_ID, SECRET_ACCESS_KEY));
+    let mut auth = SimpleAuth::new();
+    let config = &iam.config;
+    for caller in std::iter::once(&config.identity).chain(&config.other_callers) {
+        auth.register(caller.access_key_id.clone(), SECRET_ACCESS_KEY.into());
+    }
+    builder.set_auth(auth);
+    builder.set_access(Policies { state: iam });
     let service = builder.build();
     let root = root.to_path_buf();
     Ok(async move {
@@ -97,6 +106,54 @@ pub async fn serve(
             });
         }
     })
+}
+
+/// The identity policies of the caller who signed (header or presigned URL), as S3
+/// evaluates them: the action each operation needs, on the bucket or the object.
+struct Policies {
+    state: std::sync::Arc<SimState>,
+}
+
+/// The IAM action an S3 operation is authorized as (Service Authorization Reference).
+fn s3_action(op: &str) -> String {
+    match op {
+        "PutObject" | "CreateMultipartUpload" | "UploadPart" | "CompleteMultipartUpload" => {
+            "s3:PutObject".into()
+        }
+        "GetObject" | "HeadObject" => "s3:GetObject".into(),
+        "DeleteObject" | "DeleteObjects" => "s3:DeleteObject".into(),
+        "ListParts" => "s3:ListMultipartUploadParts".into(),
+        "ListMultipartUploads" => "s3:ListBucketMultipartUploads".into(),
+        "ListObjects" | "ListObjectsV2" | "HeadBucket" => "s3:ListBucket".into(),
+        "ListBuckets" => "s3:ListAllMyBuckets".into(),
+        other => format!("s3:{other}"),
+    }
+}
+
+#[async_trait::async_trait]
+impl s3s::access::S3Access for Policies {
+    async fn check(&self, cx: &mut s3s::access::S3AccessContext<'_>) -> s3s::S3Result<()> {
+        let Some(caller) = cx
+            .credentials()
+            .and_then(|c| crate::iam::caller(&self.state.config, &c.access_key))
+        else {
+            return Err(s3s::s3_error!(AccessDenied, "Access Denied"));
+        };
+        let arn = match cx.s3_path() {
+            s3s::path::S3Path::Root => "*".to_string(),
+            s3s::path::S3Path::Bucket { bucket } => format!("arn:aws:s3:::{bucket}"),
+            s3s::path::S3Path::Object { bucket, key } => format!("arn:aws:s3:::{bucket}/{key}"),
+        };
+        let action = s3_action(cx.s3_op().name());
+        crate::iam::authorize(
+            &self.state.config,
+            caller,
+            &action,
+            &[Resource::new(arn, "")],
+            &[],
+        )
+        .map_err(|d| s3s::s3_error!(AccessDenied, "{}", d.message))
+    }
 }
 
 fn bucket_of(req: &Request<Incoming>) -> &str {

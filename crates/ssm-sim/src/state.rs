@@ -70,12 +70,20 @@ pub struct Link {
     pub tx: mpsc::Sender<Vec<u8>>,
 }
 
+/// Who started a session: DescribeSessions shows the ARN; the session's tag
+/// `aws:ssmmessages:session-id` holds the user id (what own-session policies match).
+#[derive(Debug, Clone)]
+pub struct Owner {
+    pub arn: String,
+    pub user_id: String,
+}
+
 pub struct Session {
     pub id: String,
     pub target: String,
     pub document: ResolvedDocument,
     pub instance: InstanceConfig,
-    pub owner: String,
+    pub owner: Owner,
     pub reason: Option<String>,
     pub start_date: SystemTime,
     token: Mutex<Option<String>>,
@@ -99,7 +107,7 @@ impl Session {
         target: String,
         document: ResolvedDocument,
         instance: InstanceConfig,
-        owner: String,
+        owner: Owner,
         reason: Option<String>,
         token: String,
     ) -> Session {

@@ -7,6 +7,8 @@ pub mod ssm;
 pub mod sts;
 pub mod tagging;
 
+use crate::config::Identity;
+use crate::iam::{self, Resource};
 use crate::state::{lock, SimState};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
@@ -86,12 +88,10 @@ async fn handle(
             )))
         }
     };
-    let uri = parts.uri.to_string();
     // STS speaks the query protocol: a form body instead of an X-Amz-Target header.
     if parts.headers.get("x-amz-target").is_none() && sts::action(&body).is_some() {
-        let result = sigv4::verify(parts.method.as_str(), &uri, &parts.headers, &body, "sts")
-            .map_err(|e| ApiError::new(e.code, e.message))
-            .and_then(|_| sts::dispatch(&state, &body));
+        let result =
+            verify(&state, &parts, &body, "sts").and_then(|caller| sts::dispatch(caller, &body));
         return Ok(match result {
             Ok(xml) => xml_response(200, xml),
             Err(e) => xml_response(e.status, sts::error_body(&e)),
@@ -111,21 +111,48 @@ async fn handle(
         (_, Some(op)) => ("tagging", op),
         _ => ("ssm", ""),
     };
-    let result = match sigv4::verify(parts.method.as_str(), &uri, &parts.headers, &body, service) {
-        Err(e) => Err(ApiError::new(e.code, e.message)),
-        Ok(_region) if op.is_empty() => Err(ApiError::new(
+    let result = match verify(&state, &parts, &body, service) {
+        Err(e) => Err(e),
+        Ok(_) if op.is_empty() => Err(ApiError::new(
             "UnknownOperationException",
             format!("Unknown operation {target}"),
         )),
-        Ok(_region) => match parse_input(&body).and_then(|i| throttle(&state, op).map(|()| i)) {
+        Ok(caller) => match parse_input(&body).and_then(|i| throttle(&state, op).map(|()| i)) {
             Err(e) => Err(e),
-            Ok(input) if service == "tagging" => tagging::dispatch(&state, op, &input).await,
-            Ok(input) => dispatch(&state, op, &input).await,
+            Ok(input) if service == "tagging" => {
+                tagging::dispatch(&state, caller, op, &input).await
+            }
+            Ok(input) => dispatch(&state, caller, op, &input).await,
         },
     };
     Ok(match result {
         Ok(v) => json_response(200, &v),
         Err(e) => error_response(&e),
+    })
+}
+
+/// The signature, and whose it is.
+fn verify<'a>(
+    state: &'a SimState,
+    parts: &hyper::http::request::Parts,
+    body: &[u8],
+    service: &str,
+) -> Result<&'a Identity, ApiError> {
+    let uri = parts.uri.to_string();
+    let v = sigv4::verify(
+        parts.method.as_str(),
+        &uri,
+        &parts.headers,
+        body,
+        service,
+        &state.config,
+    )
+    .map_err(|e| ApiError::new(e.code, e.message))?;
+    iam::caller(&state.config, &v.access_key).ok_or_else(|| {
+        ApiError::new(
+            "UnrecognizedClientException",
+            "The security token included in the request is invalid.",
+        )
     })
 }
 
@@ -137,14 +164,26 @@ fn parse_input(body: &[u8]) -> ApiResult {
         .map_err(|_| ApiError::new("SerializationException", "Request body is not JSON."))
 }
 
-async fn dispatch(state: &Arc<SimState>, op: &str, input: &Value) -> ApiResult {
+async fn dispatch(state: &Arc<SimState>, caller: &Identity, op: &str, input: &Value) -> ApiResult {
+    // Actions whose only resource is "*" in the Service Authorization Reference.
+    if let Some(action) = match op {
+        "DescribeSessions"
+        | "DescribeInstanceInformation"
+        | "GetCommandInvocation"
+        | "ListCommandInvocations"
+        | "ListCommands"
+        | "CancelCommand" => Some(format!("ssm:{op}")),
+        _ => None,
+    } {
+        authorize(state, caller, &action, &[Resource::new("*", "")], &[])?;
+    }
     match op {
-        "StartSession" => ssm::start_session(state, input),
-        "ResumeSession" => ssm::resume_session(state, input),
-        "TerminateSession" => ssm::terminate_session(state, input).await,
+        "StartSession" => ssm::start_session(state, caller, input),
+        "ResumeSession" => ssm::resume_session(state, caller, input),
+        "TerminateSession" => ssm::terminate_session(state, caller, input).await,
         "DescribeSessions" => ssm::describe_sessions(state, input),
         "DescribeInstanceInformation" => ssm::describe_instance_information(state, input),
-        "SendCommand" => run::send_command(state, input),
+        "SendCommand" => run::send_command(state, caller, input),
         "GetCommandInvocation" => run::get_command_invocation(state, input),
         "ListCommandInvocations" => run::list_command_invocations(state, input),
         "ListCommands" => run::list_commands(state, input),
@@ -169,30 +208,17 @@ fn throttle(state: &SimState, op: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// AccessDenied in AWS's own wording when a deny rule matches `action` on `resource`.
-pub fn check_deny(
+/// AccessDeniedException in AWS's own wording unless `caller` may do `action` on every
+/// resource.
+pub fn authorize(
     state: &SimState,
+    caller: &Identity,
     action: &str,
-    resource_arn: &str,
-    resource_id: &str,
+    resources: &[Resource],
+    extra: &[(&str, &str)],
 ) -> Result<(), ApiError> {
-    let denied = state.config.deny.iter().any(|r| {
-        r.action == action
-            && r.resource_contains
-                .as_deref()
-                .is_none_or(|p| resource_id.contains(p))
-    });
-    if denied {
-        return Err(ApiError::new(
-            "AccessDeniedException",
-            format!(
-                "User: {} is not authorized to perform: {action} on resource: {resource_arn} \
-                 because no identity-based policy allows the {action} action",
-                state.config.identity.arn
-            ),
-        ));
-    }
-    Ok(())
+    iam::authorize(&state.config, caller, action, resources, extra)
+        .map_err(|d| ApiError::new("AccessDeniedException", d.message))
 }
 
 fn json_response(status: u16, v: &Value) -> Response<Full<Bytes>> {

@@ -7,9 +7,11 @@
 //! one a client must already handle, see docs/simulator.md). Output is truncated to
 //! 24,000 characters of stdout and 8,000 of stderr, as GetCommandInvocation does.
 
-use super::{check_deny, ApiError, ApiResult};
+use super::ssm::instance_arn;
+use super::{authorize, ApiError, ApiResult};
 use crate::agent::shell::{instance_path, ProcessEnv};
-use crate::config::{InstanceConfig, ACCOUNT_ID};
+use crate::config::{Identity, InstanceConfig};
+use crate::iam::Resource;
 use crate::state::{lock, SimState};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -120,7 +122,7 @@ fn targets(state: &SimState, input: &Value) -> Result<Vec<InstanceConfig>, ApiEr
     Ok(out)
 }
 
-pub fn send_command(state: &Arc<SimState>, input: &Value) -> ApiResult {
+pub fn send_command(state: &Arc<SimState>, caller: &Identity, input: &Value) -> ApiResult {
     let document = input["DocumentName"].as_str().unwrap_or_default();
     if document != DOCUMENT {
         return Err(ApiError::new(
@@ -129,11 +131,15 @@ pub fn send_command(state: &Arc<SimState>, input: &Value) -> ApiResult {
         ));
     }
     let region = &state.config.region;
-    check_deny(
+    authorize(
         state,
+        caller,
         "ssm:SendCommand",
-        &format!("arn:aws:ssm:{region}::document/{DOCUMENT}"),
-        DOCUMENT,
+        &[Resource::new(
+            format!("arn:aws:ssm:{region}::document/{DOCUMENT}"),
+            DOCUMENT,
+        )],
+        &[],
     )?;
     // Constraints the API reference states for SendCommand.
     if input["Comment"]
@@ -173,14 +179,11 @@ pub fn send_command(state: &Arc<SimState>, input: &Value) -> ApiResult {
     if targets.is_empty() {
         return Err(ApiError::new("InvalidInstanceId", "No targets matched."));
     }
-    for t in &targets {
-        check_deny(
-            state,
-            "ssm:SendCommand",
-            &format!("arn:aws:ec2:{region}:{ACCOUNT_ID}:instance/{}", t.id),
-            &t.id,
-        )?;
-    }
+    let instances: Vec<Resource> = targets
+        .iter()
+        .map(|t| Resource::new(instance_arn(state, &t.id), &t.id).tagged(&t.tags))
+        .collect();
+    authorize(state, caller, "ssm:SendCommand", &instances, &[])?;
     let max_concurrency = input["MaxConcurrency"].as_str().unwrap_or("50").to_string();
     let max_errors = input["MaxErrors"].as_str().unwrap_or("0").to_string();
     let concurrency = limit(&max_concurrency, targets.len(), 1)?;

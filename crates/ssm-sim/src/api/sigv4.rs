@@ -1,7 +1,7 @@
 //! SigV4 verification of API requests: recompute the signature with the aws-sigv4 crate
 //! over the headers the client says it signed, and compare.
 
-use crate::config::{ACCESS_KEY_ID, SECRET_ACCESS_KEY};
+use crate::config::{SimConfig, SECRET_ACCESS_KEY};
 use aws_credential_types::Credentials;
 use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
 use aws_sigv4::sign::v4;
@@ -65,14 +65,22 @@ fn parse_amz_date(s: &str) -> Option<SystemTime> {
     Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
 }
 
-/// Check one request. Returns the region the caller signed for.
+/// A request whose signature checked out.
+pub struct Verified {
+    pub region: String,
+    /// Which caller signed it (see `iam::caller`).
+    pub access_key: String,
+}
+
+/// Check one request against the access keys of the configured callers.
 pub fn verify(
     method: &str,
     uri: &str,
     headers: &http::HeaderMap,
     body: &[u8],
     expected_service: &str,
-) -> Result<String, AuthError> {
+    config: &SimConfig,
+) -> Result<Verified, AuthError> {
     let missing = || {
         err(
             "MissingAuthenticationTokenException",
@@ -89,7 +97,7 @@ pub fn verify(
             "Authorization header requires 'Credential', 'Signature' and 'SignedHeaders'.",
         )
     })?;
-    if auth.access_key != ACCESS_KEY_ID {
+    if crate::iam::caller(config, auth.access_key).is_none() {
         return Err(err(
             "UnrecognizedClientException",
             "The security token included in the request is invalid.",
@@ -121,7 +129,7 @@ pub fn verify(
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let identity = Credentials::new(
-        ACCESS_KEY_ID,
+        auth.access_key,
         SECRET_ACCESS_KEY,
         session_token,
         None,
@@ -156,5 +164,8 @@ pub fn verify(
              Check your AWS Secret Access Key and signing method. Consult the service documentation for details.",
         ));
     }
-    Ok(auth.region.to_string())
+    Ok(Verified {
+        region: auth.region.to_string(),
+        access_key: auth.access_key.to_string(),
+    })
 }

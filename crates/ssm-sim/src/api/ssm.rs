@@ -1,9 +1,10 @@
 //! The Session Manager operations and DescribeInstanceInformation.
 
-use super::{check_deny, ApiError, ApiResult};
-use crate::config::ACCOUNT_ID;
+use super::{authorize, ApiError, ApiResult};
+use crate::config::{Identity, ACCOUNT_ID};
 use crate::documents::{self, DocumentError};
-use crate::state::{lock, EndReason, Session, SimState};
+use crate::iam::{Resource, SESSION_OWNER_TAG};
+use crate::state::{lock, EndReason, Owner, Session, SimState};
 use crate::stats::Stats;
 use rand::Rng;
 use serde_json::{json, Value};
@@ -76,10 +77,50 @@ fn stream_url(state: &SimState, id: &str) -> String {
     )
 }
 
-pub fn start_session(state: &Arc<SimState>, input: &Value) -> ApiResult {
+/// A document's ARN: AWS-owned documents have no account in theirs.
+fn document_arn(state: &SimState, name: &str) -> String {
+    let account = if name.starts_with("AWS-") {
+        ""
+    } else {
+        ACCOUNT_ID
+    };
+    format!(
+        "arn:aws:ssm:{}:{account}:document/{name}",
+        state.config.region
+    )
+}
+
+/// The session and the condition keys AWS evaluates for it: the owner tag.
+fn session_resource(state: &SimState, id: &str) -> Resource {
+    let r = Resource::new(session_arn(state, id), id);
+    match state.session(id) {
+        Some(s) => r.key(
+            &format!("ssm:resourceTag/{SESSION_OWNER_TAG}"),
+            &s.owner.user_id,
+        ),
+        None => r,
+    }
+}
+
+pub fn start_session(state: &Arc<SimState>, caller: &Identity, input: &Value) -> ApiResult {
     let target = required(input, "Target")?;
-    let resource = instance_arn(state, target);
-    check_deny(state, "ssm:StartSession", &resource, target)?;
+    // StartSession is authorized on the instance, and on the document when one is
+    // named; without one, `ssm:SessionDocumentAccessCheck` is false, so statements
+    // that demand the check do not allow it (docs/simulator.md, "IAM").
+    let tags = state.instance(target).map(|i| i.tags).unwrap_or_default();
+    let mut resources = vec![Resource::new(instance_arn(state, target), target).tagged(&tags)];
+    let named = input["DocumentName"].as_str().filter(|d| !d.is_empty());
+    if let Some(doc) = named {
+        resources.push(Resource::new(document_arn(state, doc), doc));
+    }
+    let check = if named.is_some() { "true" } else { "false" };
+    authorize(
+        state,
+        caller,
+        "ssm:StartSession",
+        &resources,
+        &[("ssm:SessionDocumentAccessCheck", check)],
+    )?;
     let params: HashMap<String, Vec<String>> =
         serde_json::from_value(input["Parameters"].clone()).unwrap_or_default();
     let doc = documents::resolve(
@@ -104,14 +145,17 @@ pub fn start_session(state: &Arc<SimState>, input: &Value) -> ApiResult {
         }
     };
     let suffix: u128 = rand::rng().random::<u128>() & ((1u128 << 68) - 1);
-    let id = format!("{}-{:017x}", state.config.identity.session_prefix, suffix);
+    let id = format!("{}-{:017x}", caller.session_prefix, suffix);
     let token = random_token();
     let session = Session::new(
         id.clone(),
         target.to_string(),
         doc,
         instance,
-        state.config.identity.arn.clone(),
+        Owner {
+            arn: caller.arn.clone(),
+            user_id: caller.user_id.clone(),
+        },
         input["Reason"].as_str().map(str::to_string),
         token.clone(),
     );
@@ -120,9 +164,15 @@ pub fn start_session(state: &Arc<SimState>, input: &Value) -> ApiResult {
     Ok(json!({"SessionId": id, "TokenValue": token, "StreamUrl": stream_url(state, &id)}))
 }
 
-pub fn resume_session(state: &Arc<SimState>, input: &Value) -> ApiResult {
+pub fn resume_session(state: &Arc<SimState>, caller: &Identity, input: &Value) -> ApiResult {
     let id = required(input, "SessionId")?;
-    check_deny(state, "ssm:ResumeSession", &session_arn(state, id), id)?;
+    authorize(
+        state,
+        caller,
+        "ssm:ResumeSession",
+        &[session_resource(state, id)],
+        &[],
+    )?;
     let Some(session) = state.session(id) else {
         return Err(ApiError::new(
             "DoesNotExistException",
@@ -139,9 +189,19 @@ pub fn resume_session(state: &Arc<SimState>, input: &Value) -> ApiResult {
     Ok(json!({"SessionId": id, "TokenValue": token, "StreamUrl": stream_url(state, id)}))
 }
 
-pub async fn terminate_session(state: &Arc<SimState>, input: &Value) -> ApiResult {
+pub async fn terminate_session(
+    state: &Arc<SimState>,
+    caller: &Identity,
+    input: &Value,
+) -> ApiResult {
     let id = required(input, "SessionId")?;
-    check_deny(state, "ssm:TerminateSession", &session_arn(state, id), id)?;
+    authorize(
+        state,
+        caller,
+        "ssm:TerminateSession",
+        &[session_resource(state, id)],
+        &[],
+    )?;
     if let Some(session) = state.session(id) {
         session.end(state, EndReason::Api, "").await;
     }
@@ -188,7 +248,7 @@ pub fn describe_sessions(state: &Arc<SimState>, input: &Value) -> ApiResult {
         .filter(|s| {
             filters.iter().all(|(k, v)| match k.as_str() {
                 "Target" => &s.target == v,
-                "Owner" => &s.owner == v,
+                "Owner" => &s.owner.arn == v,
                 "SessionId" => &s.id == v,
                 "Status" => session_status(s) == v,
                 _ => true,
@@ -201,7 +261,7 @@ pub fn describe_sessions(state: &Arc<SimState>, input: &Value) -> ApiResult {
                 "Status": session_status(s),
                 "StartDate": epoch_secs(s.start_date),
                 "DocumentName": s.document.name,
-                "Owner": s.owner,
+                "Owner": s.owner.arn,
             });
             if let Some(r) = &s.reason {
                 v["Reason"] = json!(r);

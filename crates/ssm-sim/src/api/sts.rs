@@ -1,10 +1,9 @@
 //! STS over the query protocol (form-encoded POST, XML answers), as much as ssmcp's
-//! `doctor` needs: GetCallerIdentity for the configured identity. AWS requires no
-//! permission for it, so deny rules never apply.
+//! `doctor` needs: GetCallerIdentity for the caller who signed. AWS requires no
+//! permission for it, so policies and deny rules never apply.
 
 use super::ApiError;
-use crate::config::ACCOUNT_ID;
-use crate::state::SimState;
+use crate::config::{Identity, ACCOUNT_ID};
 
 pub const NAMESPACE: &str = "https://sts.amazonaws.com/doc/2011-06-15/";
 
@@ -15,10 +14,9 @@ pub fn action(body: &[u8]) -> Option<String> {
         .find_map(|kv| kv.strip_prefix("Action=").map(str::to_string))
 }
 
-pub fn dispatch(state: &SimState, body: &[u8]) -> Result<String, ApiError> {
+pub fn dispatch(id: &Identity, body: &[u8]) -> Result<String, ApiError> {
     match action(body).as_deref() {
         Some("GetCallerIdentity") => {
-            let id = &state.config.identity;
             Ok(format!(
                 "<GetCallerIdentityResponse xmlns=\"{NAMESPACE}\">\
                  <GetCallerIdentityResult><Arn>{}</Arn><UserId>{}</UserId><Account>{ACCOUNT_ID}</Account></GetCallerIdentityResult>\

@@ -7,16 +7,23 @@
 //! agent, which tagging sees and Systems Manager does not.
 
 use super::ssm::instance_arn;
-use super::{check_deny, ApiError, ApiResult};
+use super::{authorize, ApiError, ApiResult};
+use crate::config::Identity;
+use crate::iam::Resource;
 use crate::state::{lock, SimState};
 use serde_json::{json, Value};
 use std::sync::Arc;
 
 pub const TARGET_PREFIX: &str = "ResourceGroupsTaggingAPI_20170126.";
 
-pub async fn dispatch(state: &Arc<SimState>, op: &str, input: &Value) -> ApiResult {
+pub async fn dispatch(
+    state: &Arc<SimState>,
+    caller: &Identity,
+    op: &str,
+    input: &Value,
+) -> ApiResult {
     match op {
-        "GetResources" => get_resources(state, input),
+        "GetResources" => get_resources(state, caller, input),
         other => Err(ApiError::new(
             "UnknownOperationException",
             format!("The simulator does not implement {other}."),
@@ -28,8 +35,14 @@ fn invalid(message: impl Into<String>) -> ApiError {
     ApiError::new("InvalidParameterException", message)
 }
 
-fn get_resources(state: &Arc<SimState>, input: &Value) -> ApiResult {
-    check_deny(state, "tag:GetResources", "*", "")?;
+fn get_resources(state: &Arc<SimState>, caller: &Identity, input: &Value) -> ApiResult {
+    authorize(
+        state,
+        caller,
+        "tag:GetResources",
+        &[Resource::new("*", "")],
+        &[],
+    )?;
     let per_page = match input.get("ResourcesPerPage") {
         None | Some(Value::Null) => 100,
         Some(v) => match v.as_u64() {
