@@ -284,6 +284,13 @@ pub struct SimConfig {
     pub s3_max_put: u64,
     /// Where the S3 server keeps objects; `None` is a temporary directory.
     pub s3_root: Option<std::path::PathBuf>,
+    /// The network between the client and AWS, one way: every API request and answer,
+    /// every websocket frame and S3 request from this machine takes this long (see
+    /// `SimConfig::realistic`). Presigned S3 requests (from the instances, in-region)
+    /// and the agent's side are not delayed.
+    pub latency: Duration,
+    /// What StartSession and ResumeSession take inside the service, beyond the network.
+    pub start_session_delay: Duration,
 }
 
 impl Default for SimConfig {
@@ -313,7 +320,35 @@ impl Default for SimConfig {
             s3_bucket_regions: Vec::new(),
             s3_max_put: 5 << 30,
             s3_root: None,
+            latency: Duration::ZERO,
+            start_session_delay: Duration::ZERO,
         }
+    }
+}
+
+/// The realistic profile's numbers (docs/simulator.md, "Timing like a region"): a client
+/// 20 ms one way from the region, 150 ms of service time per StartSession, and Run
+/// Command reaching the agent 500 ms after SendCommand. Assumptions, not measurements of
+/// AWS: typical of a client in the same continent as its region.
+pub const REALISTIC_LATENCY: Duration = Duration::from_millis(20);
+pub const REALISTIC_START_SESSION: Duration = Duration::from_millis(150);
+pub const REALISTIC_COMMAND_DELIVERY: Duration = Duration::from_millis(500);
+
+impl SimConfig {
+    /// The default simulator with the timing of a real region (pacing on).
+    pub fn realistic() -> SimConfig {
+        SimConfig::default().with_realistic_timing()
+    }
+
+    /// This configuration with network latency, session set-up and Run Command
+    /// delivery times like a region's.
+    pub fn with_realistic_timing(mut self) -> SimConfig {
+        self.latency = REALISTIC_LATENCY;
+        self.start_session_delay = REALISTIC_START_SESSION;
+        for i in &mut self.instances {
+            i.command_delay = i.command_delay.max(REALISTIC_COMMAND_DELIVERY);
+        }
+        self
     }
 }
 

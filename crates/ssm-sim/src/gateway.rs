@@ -33,6 +33,9 @@ pub async fn serve(listener: TcpListener, state: Arc<SimState>, tls: Option<TlsA
         let state = state.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
+            // Round trips before the first frame: TCP, TLS, the websocket upgrade.
+            let trips = if tls.is_some() { 3 } else { 2 };
+            tokio::time::sleep(state.config.latency * 2 * trips).await;
             let result = match tls {
                 Some(acceptor) => match acceptor.accept(stream).await {
                     Ok(s) => handle(s, state).await,

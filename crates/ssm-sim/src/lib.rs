@@ -51,6 +51,11 @@ impl Sim {
         } else {
             None
         };
+        let mut config = config;
+        // The client's network sits in the gateway's frame path as a delay line in
+        // each direction: frames keep flowing, each arrives `latency` later.
+        config.faults.to_client.delay += config.latency;
+        config.faults.to_agent.delay += config.latency;
         let state = Arc::new(SimState::new(config));
         let api = TcpListener::bind("127.0.0.1:0").await?;
         let gw = TcpListener::bind("127.0.0.1:0").await?;

@@ -30,6 +30,14 @@ struct Args {
     /// policy that does not allow it.
     #[arg(long = "deny", value_name = "ACTION")]
     deny: Vec<String>,
+    /// Timing like a real region: 20 ms one way between this machine and AWS, 150 ms
+    /// of service time per StartSession, Run Command delivered after 500 ms.
+    #[arg(long)]
+    realistic: bool,
+    /// Network latency between this machine and AWS, one way, in milliseconds
+    /// (overrides --realistic's 20).
+    #[arg(long, value_name = "MS")]
+    latency_ms: Option<u64>,
     /// Who the caller is: iam-user:NAME, sso-role:PERMISSION_SET/USER or federated:NAME.
     #[arg(long, default_value = "iam-user:alice", value_parser = Identity::parse)]
     identity: Identity,
@@ -97,6 +105,12 @@ async fn main() {
     }
     for i in &mut config.instances {
         i.agent_version = args.agent_version.clone();
+    }
+    if args.realistic {
+        config = config.with_realistic_timing();
+    }
+    if let Some(ms) = args.latency_ms {
+        config.latency = Duration::from_millis(ms);
     }
     let sim = match Sim::start(config).await {
         Ok(s) => s,

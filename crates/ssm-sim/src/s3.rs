@@ -50,6 +50,7 @@ pub async fn serve(
     let mut builder = S3ServiceBuilder::new(fs);
     let mut auth = SimpleAuth::new();
     let config = &iam.config;
+    let latency = config.latency;
     for caller in std::iter::once(&config.identity).chain(&config.other_callers) {
         auth.register(caller.access_key_id.clone(), SECRET_ACCESS_KEY.into());
     }
@@ -77,7 +78,19 @@ pub async fn serve(
                     note_encryption(&encryption, &req);
                     let oversized = too_large(&req, max_put);
                     let service = service.clone();
+                    // A round trip for requests from this machine; presigned ones come
+                    // from the instances, inside the region.
+                    let presigned = req
+                        .uri()
+                        .query()
+                        .is_some_and(|q| q.contains("X-Amz-Signature="));
+                    let latency = if presigned {
+                        std::time::Duration::ZERO
+                    } else {
+                        latency
+                    };
                     async move {
+                        tokio::time::sleep(latency * 2).await;
                         if let Some(bucket) = missing {
                             return Ok::<_, s3s::HttpError>(no_such_bucket(&bucket));
                         }

@@ -347,3 +347,59 @@ async fn tls_exports_the_ca_for_aws_tools_and_for_go_programs() {
     let pem = std::fs::read_to_string(ca).unwrap();
     assert!(pem.contains("BEGIN CERTIFICATE"), "{pem}");
 }
+
+/// The latency profile: every API call costs a round trip (plus the connection's set-up
+/// once), StartSession its service time, and a websocket frame the one-way delay each
+/// way; a fast loopback simulator costs none of it.
+#[tokio::test]
+async fn latency_is_charged_to_the_api_and_the_data_channel() {
+    use std::time::{Duration, Instant};
+    let latency = Duration::from_millis(40);
+    let sim = Sim::start(SimConfig {
+        latency,
+        start_session_delay: Duration::from_millis(150),
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let c = ssm(&sim);
+    // The first call opens the connection: TCP's round trip, then the request's.
+    let t = Instant::now();
+    c.describe_instance_information().send().await.unwrap();
+    assert!(t.elapsed() >= latency * 4, "{:?}", t.elapsed());
+    let t = Instant::now();
+    c.describe_instance_information().send().await.unwrap();
+    let one = t.elapsed();
+    assert!(
+        one >= latency * 2 && one < latency * 2 + Duration::from_millis(150),
+        "{one:?}"
+    );
+    let t = Instant::now();
+    let s = start(
+        &sim,
+        Some("AWS-StartPortForwardingSession"),
+        &[("portNumber", "9")],
+    )
+    .await;
+    assert!(
+        t.elapsed() >= latency * 2 + Duration::from_millis(150),
+        "{:?}",
+        t.elapsed()
+    );
+    // The websocket: TCP and the upgrade before the first frame, then the handshake
+    // request arrives one way later than the agent sent it.
+    let t = Instant::now();
+    let mut raw = RawClient::connect(&s).await;
+    raw.handshake("1.2.0.0").await;
+    assert!(t.elapsed() >= latency * 5, "{:?}", t.elapsed());
+    raw.close().await;
+
+    let fast = Sim::start(SimConfig::default()).await.unwrap();
+    let t = Instant::now();
+    ssm(&fast)
+        .describe_instance_information()
+        .send()
+        .await
+        .unwrap();
+    assert!(t.elapsed() < latency, "{:?}", t.elapsed());
+}

@@ -53,6 +53,9 @@ pub async fn serve(listener: TcpListener, state: Arc<SimState>, tls: Option<TlsA
         let state = state.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
+            // Connection set-up: a round trip for TCP, one more for TLS.
+            let trips = if tls.is_some() { 2 } else { 1 };
+            tokio::time::sleep(state.config.latency * 2 * trips).await;
             match tls {
                 Some(acceptor) => {
                     if let Ok(s) = acceptor.accept(stream).await {
@@ -80,6 +83,19 @@ async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
     let (parts, body) = req.into_parts();
+    // The request's way in; the answer's way out is waited for before returning.
+    let latency = state.config.latency;
+    tokio::time::sleep(latency).await;
+    let response = answer(&state, parts, body).await;
+    tokio::time::sleep(latency).await;
+    response
+}
+
+async fn answer(
+    state: &Arc<SimState>,
+    parts: hyper::http::request::Parts,
+    body: Incoming,
+) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
     let body = match Limited::new(body, MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => {
@@ -91,7 +107,7 @@ async fn handle(
     // STS speaks the query protocol: a form body instead of an X-Amz-Target header.
     if parts.headers.get("x-amz-target").is_none() && sts::action(&body).is_some() {
         let result =
-            verify(&state, &parts, &body, "sts").and_then(|caller| sts::dispatch(caller, &body));
+            verify(state, &parts, &body, "sts").and_then(|caller| sts::dispatch(caller, &body));
         return Ok(match result {
             Ok(xml) => xml_response(200, xml),
             Err(e) => xml_response(e.status, sts::error_body(&e)),
@@ -111,18 +127,16 @@ async fn handle(
         (_, Some(op)) => ("tagging", op),
         _ => ("ssm", ""),
     };
-    let result = match verify(&state, &parts, &body, service) {
+    let result = match verify(state, &parts, &body, service) {
         Err(e) => Err(e),
         Ok(_) if op.is_empty() => Err(ApiError::new(
             "UnknownOperationException",
             format!("Unknown operation {target}"),
         )),
-        Ok(caller) => match parse_input(&body).and_then(|i| throttle(&state, op).map(|()| i)) {
+        Ok(caller) => match parse_input(&body).and_then(|i| throttle(state, op).map(|()| i)) {
             Err(e) => Err(e),
-            Ok(input) if service == "tagging" => {
-                tagging::dispatch(&state, caller, op, &input).await
-            }
-            Ok(input) => dispatch(&state, caller, op, &input).await,
+            Ok(input) if service == "tagging" => tagging::dispatch(state, caller, op, &input).await,
+            Ok(input) => dispatch(state, caller, op, &input).await,
         },
     };
     Ok(match result {
@@ -176,6 +190,9 @@ async fn dispatch(state: &Arc<SimState>, caller: &Identity, op: &str, input: &Va
         _ => None,
     } {
         authorize(state, caller, &action, &[Resource::new("*", "")], &[])?;
+    }
+    if matches!(op, "StartSession" | "ResumeSession") {
+        tokio::time::sleep(state.config.start_session_delay).await;
     }
     match op {
         "StartSession" => ssm::start_session(state, caller, input),

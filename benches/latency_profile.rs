@@ -1,0 +1,158 @@
+//! The same copies, `exec` and start-up against ssm-sim twice: on loopback with no delay
+//! (what the other benches measure) and with the realistic profile (20 ms one way to the
+//! region, 150 ms per StartSession, Run Command delivered after 500 ms; docs/simulator.md).
+//! Pacing is on in both, as the real agent's. Loopback flatters every design with many
+//! round trips; the realistic column is the one a user sees.
+//!
+//! Run: `cargo bench --bench latency_profile` (release build). `SSMCP_BENCH_QUICK=1`
+//! uses small sizes. Prints a Markdown table; docs/benchmarks.md records the figures.
+
+mod common;
+use common::{write_file, Bench, INSTANCE, MIB};
+use ssm_sim::SimConfig;
+use std::io::Read;
+use std::time::Instant;
+
+struct Case {
+    what: String,
+    bytes: u64,
+    secs: [f64; 2],
+}
+
+/// Median of `n` runs of `f`.
+async fn median<F, Fut>(n: usize, mut f: F) -> f64
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = f64>,
+{
+    let mut v = Vec::new();
+    for _ in 0..n {
+        v.push(f().await);
+    }
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Seconds from spawning `ssmcp exec -- echo hi` to the first byte of its stdout.
+fn first_byte(b: &Bench) -> f64 {
+    let t = Instant::now();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ssmcp"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", b.home.path())
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .envs(b.sim.env())
+        .args(["exec", INSTANCE, "--", "echo", "hi"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut byte = [0u8; 1];
+    let mut out = child.stdout.take().unwrap();
+    assert_eq!(out.read(&mut byte).unwrap(), 1);
+    let secs = t.elapsed().as_secs_f64();
+    assert!(child.wait().unwrap().success());
+    secs
+}
+
+async fn profile(config: SimConfig, quick: bool, slot: usize, cases: &mut Vec<Case>) {
+    let b = Bench::new(config).await;
+    let local = b.home.path().join("work");
+    std::fs::create_dir_all(&local).unwrap();
+    let remote = |p: &str| format!("{INSTANCE}:{p}");
+    let mut note =
+        |what: &str, bytes: u64, secs: f64| match cases.iter_mut().find(|c| c.what == what) {
+            Some(c) => c.secs[slot] = secs,
+            None => {
+                let mut c = Case {
+                    what: what.to_string(),
+                    bytes,
+                    secs: [0.0; 2],
+                };
+                c.secs[slot] = secs;
+                cases.push(c);
+            }
+        };
+
+    let n = if quick { 16 * MIB } else { 64 * MIB };
+    let f = local.join("big");
+    write_file(&f, n);
+    let run = b.ssmcp(vec![f.display().to_string(), remote("")]).await;
+    note("upload, one file", n, run.secs);
+
+    let count = 2_000;
+    let tree = local.join("small");
+    for i in 0..count {
+        let d = tree.join(format!("{:03}", i % 100));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join(format!("f{i}")), vec![(i % 251) as u8; 1024]).unwrap();
+    }
+    let run = b
+        .ssmcp(vec!["-r".into(), tree.display().to_string(), remote("")])
+        .await;
+    note("upload, 2,000 × 1 KiB files", count * 1024, run.secs);
+
+    let n = if quick { 4 * MIB } else { 16 * MIB };
+    write_file(&b.remote().join("dl"), n);
+    for parallel in [1, 4, 8] {
+        let out = local.join(format!("dl{parallel}"));
+        let run = b
+            .ssmcp(vec![
+                "--parallel".into(),
+                parallel.to_string(),
+                remote("dl"),
+                out.display().to_string(),
+            ])
+            .await;
+        note(&format!("download, --parallel {parallel}"), n, run.secs);
+    }
+
+    let runs = if quick { 3 } else { 5 };
+    let exec = median(runs, || async {
+        b.ssmcp(vec![
+            "exec".into(),
+            INSTANCE.into(),
+            "--".into(),
+            "true".into(),
+        ])
+        .await
+        .secs
+    })
+    .await;
+    note("`exec -- true` (median)", 0, exec);
+    let mut v: Vec<f64> = (0..runs).map(|_| first_byte(&b)).collect();
+    v.sort_by(f64::total_cmp);
+    note(
+        "`exec -- echo hi` to first byte (median)",
+        0,
+        v[v.len() / 2],
+    );
+}
+
+async fn bench(quick: bool) {
+    let mut cases = Vec::new();
+    profile(SimConfig::default(), quick, 0, &mut cases).await;
+    profile(SimConfig::realistic(), quick, 1, &mut cases).await;
+    println!("| case | size | loopback | realistic profile | realistic throughput |");
+    println!("|---|---:|---:|---:|---:|");
+    for c in &cases {
+        let (size, rate) = if c.bytes == 0 {
+            ("—".to_string(), "—".to_string())
+        } else {
+            (
+                format!("{:.1} MiB", c.bytes as f64 / MIB as f64),
+                format!("{:.1} MB/s", c.bytes as f64 / 1e6 / c.secs[1]),
+            )
+        };
+        println!(
+            "| {} | {size} | {:.2} s | {:.2} s | {rate} |",
+            c.what, c.secs[0], c.secs[1]
+        );
+    }
+}
+
+fn main() {
+    let quick = std::env::var_os("SSMCP_BENCH_QUICK").is_some();
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(bench(quick));
+}
