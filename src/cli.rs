@@ -141,6 +141,9 @@ pub struct Global {
     /// session this run opens.
     #[arg(skip)]
     pub cleanup: crate::session::Cleanup,
+    /// Not a flag: wire counters of every session this run opens (the summaries).
+    #[arg(skip)]
+    pub wire: crate::session::reliable::WireStats,
 }
 
 #[derive(Subcommand, Debug)]

@@ -246,8 +246,20 @@ pub async fn run(global: &Global, args: &CopyArgs) -> Result<i32> {
     match outcome {
         Ok((direction, s)) => {
             let secs = started.elapsed().as_secs_f64();
+            let wire = global.wire.snapshot();
+            let on_the_wire = if global.verbose > 0 && wire.sent > 0 {
+                format!(
+                    "; {} messages sent, {} retransmitted ({:.2} %), {} duplicate acks",
+                    wire.sent,
+                    wire.retransmitted,
+                    100.0 * wire.retransmitted as f64 / wire.sent as f64,
+                    wire.duplicate_acks
+                )
+            } else {
+                String::new()
+            };
             reporter.note(&format!(
-                "{direction}: {} files, {} bytes in {secs:.1} s",
+                "{direction}: {} files, {} bytes in {secs:.1} s{on_the_wire}",
                 s.files, s.bytes
             ));
             reporter.event(json!({
@@ -260,6 +272,11 @@ pub async fn run(global: &Global, args: &CopyArgs) -> Result<i32> {
                 "seconds": secs,
                 "bytes_per_second": if secs > 0.0 { s.bytes as f64 / secs } else { 0.0 },
                 "dry_run": args.dry_run,
+                "wire": {
+                    "messages_sent": wire.sent,
+                    "retransmitted": wire.retransmitted,
+                    "duplicate_acks": wire.duplicate_acks,
+                },
             }));
             Ok(0)
         }

@@ -50,6 +50,7 @@ impl Context {
             channel: ChannelConfig {
                 tls: trust.websocket_tls()?,
                 cleanup: global.cleanup.clone(),
+                wire: global.wire.clone(),
                 ..ChannelConfig::default()
             },
         })

@@ -1,13 +1,16 @@
 //! The client's reliable data channel: one task that owns the websocket and knows
-//! nothing about files or ports. It numbers and remembers what it sends until acked,
+//! nothing about files or ports. It numbers and remembers what it sends until acked
+//! (the I/O-free bookkeeping, timing and window are `reliable::Reliable`),
 //! retransmits *every* expired message (the official plugin only resends the head, §5.5),
 //! acknowledges every data message including duplicates (§5.3), delivers agent data in
 //! order, honours pause/start publication, and after a lost connection calls
 //! ResumeSession and carries on with its sequence state (§10).
 //!
-//! Memory is bounded by configuration: the unacknowledged window (back-pressure, never
-//! dropping), the out-of-order buffer, and the delivery queue.
+//! Memory is bounded by configuration: the unacknowledged window (adaptive, at most
+//! `window_bytes`; back-pressure, never dropping), the out-of-order buffer, and the
+//! delivery queue.
 
+use super::reliable::{Reliable, WireStats};
 use crate::error::{Error, Kind, Result};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -20,7 +23,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message as Ws;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -37,7 +40,8 @@ pub type Resumer =
 
 #[derive(Debug, Clone)]
 pub struct ChannelConfig {
-    /// Bytes sent but not yet acknowledged before senders wait.
+    /// The most bytes sent but not yet acknowledged before senders wait; the window
+    /// adapts below it to what the path carries (`reliable`).
     pub window_bytes: usize,
     /// Largest Output payload per message (the official sides use 1024, §5.6).
     pub max_payload: usize,
@@ -47,6 +51,8 @@ pub struct ChannelConfig {
     pub tls: Option<Arc<rustls::ClientConfig>>,
     /// Where session ends that outlive a cancelled caller run (see `session::Cleanup`).
     pub cleanup: super::Cleanup,
+    /// Messages sent, retransmitted and duplicate acks, over all of a command's sessions.
+    pub wire: WireStats,
 }
 
 impl Default for ChannelConfig {
@@ -57,6 +63,7 @@ impl Default for ChannelConfig {
             resume_timeout: Duration::from_secs(60),
             tls: None,
             cleanup: super::Cleanup::default(),
+            wire: WireStats::default(),
         }
     }
 }
@@ -124,11 +131,6 @@ const EARLY_CAPACITY: usize = 4096;
 const READY_CAPACITY: usize = 4096;
 const TICK: Duration = Duration::from_millis(20);
 const PING_INTERVAL: Duration = Duration::from_secs(300);
-/// Floor for the RTO. The §5.5 formula goes down to SRTT + 10 ms, which on a fast path
-/// resends messages that are merely queued behind a burst; the agent's own scheduler
-/// ticks at 100 ms, so nothing is gained below that.
-const MIN_RTO: Duration = Duration::from_millis(100);
-const MAX_RTO: Duration = Duration::from_secs(1);
 
 pub async fn connect(url: &str, tls: Option<Arc<rustls::ClientConfig>>) -> Result<Socket> {
     let connector = tls.map(tokio_tungstenite::Connector::Rustls);
@@ -160,25 +162,24 @@ pub async fn open(
 ) -> Result<Channel> {
     let client_id = Uuid::new_v4().to_string();
     let ws = open_socket(&url, &token, &client_id, config.tls.clone()).await?;
-    let (frames, reader) = spawn_writer(ws);
+    let (frames, reader, written) = spawn_writer(ws);
     let (tx, rx) = mpsc::channel(SEND_QUEUE);
     let (in_tx, in_rx) = mpsc::channel(DELIVERY_QUEUE);
     let max_payload = config.max_payload;
+    let reliable = Reliable::new(config.window_bytes, config.wire.clone());
     let task = Task {
         url,
         client_id,
         resumer,
         config,
         frames,
+        frames_queued: 0,
+        written,
         reader,
         next_seq: 0,
-        unacked: BTreeMap::new(),
-        unacked_bytes: 0,
+        reliable,
         expected: 0,
         early: BTreeMap::new(),
-        srtt: 0.1,
-        rttvar: 0.0,
-        rto: Duration::from_millis(200),
         paused: false,
         rx,
         in_tx,
@@ -192,28 +193,35 @@ pub async fn open(
     })
 }
 
-/// Give the socket's sending half to its own task; return its queue and the reading half.
-fn spawn_writer(ws: Socket) -> (FrameQueue, SocketReader) {
+/// Give the socket's sending half to its own task; return its queue, the reading half,
+/// and how many frames it has written so far (published after each flush, so that a
+/// message is timed from when it left, not from when it was queued).
+fn spawn_writer(ws: Socket) -> (FrameQueue, SocketReader, watch::Receiver<u64>) {
     let (mut sink, reader) = ws.split();
     let (tx, mut rx) = mpsc::channel::<Ws>(WRITE_QUEUE);
+    let (written_tx, written) = watch::channel(0u64);
     tokio::spawn(async move {
+        let mut count = 0u64;
         while let Some(first) = rx.recv().await {
             if sink.feed(first).await.is_err() {
                 return;
             }
+            count += 1;
             // Batch whatever else is ready into one flush.
             while let Ok(more) = rx.try_recv() {
                 if sink.feed(more).await.is_err() {
                     return;
                 }
+                count += 1;
             }
             if sink.flush().await.is_err() {
                 return;
             }
+            written_tx.send_replace(count);
         }
         let _ = sink.close().await;
     });
-    (tx, reader)
+    (tx, reader, written)
 }
 
 async fn open_socket(
@@ -258,29 +266,21 @@ fn redact_ws_error(e: &tokio_tungstenite::tungstenite::Error) -> String {
     }
 }
 
-struct Pending {
-    /// Shared with the writer queue: retransmitting clones a pointer, not the bytes.
-    frame: Bytes,
-    len: usize,
-    last_sent: Instant,
-    retries: u32,
-}
-
 struct Task {
     url: String,
     client_id: String,
     resumer: Resumer,
     config: ChannelConfig,
     frames: FrameQueue,
+    /// Frames handed to the current writer, acks and pings included.
+    frames_queued: u64,
+    /// Frames the current writer has written (see `spawn_writer`).
+    written: watch::Receiver<u64>,
     reader: SocketReader,
     next_seq: i64,
-    unacked: BTreeMap<i64, Pending>,
-    unacked_bytes: usize,
+    reliable: Reliable,
     expected: i64,
     early: BTreeMap<i64, Message>,
-    srtt: f64,
-    rttvar: f64,
-    rto: Duration,
     paused: bool,
     rx: mpsc::Receiver<(PayloadType, Vec<u8>)>,
     in_tx: mpsc::Sender<Inbound>,
@@ -303,7 +303,7 @@ impl Task {
         loop {
             let can_send = senders_open
                 && !self.paused
-                && self.unacked_bytes < self.config.window_bytes
+                && self.reliable.can_send()
                 && self.frames.capacity() > WRITE_RESERVE;
             // A clone, so that a delivery permit does not borrow the whole task.
             let in_tx = self.in_tx.clone();
@@ -327,6 +327,11 @@ impl Task {
                     Some(Ok(Ws::Close(_))) | None | Some(Err(_)) => Step::Lost,
                     Some(Ok(_)) => Step::Continue,
                 },
+                Ok(()) = self.written.changed() => {
+                    let n = *self.written.borrow_and_update();
+                    self.reliable.written(n, std::time::Instant::now());
+                    Step::Continue
+                }
                 _ = tick.tick() => self.on_tick().await,
             };
             match step {
@@ -363,71 +368,56 @@ impl Task {
         while let Some((pt, payload)) = next.take() {
             let len = payload.len();
             let (seq, frame) = self.build(pt, payload);
-            let step = self.queue(frame.clone());
-            self.remember(seq, frame, len);
+            self.reliable.sent_new(seq, frame.clone(), len);
+            let step = self.push(Ws::Binary(frame), Some(seq));
             if !matches!(step, Step::Continue) {
                 return step;
             }
-            if self.unacked_bytes < self.config.window_bytes
-                && self.frames.capacity() > WRITE_RESERVE
-            {
+            if self.reliable.can_send() && self.frames.capacity() > WRITE_RESERVE {
                 next = self.rx.try_recv().ok();
             }
         }
         Step::Continue
     }
 
-    /// Hand a frame to the writer without waiting. A full queue drops it: data frames
-    /// are retransmitted, acks are repeated when the agent resends.
-    fn queue(&self, frame: Bytes) -> Step {
-        match self.frames.try_send(Ws::Binary(frame)) {
-            Ok(()) => Step::Continue,
-            Err(mpsc::error::TrySendError::Full(_)) => Step::Continue,
+    /// Hand a frame to the writer without waiting, noting which data message (`seq`)
+    /// it carries. A full queue drops it: a data message is then due for a resend at
+    /// the next tick, an ack is repeated when the agent resends.
+    fn push(&mut self, frame: Ws, seq: Option<i64>) -> Step {
+        match self.frames.try_send(frame) {
+            Ok(()) => {
+                self.frames_queued += 1;
+                if let Some(seq) = seq {
+                    self.reliable.queued(self.frames_queued, seq);
+                }
+                Step::Continue
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                if let Some(seq) = seq {
+                    self.reliable.not_queued(seq, std::time::Instant::now());
+                }
+                Step::Continue
+            }
             Err(mpsc::error::TrySendError::Closed(_)) => Step::Lost,
         }
-    }
-
-    fn remember(&mut self, seq: i64, frame: Bytes, len: usize) {
-        self.unacked_bytes += len;
-        self.unacked.insert(
-            seq,
-            Pending {
-                frame,
-                len,
-                last_sent: Instant::now(),
-                retries: 0,
-            },
-        );
     }
 
     async fn on_tick(&mut self) -> Step {
         if self.last_ping.elapsed() > PING_INTERVAL {
             self.last_ping = Instant::now();
-            if self
-                .frames
-                .try_send(Ws::Ping(b"keepalive".to_vec().into()))
-                .is_err()
-            {
-                return Step::Continue;
+            let step = self.push(Ws::Ping(b"keepalive".to_vec().into()), None);
+            if !matches!(step, Step::Continue) {
+                return step;
             }
         }
         if self.paused {
             return Step::Continue;
         }
-        let rto = self.rto;
-        let now = Instant::now();
         // Every expired message, not only the oldest: the agent accepts any order.
-        for p in self.unacked.values_mut() {
-            if now.duration_since(p.last_sent) <= rto {
-                continue;
-            }
-            match self.frames.try_send(Ws::Binary(p.frame.clone())) {
-                Ok(()) => {
-                    p.last_sent = now;
-                    p.retries += 1;
-                }
-                Err(mpsc::error::TrySendError::Full(_)) => break, // next tick
-                Err(mpsc::error::TrySendError::Closed(_)) => return Step::Lost,
+        for (seq, frame) in self.reliable.due(std::time::Instant::now()) {
+            let step = self.push(Ws::Binary(frame), Some(seq));
+            if !matches!(step, Step::Continue) {
+                return step;
             }
         }
         Step::Continue
@@ -479,24 +469,13 @@ impl Task {
     }
 
     fn on_ack(&mut self, seq: i64) {
-        let Some(p) = self.unacked.remove(&seq) else {
-            return; // a duplicate ack
-        };
-        self.unacked_bytes -= p.len;
-        if p.retries == 0 {
-            // Karn's rule: only unambiguous samples feed the estimator (§5.5 formula).
-            let r = p.last_sent.elapsed().as_secs_f64();
-            self.rttvar = 0.75 * self.rttvar + 0.25 * (self.srtt - r).abs();
-            self.srtt = 0.875 * self.srtt + 0.125 * r;
-            let rto = Duration::from_secs_f64(self.srtt + (4.0 * self.rttvar).max(0.010));
-            self.rto = rto.clamp(MIN_RTO, MAX_RTO);
-        }
+        self.reliable.acked(seq, std::time::Instant::now());
     }
 
     fn ack(&mut self, msg: &Message) -> bool {
         let ack = Message::ack_for(msg, Uuid::new_v4(), now_millis());
         match ack.encode() {
-            Ok(f) => !matches!(self.queue(Bytes::from(f)), Step::Lost),
+            Ok(f) => !matches!(self.push(Ws::Binary(Bytes::from(f)), None), Step::Lost),
             Err(_) => true,
         }
     }
@@ -547,15 +526,14 @@ impl Task {
             match (self.resumer)().await {
                 Ok(Some(token)) => match open_socket(&self.url, &token, &self.client_id, self.config.tls.clone()).await {
                     Ok(ws) => {
-                        let (frames, reader) = spawn_writer(ws);
+                        let (frames, reader, written) = spawn_writer(ws);
                         self.frames = frames;
+                        self.frames_queued = 0;
+                        self.written = written;
                         self.reader = reader;
                         self.paused = false;
                         // Everything in flight may be lost: resend at the next tick.
-                        let long_ago = Instant::now() - Duration::from_secs(3600);
-                        for p in self.unacked.values_mut() {
-                            p.last_sent = long_ago;
-                        }
+                        self.reliable.socket_replaced(std::time::Instant::now());
                         return Ok(());
                     }
                     Err(e) => tracing::debug!("reconnect failed: {e}"),

@@ -6,6 +6,7 @@ pub mod channel;
 pub mod command;
 pub mod handshake;
 pub mod port;
+pub mod reliable;
 
 use crate::aws_error;
 use crate::error::{Error, Result};

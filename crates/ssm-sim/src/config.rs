@@ -291,6 +291,9 @@ pub struct SimConfig {
     pub latency: Duration,
     /// What StartSession and ResumeSession take inside the service, beyond the network.
     pub start_session_delay: Duration,
+    /// What the agent spends on each input message before it reads the next one (it
+    /// validates, digests, acks and writes synchronously); zero is free.
+    pub input_cost: Duration,
 }
 
 impl Default for SimConfig {
@@ -322,17 +325,20 @@ impl Default for SimConfig {
             s3_root: None,
             latency: Duration::ZERO,
             start_session_delay: Duration::ZERO,
+            input_cost: Duration::ZERO,
         }
     }
 }
 
 /// The realistic profile's numbers (docs/simulator.md, "Timing like a region"): a client
-/// 20 ms one way from the region, 150 ms of service time per StartSession, and Run
-/// Command reaching the agent 500 ms after SendCommand. Assumptions, not measurements of
-/// AWS: typical of a client in the same continent as its region.
+/// 20 ms one way from the region, 150 ms of service time per StartSession, Run Command
+/// reaching the agent 500 ms after SendCommand, and 100 µs of agent work per input
+/// message. Assumptions, not measurements of AWS: typical of a client in the same
+/// continent as its region, and of the agent's upload rate seen through its own code.
 pub const REALISTIC_LATENCY: Duration = Duration::from_millis(20);
 pub const REALISTIC_START_SESSION: Duration = Duration::from_millis(150);
 pub const REALISTIC_COMMAND_DELIVERY: Duration = Duration::from_millis(500);
+pub const REALISTIC_INPUT_COST: Duration = Duration::from_micros(100);
 
 impl SimConfig {
     /// The default simulator with the timing of a real region (pacing on).
@@ -345,6 +351,7 @@ impl SimConfig {
     pub fn with_realistic_timing(mut self) -> SimConfig {
         self.latency = REALISTIC_LATENCY;
         self.start_session_delay = REALISTIC_START_SESSION;
+        self.input_cost = REALISTIC_INPUT_COST;
         for i in &mut self.instances {
             i.command_delay = i.command_delay.max(REALISTIC_COMMAND_DELIVERY);
         }

@@ -95,26 +95,28 @@ impl FaultLayer {
     }
 
     /// Take one frame in; it is dropped, delayed, duplicated or held back for reordering.
-    pub fn push(&mut self, frame: Vec<u8>) {
+    /// Returns whether it was dropped.
+    pub fn push(&mut self, frame: Vec<u8>) -> bool {
         if !is_lossy(&frame) {
             self.schedule(frame);
-            return;
+            return false;
         }
         if self.chance(self.cfg.drop_pct) {
             self.dropped += 1;
-            return;
+            return true;
         }
         if self.chance(self.cfg.duplicate_pct) {
             self.schedule(frame.clone());
         }
         if self.held.is_none() && self.chance(self.cfg.reorder_pct) {
             self.held = Some((Instant::now() + REORDER_HOLD, frame));
-            return;
+            return false;
         }
         self.schedule(frame);
         if let Some((_, h)) = self.held.take() {
             self.schedule(h);
         }
+        false
     }
 
     /// When the next frame may go out (None: nothing is waiting).

@@ -136,13 +136,17 @@ async fn read_loop<S: Io>(
             msg = stream.next(), if !faults.is_full() => match msg {
                 Some(Ok(Ws::Binary(b))) => {
                     Stats::add(&state.stats.client_messages);
-                    faults.push(b.to_vec());
+                    if faults.push(b.to_vec()) {
+                        Stats::add(&state.stats.dropped_to_agent);
+                    }
                 }
                 Some(Ok(Ws::Text(t))) => {
                     // Readers hand text frames to the binary parser too (§2.3); a
                     // client should never send one after OpenDataChannel.
                     Stats::add(&state.stats.text_frame_after_open);
-                    faults.push(t.as_bytes().to_vec());
+                    if faults.push(t.as_bytes().to_vec()) {
+                        Stats::add(&state.stats.dropped_to_agent);
+                    }
                 }
                 Some(Ok(_)) => {}
                 _ => {
@@ -204,7 +208,11 @@ async fn write_loop<S: Io>(
                 return;
             }
             frame = rx.recv(), if open && !faults.is_full() => match frame {
-                Some(f) => faults.push(f),
+                Some(f) => {
+                    if faults.push(f) {
+                        Stats::add(&state.stats.dropped_to_client);
+                    }
+                }
                 None => open = false,
             },
             _ = sleep_until(wake.unwrap_or_else(far_future)), if wake.is_some() => {}

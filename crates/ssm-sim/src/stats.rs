@@ -39,7 +39,11 @@ counters! {
     agent_stream_messages,
     agent_retransmissions,
     acks_sent,
+    /// input_stream_data the agent had already received (a needless or crossed resend).
     duplicate_client_messages,
+    /// Frames the fault layer dropped on purpose, per direction.
+    dropped_to_agent,
+    dropped_to_client,
     // Violations: a correct client never causes these.
     bad_digest,
     bad_header,

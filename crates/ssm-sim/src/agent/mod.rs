@@ -67,6 +67,8 @@ struct Agent {
     done_tx: mpsc::Sender<String>,
     /// Set when the client's TerminateSession flag arrives.
     terminate: bool,
+    /// What handling input costs (`SimConfig::input_cost`), as a schedule.
+    input: Option<pace::Pacer>,
 }
 
 pub async fn run(state: Arc<SimState>, session: Arc<Session>) {
@@ -89,6 +91,8 @@ pub async fn run(state: Arc<SimState>, session: Arc<Session>) {
         },
         done_tx,
         terminate: false,
+        input: (!state.config.input_cost.is_zero())
+            .then(|| pace::Pacer::new(state.config.input_cost)),
     };
     if agent.handshakes() {
         agent.send_handshake_request().await;
@@ -257,10 +261,27 @@ impl Agent {
                 self.out.set_paused(false);
                 self.session.touch();
                 self.on_stream_data(msg).await;
+                self.input_cost().await;
             }
             MessageType::PausePublication => self.out.set_paused(true),
             MessageType::StartPublication => self.out.set_paused(false),
             _ => {} // unknown types: ignored, not acknowledged
+        }
+    }
+
+    /// The real agent handles each input message before it reads the next (validate,
+    /// digest, ack, write), so its inbox drains at a bounded rate. Charged by schedule:
+    /// a sleep per message would round up to whole milliseconds.
+    async fn input_cost(&mut self) {
+        let Some(pacer) = &mut self.input else {
+            return;
+        };
+        let now = Instant::now();
+        if let Some(at) = pacer.after_send(now.into_std()) {
+            let at = Instant::from_std(at);
+            if at.duration_since(now) >= std::time::Duration::from_millis(1) {
+                tokio::time::sleep_until(at).await;
+            }
         }
     }
 
@@ -277,6 +298,7 @@ impl Agent {
                     self.send_ack(&msg).await;
                     self.reorder.insert(seq, msg);
                 } else if self.reorder.contains_key(&seq) {
+                    Stats::add(&self.state.stats.duplicate_client_messages);
                     self.send_ack(&msg).await;
                 }
             }

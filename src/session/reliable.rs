@@ -1,0 +1,377 @@
+//! The sending half of the data channel's reliability, with no I/O: which messages are
+//! unacknowledged, when each one actually left for the socket, which are due for a
+//! resend, the RTT estimate and how many bytes may be in flight. The channel task does
+//! the I/O and passes the time in.
+//!
+//! A message is timed from when the socket writer took it, not from when it was
+//! queued: time spent behind other frames in our own queue is not the path's, and
+//! counting it made queueing look like loss (most of an upload was sent twice). The
+//! window follows what the path carries: it grows while the RTT stays near the least
+//! seen and shrinks when it climbs, so the agent's inbox never holds more than about a
+//! round trip of data and an ack never arrives later than the RTO.
+
+use bytes::Bytes;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Floor for the RTO. The §5.5 formula goes down to SRTT + 10 ms; the agent's own
+/// resend scheduler ticks at 100 ms, so nothing is gained below that.
+pub const MIN_RTO: Duration = Duration::from_millis(100);
+pub const MAX_RTO: Duration = Duration::from_secs(1);
+const INITIAL_RTO: Duration = Duration::from_millis(200);
+/// Bytes in flight before any RTT is known, and the least the window shrinks to.
+pub const INITIAL_WINDOW: usize = 256 << 10;
+pub const MIN_WINDOW: usize = 64 << 10;
+/// Queueing delay (smoothed RTT above the least seen) the window allows: the least RTT
+/// itself, but at least this, so scheduling noise on a fast path does not shrink it.
+const MIN_QUEUE_DELAY: f64 = 0.010;
+
+/// Wire counters of one command, shared by all its sessions (the `-v` and `--json`
+/// summaries report them).
+#[derive(Debug, Clone, Default)]
+pub struct WireStats(Arc<WireCounters>);
+
+#[derive(Debug, Default)]
+struct WireCounters {
+    sent: AtomicU64,
+    retransmitted: AtomicU64,
+    duplicate_acks: AtomicU64,
+}
+
+/// A snapshot of `WireStats`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WireSnapshot {
+    /// Distinct data messages sent.
+    pub sent: u64,
+    /// Extra copies sent because no ack came in time.
+    pub retransmitted: u64,
+    /// Acks for messages already acknowledged (the agent's answer to a needless copy).
+    pub duplicate_acks: u64,
+}
+
+impl WireStats {
+    pub fn snapshot(&self) -> WireSnapshot {
+        WireSnapshot {
+            sent: self.0.sent.load(Ordering::Relaxed),
+            retransmitted: self.0.retransmitted.load(Ordering::Relaxed),
+            duplicate_acks: self.0.duplicate_acks.load(Ordering::Relaxed),
+        }
+    }
+
+    fn add(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+struct Pending {
+    frame: Bytes,
+    len: usize,
+    /// When the socket writer last took a copy; None while a copy waits in our queue.
+    sent: Option<Instant>,
+    /// A copy may be resent only once it is on the wire and overdue.
+    retries: u32,
+}
+
+/// The RTT estimator of §5.5 (RFC 6298's), plus the least RTT seen.
+struct Rtt {
+    srtt: Option<f64>,
+    rttvar: f64,
+    rto: Duration,
+    min: Option<f64>,
+}
+
+impl Rtt {
+    fn sample(&mut self, r: f64) {
+        match self.srtt {
+            None => {
+                self.srtt = Some(r);
+                self.rttvar = r / 2.0;
+            }
+            Some(s) => {
+                self.rttvar = 0.75 * self.rttvar + 0.25 * (s - r).abs();
+                self.srtt = Some(0.875 * s + 0.125 * r);
+            }
+        }
+        self.min = Some(self.min.map_or(r, |m| m.min(r)));
+        let s = self.srtt.unwrap_or(r);
+        self.rto =
+            Duration::from_secs_f64(s + (4.0 * self.rttvar).max(0.010)).clamp(MIN_RTO, MAX_RTO);
+    }
+}
+
+pub struct Reliable {
+    unacked: BTreeMap<i64, Pending>,
+    unacked_bytes: usize,
+    /// Data messages handed to the socket writer and not yet taken by it, by the
+    /// writer's frame number (every frame counts, acks included).
+    queued: VecDeque<(u64, i64)>,
+    rtt: Rtt,
+    window: usize,
+    max_window: usize,
+    /// When the window last changed, so it moves at most once per round trip.
+    last_adjust: Option<Instant>,
+    stats: WireStats,
+}
+
+impl Reliable {
+    pub fn new(max_window: usize, stats: WireStats) -> Reliable {
+        Reliable {
+            unacked: BTreeMap::new(),
+            unacked_bytes: 0,
+            queued: VecDeque::new(),
+            rtt: Rtt {
+                srtt: None,
+                rttvar: 0.0,
+                rto: INITIAL_RTO,
+                min: None,
+            },
+            window: INITIAL_WINDOW.min(max_window),
+            max_window,
+            last_adjust: None,
+            stats,
+        }
+    }
+
+    /// Whether a new message may be sent now.
+    pub fn can_send(&self) -> bool {
+        self.unacked_bytes < self.window
+    }
+
+    pub fn window(&self) -> usize {
+        self.window
+    }
+
+    pub fn rto(&self) -> Duration {
+        self.rtt.rto
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.unacked.len()
+    }
+
+    /// A new message was built: keep it until acknowledged.
+    pub fn sent_new(&mut self, seq: i64, frame: Bytes, len: usize) {
+        WireStats::add(&self.stats.0.sent);
+        self.unacked_bytes += len;
+        self.unacked.insert(
+            seq,
+            Pending {
+                frame,
+                len,
+                sent: None,
+                retries: 0,
+            },
+        );
+    }
+
+    /// The writer got frame number `frame_no` carrying `seq` (a first copy or a resend).
+    pub fn queued(&mut self, frame_no: u64, seq: i64) {
+        self.queued.push_back((frame_no, seq));
+    }
+
+    /// A copy of `seq` could not be queued (the writer's queue was full): it is due
+    /// again at the next check.
+    pub fn not_queued(&mut self, seq: i64, now: Instant) {
+        if let Some(p) = self.unacked.get_mut(&seq) {
+            p.sent = Some(now - MAX_RTO * 2);
+        }
+    }
+
+    /// The writer has taken every frame up to `frame_no` (it reports this after each
+    /// flush): those messages are on the wire from `now`.
+    pub fn written(&mut self, frame_no: u64, now: Instant) {
+        while let Some(&(n, seq)) = self.queued.front() {
+            if n > frame_no {
+                break;
+            }
+            self.queued.pop_front();
+            if let Some(p) = self.unacked.get_mut(&seq) {
+                p.sent = Some(now);
+            }
+        }
+    }
+
+    /// A new socket after a lost one: whatever was in flight may be lost, so every
+    /// unacknowledged message is due at the next check.
+    pub fn socket_replaced(&mut self, now: Instant) {
+        self.queued.clear();
+        for p in self.unacked.values_mut() {
+            p.sent = Some(now - MAX_RTO * 2);
+        }
+    }
+
+    /// The agent acknowledged `seq`.
+    pub fn acked(&mut self, seq: i64, now: Instant) {
+        let Some(p) = self.unacked.remove(&seq) else {
+            WireStats::add(&self.stats.0.duplicate_acks);
+            return;
+        };
+        self.unacked_bytes -= p.len;
+        // Karn's rule: only a message sent once gives an unambiguous sample; one still
+        // in our queue (acked before we saw the writer take it) gives none either.
+        if let (0, Some(sent)) = (p.retries, p.sent) {
+            self.rtt.sample(now.duration_since(sent).as_secs_f64());
+            self.adjust_window(now);
+        }
+    }
+
+    /// Grow while the RTT stays near the least seen (the path is not queueing), shrink
+    /// when the queueing delay passes the allowance; at most once per round trip. The
+    /// allowance keeps every RTT well under the RTO's 100 ms floor on a fast path and
+    /// under twice the least RTT on a slow one.
+    fn adjust_window(&mut self, now: Instant) {
+        let (Some(srtt), Some(min)) = (self.rtt.srtt, self.rtt.min) else {
+            return;
+        };
+        let round = Duration::from_secs_f64(srtt.max(0.001));
+        if self
+            .last_adjust
+            .is_some_and(|t| now.duration_since(t) < round)
+        {
+            return;
+        }
+        self.last_adjust = Some(now);
+        let full = self.unacked_bytes * 2 >= self.window;
+        let allowance = min.max(MIN_QUEUE_DELAY);
+        let queueing = srtt - min;
+        if queueing > allowance {
+            self.window = (self.window * 3 / 4).max(MIN_WINDOW);
+        } else if queueing < allowance / 2.0 && full {
+            // Only a window that is being used tells anything about a larger one.
+            self.window = (self.window * 2).min(self.max_window);
+        }
+    }
+
+    /// Messages on the wire longer than the RTO without an ack: resend them now (any
+    /// order is fine for the agent). Each is marked as waiting in the queue again.
+    pub fn due(&mut self, now: Instant) -> Vec<(i64, Bytes)> {
+        let rto = self.rtt.rto;
+        let mut out = Vec::new();
+        for (seq, p) in self.unacked.iter_mut() {
+            if p.sent.is_some_and(|t| now.duration_since(t) > rto) {
+                p.sent = None;
+                p.retries += 1;
+                WireStats::add(&self.stats.0.retransmitted);
+                out.push((*seq, p.frame.clone()));
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame() -> Bytes {
+        Bytes::from_static(b"frame")
+    }
+
+    #[test]
+    fn a_message_waiting_in_our_queue_is_never_resent() {
+        let t0 = Instant::now();
+        let mut r = Reliable::new(4 << 20, WireStats::default());
+        r.sent_new(0, frame(), 1024);
+        r.queued(1, 0);
+        // Long past any RTO, but the writer has not taken it: not lost, queued.
+        assert!(r.due(t0 + Duration::from_secs(5)).is_empty());
+        r.written(1, t0 + Duration::from_secs(5));
+        assert!(r
+            .due(t0 + Duration::from_secs(5) + INITIAL_RTO / 2)
+            .is_empty());
+        let again = r.due(t0 + Duration::from_secs(6));
+        assert_eq!(again.len(), 1);
+        assert_eq!(r.stats.snapshot().retransmitted, 1);
+    }
+
+    #[test]
+    fn the_rtt_is_measured_from_the_socket_not_the_queue() {
+        let t0 = Instant::now();
+        let mut r = Reliable::new(4 << 20, WireStats::default());
+        r.sent_new(0, frame(), 1024);
+        r.queued(1, 0);
+        r.written(1, t0 + Duration::from_millis(900));
+        r.acked(0, t0 + Duration::from_millis(940));
+        let srtt = r.rtt.srtt.unwrap();
+        assert!((srtt - 0.040).abs() < 1e-9, "{srtt}");
+        // RFC 6298's first sample: RTTVAR = R/2, RTO = SRTT + 4 RTTVAR.
+        assert_eq!(r.rto(), Duration::from_millis(120));
+    }
+
+    #[test]
+    fn duplicate_acks_are_counted_and_resends_give_no_rtt_sample() {
+        let t0 = Instant::now();
+        let stats = WireStats::default();
+        let mut r = Reliable::new(4 << 20, stats.clone());
+        r.sent_new(0, frame(), 10);
+        r.queued(1, 0);
+        r.written(1, t0);
+        assert_eq!(r.due(t0 + Duration::from_secs(1)).len(), 1);
+        r.queued(2, 0);
+        r.written(2, t0 + Duration::from_secs(1));
+        r.acked(0, t0 + Duration::from_millis(1010));
+        assert!(r.rtt.srtt.is_none(), "Karn's rule");
+        r.acked(0, t0 + Duration::from_millis(1020));
+        assert_eq!(
+            stats.snapshot(),
+            WireSnapshot {
+                sent: 1,
+                retransmitted: 1,
+                duplicate_acks: 1
+            }
+        );
+    }
+
+    /// A path that carries `rate` bytes/s behind a fixed `base` RTT, with a queue in
+    /// front: the window settles where the RTT stays under the tolerance.
+    #[test]
+    fn the_window_follows_the_path_and_keeps_the_queue_short() {
+        let base = 0.040;
+        let rate = 2_000_000.0; // bytes per second the agent takes
+        let msg = 1024usize;
+        let mut r = Reliable::new(4 << 20, WireStats::default());
+        let t0 = Instant::now();
+        let mut seq = 0i64;
+        let mut frame_no = 0u64;
+        // In flight: (seq, sent at, ack due at).
+        let mut flight: VecDeque<(i64, f64)> = VecDeque::new();
+        let mut agent_free = 0.0f64;
+        let mut now = 0.0f64;
+        let mut worst_rtt = 0.0f64;
+        while now < 5.0 {
+            while r.can_send() {
+                r.sent_new(seq, frame(), msg);
+                frame_no += 1;
+                r.queued(frame_no, seq);
+                r.written(frame_no, t0 + Duration::from_secs_f64(now));
+                // Half the base RTT to the agent, its queue, then half back.
+                let arrive = now + base / 2.0;
+                agent_free = agent_free.max(arrive) + msg as f64 / rate;
+                flight.push_back((seq, agent_free + base / 2.0));
+                seq += 1;
+            }
+            let (s, at) = flight.pop_front().unwrap();
+            now = now.max(at);
+            if now > 2.0 {
+                worst_rtt = worst_rtt.max(r.rtt.srtt.unwrap());
+            }
+            r.acked(s, t0 + Duration::from_secs_f64(now));
+            assert!(
+                r.due(t0 + Duration::from_secs_f64(now)).is_empty(),
+                "a spurious resend at {now}"
+            );
+        }
+        let bdp = rate * base;
+        assert!(
+            (r.window() as f64) < bdp * 4.0 + (MIN_WINDOW as f64),
+            "window {} for a BDP of {bdp}",
+            r.window()
+        );
+        assert!(
+            worst_rtt < base * 3.0,
+            "the queue stayed short: {worst_rtt}"
+        );
+    }
+}
