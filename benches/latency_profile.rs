@@ -17,6 +17,9 @@ struct Case {
     what: String,
     bytes: u64,
     secs: [f64; 2],
+    /// Messages sent and retransmitted under the realistic profile.
+    wire: Option<(u64, u64)>,
+    rss_mib: f64,
 }
 
 /// Median of `n` runs of `f`.
@@ -59,25 +62,35 @@ async fn profile(config: SimConfig, quick: bool, slot: usize, cases: &mut Vec<Ca
     let local = b.home.path().join("work");
     std::fs::create_dir_all(&local).unwrap();
     let remote = |p: &str| format!("{INSTANCE}:{p}");
-    let mut note =
-        |what: &str, bytes: u64, secs: f64| match cases.iter_mut().find(|c| c.what == what) {
-            Some(c) => c.secs[slot] = secs,
+    let mut note = |what: &str, bytes: u64, secs: f64, run: Option<&common::Run>| {
+        let i = match cases.iter().position(|c| c.what == what) {
+            Some(i) => i,
             None => {
-                let mut c = Case {
+                cases.push(Case {
                     what: what.to_string(),
                     bytes,
                     secs: [0.0; 2],
-                };
-                c.secs[slot] = secs;
-                cases.push(c);
+                    wire: None,
+                    rss_mib: 0.0,
+                });
+                cases.len() - 1
             }
         };
+        let c = &mut cases[i];
+        c.secs[slot] = secs;
+        if let (1, Some(run)) = (slot, run) {
+            c.wire = run.wire();
+            c.rss_mib = run.peak_rss_kib as f64 / 1024.0;
+        }
+    };
 
     let n = if quick { 16 * MIB } else { 64 * MIB };
     let f = local.join("big");
     write_file(&f, n);
-    let run = b.ssmcp(vec![f.display().to_string(), remote("")]).await;
-    note("upload, one file", n, run.secs);
+    let run = b
+        .ssmcp(vec!["--json".into(), f.display().to_string(), remote("")])
+        .await;
+    note("upload, one file", n, run.secs, Some(&run));
 
     let count = 2_000;
     let tree = local.join("small");
@@ -87,9 +100,19 @@ async fn profile(config: SimConfig, quick: bool, slot: usize, cases: &mut Vec<Ca
         std::fs::write(d.join(format!("f{i}")), vec![(i % 251) as u8; 1024]).unwrap();
     }
     let run = b
-        .ssmcp(vec!["-r".into(), tree.display().to_string(), remote("")])
+        .ssmcp(vec![
+            "--json".into(),
+            "-r".into(),
+            tree.display().to_string(),
+            remote(""),
+        ])
         .await;
-    note("upload, 2,000 × 1 KiB files", count * 1024, run.secs);
+    note(
+        "upload, 2,000 × 1 KiB files",
+        count * 1024,
+        run.secs,
+        Some(&run),
+    );
 
     let n = if quick { 4 * MIB } else { 16 * MIB };
     write_file(&b.remote().join("dl"), n);
@@ -97,13 +120,19 @@ async fn profile(config: SimConfig, quick: bool, slot: usize, cases: &mut Vec<Ca
         let out = local.join(format!("dl{parallel}"));
         let run = b
             .ssmcp(vec![
+                "--json".into(),
                 "--parallel".into(),
                 parallel.to_string(),
                 remote("dl"),
                 out.display().to_string(),
             ])
             .await;
-        note(&format!("download, --parallel {parallel}"), n, run.secs);
+        note(
+            &format!("download, --parallel {parallel}"),
+            n,
+            run.secs,
+            Some(&run),
+        );
     }
 
     let runs = if quick { 3 } else { 5 };
@@ -118,13 +147,14 @@ async fn profile(config: SimConfig, quick: bool, slot: usize, cases: &mut Vec<Ca
         .secs
     })
     .await;
-    note("`exec -- true` (median)", 0, exec);
+    note("`exec -- true` (median)", 0, exec, None);
     let mut v: Vec<f64> = (0..runs).map(|_| first_byte(&b)).collect();
     v.sort_by(f64::total_cmp);
     note(
         "`exec -- echo hi` to first byte (median)",
         0,
         v[v.len() / 2],
+        None,
     );
 }
 
@@ -132,8 +162,8 @@ async fn bench(quick: bool) {
     let mut cases = Vec::new();
     profile(SimConfig::default(), quick, 0, &mut cases).await;
     profile(SimConfig::realistic(), quick, 1, &mut cases).await;
-    println!("| case | size | loopback | realistic profile | realistic throughput |");
-    println!("|---|---:|---:|---:|---:|");
+    println!("| case | size | loopback | realistic profile | realistic throughput | messages sent / retransmitted (realistic) | peak RSS (realistic) |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
     for c in &cases {
         let (size, rate) = if c.bytes == 0 {
             ("—".to_string(), "—".to_string())
@@ -143,8 +173,20 @@ async fn bench(quick: bool) {
                 format!("{:.1} MB/s", c.bytes as f64 / 1e6 / c.secs[1]),
             )
         };
+        let wire = match c.wire {
+            Some((sent, resent)) if sent > 0 => format!(
+                "{sent} / {resent} ({:.2} %)",
+                100.0 * resent as f64 / sent as f64
+            ),
+            _ => "—".to_string(),
+        };
+        let rss = if c.rss_mib > 0.0 {
+            format!("{:.1} MiB", c.rss_mib)
+        } else {
+            "—".to_string()
+        };
         println!(
-            "| {} | {size} | {:.2} s | {:.2} s | {rate} |",
+            "| {} | {size} | {:.2} s | {:.2} s | {rate} | {wire} | {rss} |",
             c.what, c.secs[0], c.secs[1]
         );
     }

@@ -19,6 +19,23 @@ pub struct Bench {
 pub struct Run {
     pub secs: f64,
     pub peak_rss_kib: i64,
+    /// What ssmcp printed on stdout (the `--json` events when asked for).
+    pub stdout: String,
+}
+
+impl Run {
+    /// `(messages sent, retransmitted)` from a `--json` run's summary.
+    pub fn wire(&self) -> Option<(u64, u64)> {
+        self.stdout.lines().find_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).ok()?;
+            (v["event"] == "summary").then(|| {
+                (
+                    v["wire"]["messages_sent"].as_u64().unwrap_or(0),
+                    v["wire"]["retransmitted"].as_u64().unwrap_or(0),
+                )
+            })
+        })
+    }
 }
 
 impl Bench {
@@ -54,6 +71,7 @@ impl Bench {
         env.extend(extra);
         let home = self.home.path().to_path_buf();
         tokio::task::spawn_blocking(move || {
+            let mut out = tempfile::tempfile().unwrap();
             #[allow(clippy::zombie_processes)] // reaped with wait4 for its rusage
             let child = std::process::Command::new(env!("CARGO_BIN_EXE_ssmcp"))
                 .env_clear()
@@ -62,6 +80,7 @@ impl Bench {
                 .env("AWS_EC2_METADATA_DISABLED", "true")
                 .envs(env)
                 .args(&args)
+                .stdout(out.try_clone().unwrap())
                 .spawn()
                 .unwrap();
             let t = Instant::now();
@@ -77,9 +96,15 @@ impl Bench {
                 libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
                 "ssmcp {args:?} failed"
             );
+            let secs = t.elapsed().as_secs_f64();
+            let mut stdout = String::new();
+            use std::io::{Read, Seek};
+            out.rewind().unwrap();
+            out.read_to_string(&mut stdout).unwrap();
             Run {
-                secs: t.elapsed().as_secs_f64(),
+                secs,
                 peak_rss_kib: usage.ru_maxrss,
+                stdout,
             }
         })
         .await
