@@ -39,11 +39,14 @@ async fn upload(cfg: SimConfig, len: usize) -> (Harness, serde_json::Value) {
 async fn a_clean_link_carries_an_upload_once() {
     let cfg = SimConfig {
         latency: Duration::from_millis(10),
-        input_cost: Duration::from_micros(100),
+        // Slower than the client can produce even in a debug build, so the agent is
+        // the bottleneck and a queue builds in front of it, as on the real service.
+        input_cost: Duration::from_micros(250),
         ..SimConfig::default()
     };
     let (h, w) = upload(cfg, 64 << 20).await;
     let st = h.sim.stats();
+    eprintln!("clean link: {st:?} {w}");
     let distinct = st.client_stream_messages - st.duplicate_client_messages;
     assert!(distinct > 60_000, "{st:?}");
     assert!(
@@ -76,6 +79,7 @@ async fn under_loss_the_resends_stay_near_what_was_dropped() {
         cfg.faults.to_client.drop_pct = pct;
         let (h, w) = upload(cfg, 8 << 20).await;
         let st = h.sim.stats();
+        eprintln!("{pct} % loss: {st:?} {w}");
         let dropped = st.dropped_to_agent + st.dropped_to_client;
         let resent = w["retransmitted"].as_u64().unwrap();
         assert!(dropped > 0, "{st:?}");
