@@ -24,9 +24,15 @@ const INITIAL_RTO: Duration = Duration::from_millis(200);
 /// Bytes in flight before any RTT is known, and the least the window shrinks to.
 pub const INITIAL_WINDOW: usize = 256 << 10;
 pub const MIN_WINDOW: usize = 64 << 10;
-/// Queueing delay (smoothed RTT above the least seen) the window allows: the least RTT
-/// itself, but at least this, so scheduling noise on a fast path does not shrink it.
+/// Queueing the window allows beyond the least RTT, so that scheduling noise on a fast
+/// path does not starve it.
 const MIN_QUEUE_DELAY: f64 = 0.010;
+/// The window carries this many times the best recent rate over (least RTT + the
+/// allowance above).
+const WINDOW_GAIN: f64 = 1.5;
+/// Rounds of delivery-rate samples kept (the best of them sizes the window, so a round
+/// in which the sender had nothing to send does not shrink it).
+const RATE_ROUNDS: usize = 8;
 
 /// Wire counters of one command, shared by all its sessions (the `-v` and `--json`
 /// summaries report them).
@@ -110,8 +116,11 @@ pub struct Reliable {
     rtt: Rtt,
     window: usize,
     max_window: usize,
-    /// When the window last changed, so it moves at most once per round trip.
-    last_adjust: Option<Instant>,
+    /// The current measuring round: when it began and the bytes acked since.
+    round_start: Option<Instant>,
+    round_bytes: usize,
+    /// Delivery rates of recent rounds, bytes per second.
+    rates: VecDeque<f64>,
     stats: WireStats,
 }
 
@@ -129,7 +138,9 @@ impl Reliable {
             },
             window: INITIAL_WINDOW.min(max_window),
             max_window,
-            last_adjust: None,
+            round_start: None,
+            round_bytes: 0,
+            rates: VecDeque::new(),
             stats,
         }
     }
@@ -213,35 +224,36 @@ impl Reliable {
         // in our queue (acked before we saw the writer take it) gives none either.
         if let (0, Some(sent)) = (p.retries, p.sent) {
             self.rtt.sample(now.duration_since(sent).as_secs_f64());
-            self.adjust_window(now);
         }
+        self.measure(p.len, now);
     }
 
-    /// Grow while the RTT stays near the least seen (the path is not queueing), shrink
-    /// when the queueing delay passes the allowance; at most once per round trip. The
-    /// allowance keeps every RTT well under the RTO's 100 ms floor on a fast path and
-    /// under twice the least RTT on a slow one.
-    fn adjust_window(&mut self, now: Instant) {
+    /// Once per round trip: measure the delivery rate of that round, and size the window
+    /// to carry the best recent rate over the least RTT plus a small queue. A window that
+    /// limits the rate measures less than it could carry, so it grows (×1.5 or more a
+    /// round) until the path is full; a full path measures its own rate, and the window
+    /// then holds about `WINDOW_GAIN` × (least RTT + `MIN_QUEUE_DELAY`) of it: the queue
+    /// in front of the agent stays near a round trip and acks arrive well inside the RTO.
+    fn measure(&mut self, len: usize, now: Instant) {
         let (Some(srtt), Some(min)) = (self.rtt.srtt, self.rtt.min) else {
             return;
         };
-        let round = Duration::from_secs_f64(srtt.max(0.001));
-        if self
-            .last_adjust
-            .is_some_and(|t| now.duration_since(t) < round)
-        {
+        let start = *self.round_start.get_or_insert(now);
+        self.round_bytes += len;
+        let elapsed = now.duration_since(start).as_secs_f64();
+        if elapsed < srtt.max(0.005) {
             return;
         }
-        self.last_adjust = Some(now);
-        let full = self.unacked_bytes * 2 >= self.window;
-        let allowance = min.max(MIN_QUEUE_DELAY);
-        let queueing = srtt - min;
-        if queueing > allowance {
-            self.window = (self.window * 3 / 4).max(MIN_WINDOW);
-        } else if queueing < allowance / 2.0 && full {
-            // Only a window that is being used tells anything about a larger one.
-            self.window = (self.window * 2).min(self.max_window);
+        let rate = self.round_bytes as f64 / elapsed;
+        self.round_start = Some(now);
+        self.round_bytes = 0;
+        if self.rates.len() == RATE_ROUNDS {
+            self.rates.pop_front();
         }
+        self.rates.push_back(rate);
+        let best = self.rates.iter().copied().fold(0.0, f64::max);
+        let target = WINDOW_GAIN * best * (min + MIN_QUEUE_DELAY);
+        self.window = (target as usize).clamp(MIN_WINDOW, self.max_window.max(MIN_WINDOW));
     }
 
     /// Messages on the wire longer than the RTO without an ack: resend them now (any
@@ -324,54 +336,64 @@ mod tests {
         );
     }
 
-    /// A path that carries `rate` bytes/s behind a fixed `base` RTT, with a queue in
-    /// front: the window settles where the RTT stays under the tolerance.
-    #[test]
-    fn the_window_follows_the_path_and_keeps_the_queue_short() {
-        let base = 0.040;
-        let rate = 2_000_000.0; // bytes per second the agent takes
+    /// Drive `Reliable` over a path that carries `rate` bytes/s behind a fixed `base`
+    /// RTT, with a queue in front of the agent. Returns (throughput, worst smoothed RTT
+    /// after the start, final window); asserts no message is ever resent.
+    fn over_a_path(base: f64, rate: f64, secs: f64) -> (f64, f64, usize) {
         let msg = 1024usize;
         let mut r = Reliable::new(4 << 20, WireStats::default());
         let t0 = Instant::now();
-        let mut seq = 0i64;
-        let mut frame_no = 0u64;
-        // In flight: (seq, sent at, ack due at).
+        let (mut seq, mut frame_no) = (0i64, 0u64);
         let mut flight: VecDeque<(i64, f64)> = VecDeque::new();
-        let mut agent_free = 0.0f64;
-        let mut now = 0.0f64;
-        let mut worst_rtt = 0.0f64;
-        while now < 5.0 {
+        let (mut agent_free, mut now, mut worst_rtt) = (0.0f64, 0.0f64, 0.0f64);
+        let mut acked = 0usize;
+        while now < secs {
             while r.can_send() {
                 r.sent_new(seq, frame(), msg);
                 frame_no += 1;
                 r.queued(frame_no, seq);
                 r.written(frame_no, t0 + Duration::from_secs_f64(now));
                 // Half the base RTT to the agent, its queue, then half back.
-                let arrive = now + base / 2.0;
-                agent_free = agent_free.max(arrive) + msg as f64 / rate;
+                agent_free = agent_free.max(now + base / 2.0) + msg as f64 / rate;
                 flight.push_back((seq, agent_free + base / 2.0));
                 seq += 1;
             }
             let (s, at) = flight.pop_front().unwrap();
             now = now.max(at);
-            if now > 2.0 {
+            if now > secs / 2.0 {
                 worst_rtt = worst_rtt.max(r.rtt.srtt.unwrap());
             }
             r.acked(s, t0 + Duration::from_secs_f64(now));
+            acked += msg;
+            let resent = r.due(t0 + Duration::from_secs_f64(now));
+            assert!(resent.is_empty(), "a spurious resend at {now}");
+        }
+        (acked as f64 / now, worst_rtt, r.window())
+    }
+
+    #[test]
+    fn the_window_follows_the_path_keeps_the_queue_short_and_fills_the_pipe() {
+        for (base, rate) in [
+            (0.040, 2e6),
+            (0.040, 10e6),
+            (0.010, 10e6),
+            (0.002, 60e6),
+            (0.100, 5e6),
+        ] {
+            let (throughput, worst_rtt, window) = over_a_path(base, rate, 3.0);
             assert!(
-                r.due(t0 + Duration::from_secs_f64(now)).is_empty(),
-                "a spurious resend at {now}"
+                throughput > rate * 0.9,
+                "{base} s, {rate} B/s: only {throughput:.0} B/s (window {window})"
+            );
+            let most = WINDOW_GAIN * rate * (base + MIN_QUEUE_DELAY) * 1.2;
+            assert!(
+                (window as f64) < most + MIN_WINDOW as f64,
+                "{base} s, {rate} B/s: window {window}"
+            );
+            assert!(
+                worst_rtt < 2.0 * (base + MIN_QUEUE_DELAY),
+                "{base} s, {rate} B/s: the queue grew to an RTT of {worst_rtt}"
             );
         }
-        let bdp = rate * base;
-        assert!(
-            (r.window() as f64) < bdp * 4.0 + (MIN_WINDOW as f64),
-            "window {} for a BDP of {bdp}",
-            r.window()
-        );
-        assert!(
-            worst_rtt < base * 3.0,
-            "the queue stayed short: {worst_rtt}"
-        );
     }
 }
