@@ -57,6 +57,9 @@ enum Phase {
     },
 }
 
+/// How much of a late timer wake-up the input cost's schedule makes up (see `input_cost`).
+const INPUT_CATCH_UP: Duration = Duration::from_millis(5);
+
 struct Agent {
     state: Arc<SimState>,
     session: Arc<Session>,
@@ -92,7 +95,7 @@ pub async fn run(state: Arc<SimState>, session: Arc<Session>) {
         done_tx,
         terminate: false,
         input: (!state.config.input_cost.is_zero())
-            .then(|| pace::Pacer::new(state.config.input_cost)),
+            .then(|| pace::Pacer::with_catch_up(state.config.input_cost, INPUT_CATCH_UP)),
     };
     if agent.handshakes() {
         agent.send_handshake_request().await;
