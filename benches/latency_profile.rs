@@ -5,7 +5,8 @@
 //! round trips; the realistic column is the one a user sees.
 //!
 //! Run: `cargo bench --bench latency_profile` (release build). `SSMCP_BENCH_QUICK=1`
-//! uses small sizes. Prints a Markdown table; docs/benchmarks.md records the figures.
+//! uses small sizes; `SSMCP_BENCH_INPUT_COST_US=N` changes the realistic agent's work
+//! per input message (100 µs by default). Prints a Markdown table; docs/benchmarks.md records the figures.
 
 mod common;
 use common::{write_file, Bench, INSTANCE, MIB};
@@ -19,6 +20,9 @@ struct Case {
     secs: [f64; 2],
     /// Messages sent and retransmitted under the realistic profile.
     wire: Option<(u64, u64)>,
+    /// Messages the agent received twice under the realistic profile (the simulator's
+    /// count, so it is there for any client).
+    duplicates: Option<u64>,
     rss_mib: f64,
 }
 
@@ -62,6 +66,8 @@ async fn profile(config: SimConfig, quick: bool, slot: usize, cases: &mut Vec<Ca
     let local = b.home.path().join("work");
     std::fs::create_dir_all(&local).unwrap();
     let remote = |p: &str| format!("{INSTANCE}:{p}");
+    let mut seen = 0u64;
+    let seen_duplicates = &mut seen;
     let mut note = |what: &str, bytes: u64, secs: f64, run: Option<&common::Run>| {
         let i = match cases.iter().position(|c| c.what == what) {
             Some(i) => i,
@@ -71,6 +77,7 @@ async fn profile(config: SimConfig, quick: bool, slot: usize, cases: &mut Vec<Ca
                     bytes,
                     secs: [0.0; 2],
                     wire: None,
+                    duplicates: None,
                     rss_mib: 0.0,
                 });
                 cases.len() - 1
@@ -81,6 +88,9 @@ async fn profile(config: SimConfig, quick: bool, slot: usize, cases: &mut Vec<Ca
         if let (1, Some(run)) = (slot, run) {
             c.wire = run.wire();
             c.rss_mib = run.peak_rss_kib as f64 / 1024.0;
+            let dup = b.sim.stats().duplicate_client_messages;
+            c.duplicates = Some(dup - *seen_duplicates);
+            *seen_duplicates = dup;
         }
     };
 
@@ -161,9 +171,19 @@ async fn profile(config: SimConfig, quick: bool, slot: usize, cases: &mut Vec<Ca
 async fn bench(quick: bool) {
     let mut cases = Vec::new();
     profile(SimConfig::default(), quick, 0, &mut cases).await;
-    profile(SimConfig::realistic(), quick, 1, &mut cases).await;
-    println!("| case | size | loopback | realistic profile | realistic throughput | messages sent / retransmitted (realistic) | peak RSS (realistic) |");
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    let mut realistic = SimConfig::realistic();
+    // A slower agent (e.g. 250 µs a message) shows what a queue deeper than the RTO's
+    // cap does to a client's resends.
+    if let Some(us) = std::env::var("SSMCP_BENCH_INPUT_COST_US")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        realistic.input_cost = std::time::Duration::from_micros(us);
+        println!("agent input cost: {us} µs a message\n");
+    }
+    profile(realistic, quick, 1, &mut cases).await;
+    println!("| case | size | loopback | realistic profile | realistic throughput | messages sent / retransmitted (realistic) | received twice by the agent | peak RSS (realistic) |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     for c in &cases {
         let (size, rate) = if c.bytes == 0 {
             ("—".to_string(), "—".to_string())
@@ -185,8 +205,9 @@ async fn bench(quick: bool) {
         } else {
             "—".to_string()
         };
+        let dup = c.duplicates.map_or("—".to_string(), |d| d.to_string());
         println!(
-            "| {} | {size} | {:.2} s | {:.2} s | {rate} | {wire} | {rss} |",
+            "| {} | {size} | {:.2} s | {:.2} s | {rate} | {wire} | {dup} | {rss} |",
             c.what, c.secs[0], c.secs[1]
         );
     }
