@@ -244,7 +244,7 @@ pub struct SimConfig {
     /// tests where one caller meets another's sessions.
     pub other_callers: Vec<Identity>,
     /// Identity policies of every caller. Empty: everything is allowed (but `deny`).
-    pub policies: Vec<crate::iam::Policy>,
+    pub policies: Vec<crate::policy::Policy>,
     /// A shortcut: these actions are refused as if no policy allowed them.
     pub deny: Vec<DenyRule>,
     /// Answer this many calls of the named action with ThrottlingException first.

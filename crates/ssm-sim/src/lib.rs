@@ -13,6 +13,7 @@ pub mod documents;
 pub mod faults;
 pub mod gateway;
 pub mod iam;
+pub mod policy;
 pub mod s3;
 pub mod state;
 pub mod stats;

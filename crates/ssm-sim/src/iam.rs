@@ -1,14 +1,13 @@
 //! Who is calling, and may they: the caller is found by the access key a request was
 //! signed with, and each (action, resource) is decided by the configured identity
-//! policies (`policy`) and the `--deny` shortcut. The denial reads as AWS's does.
+//! policies (`crate::policy`, the pure evaluator) and the `--deny` shortcut. The denial
+//! reads as AWS's does.
 //!
 //! With no policy configured every action is allowed (the simulator's default), so that
 //! tests which are not about IAM need none.
 
-pub mod policy;
-
 use crate::config::{Identity, SimConfig};
-pub use policy::{Context, Decision, Policy, PolicyError};
+pub use crate::policy::{Context, Decision, Policy, PolicyError};
 
 /// One resource an action is checked against, with the condition keys it adds to the
 /// request context (e.g. its tags).
@@ -103,7 +102,7 @@ pub fn authorize(
             {
                 cx.set(k, v);
             }
-            policy::decide(&config.policies, action, &r.arn, &cx)
+            crate::policy::decide(&config.policies, action, &r.arn, &cx)
         };
         let why = match decision {
             Decision::Allow => continue,
