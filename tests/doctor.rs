@@ -5,19 +5,6 @@ mod common;
 use common::*;
 use ssm_sim::config::{DenyRule, Identity, InstanceConfig};
 
-fn doctor_json(out: &str) -> serde_json::Value {
-    serde_json::from_str(out.trim()).expect("doctor --json prints one JSON document")
-}
-
-fn check<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    report["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["check"] == name)
-        .unwrap_or_else(|| panic!("no check {name} in {report}"))
-}
-
 #[tokio::test]
 async fn a_healthy_target_passes_every_check() {
     let h = Harness::new(fast()).await;
@@ -52,12 +39,12 @@ async fn the_sso_terminate_pitfall_is_flagged_and_copies_still_work() {
     let (code, out, err) = h.run(&["doctor", "--json", INSTANCE]).await;
     assert_eq!(code, 0, "a warning, not a failure: {out}{err}");
     let report = doctor_json(&out);
-    assert_eq!(check(&report, "identity")["status"], "ok");
-    assert!(check(&report, "identity")["detail"]
+    assert_eq!(doctor_check(&report, "identity")["status"], "ok");
+    assert!(doctor_check(&report, "identity")["detail"]
         .as_str()
         .unwrap()
         .contains("${aws:username} is undefined"));
-    let s = check(&report, "start and end a session");
+    let s = doctor_check(&report, "start and end a session");
     assert_eq!(s["status"], "warn", "{s}");
     assert!(
         s["detail"]
@@ -90,7 +77,7 @@ async fn federated_callers_are_recognised() {
     let h = Harness::new(cfg).await;
     let (code, out, _) = h.run(&["doctor", "--json", INSTANCE]).await;
     assert_eq!(code, 0);
-    let id = check(&doctor_json(&out), "identity")["detail"]
+    let id = doctor_check(&doctor_json(&out), "identity")["detail"]
         .as_str()
         .unwrap()
         .to_string();
@@ -130,13 +117,16 @@ async fn old_agents_and_missing_python_are_reported() {
     let (code, out, _) = h.run(&["doctor", "--json", INSTANCE]).await;
     assert_eq!(code, 0, "{out}");
     let report = doctor_json(&out);
-    let features = check(&report, "agent features");
+    let features = doctor_check(&report, "agent features");
     assert_eq!(features["status"], "warn", "{features}");
     assert!(
         features["detail"].as_str().unwrap().contains("smux"),
         "{features}"
     );
-    assert_eq!(check(&report, "python3 on the instance")["status"], "warn");
+    assert_eq!(
+        doctor_check(&report, "python3 on the instance")["status"],
+        "warn"
+    );
     // Too old for port forwarding at all: a failure, and no session is tried.
     let before = h.sim.stats().sessions_started;
     let (code, out, _) = h.run(&["doctor", "i-0bbbbbbbbbbbbbbb2"]).await;
@@ -178,9 +168,13 @@ async fn the_bucket_and_the_instances_way_to_s3_are_checked() {
         .await;
     assert_eq!(code, 0, "{out}{err}");
     let report = doctor_json(&out);
-    assert_eq!(check(&report, "s3 bucket")["status"], "ok", "{report}");
     assert_eq!(
-        check(&report, "instance reaches S3")["status"],
+        doctor_check(&report, "s3 bucket")["status"],
+        "ok",
+        "{report}"
+    );
+    assert_eq!(
+        doctor_check(&report, "instance reaches S3")["status"],
         "ok",
         "{report}"
     );
@@ -195,8 +189,11 @@ async fn the_bucket_and_the_instances_way_to_s3_are_checked() {
         .await;
     assert_eq!(code, 64, "{out}");
     let report = doctor_json(&out);
-    assert_eq!(check(&report, "s3 bucket")["status"], "fail");
-    assert_eq!(check(&report, "instance reaches S3")["status"], "skip");
+    assert_eq!(doctor_check(&report, "s3 bucket")["status"], "fail");
+    assert_eq!(
+        doctor_check(&report, "instance reaches S3")["status"],
+        "skip"
+    );
 }
 
 #[tokio::test]
@@ -209,7 +206,7 @@ async fn an_instance_that_cannot_fetch_from_s3_fails_the_check() {
         .await;
     assert_eq!(code, 68, "{out}{err}");
     let report = doctor_json(&out);
-    let c = check(&report, "instance reaches S3");
+    let c = doctor_check(&report, "instance reaches S3");
     assert_eq!(c["status"], "fail", "{report}");
     assert!(
         c["fix"].as_str().unwrap().contains("VPC gateway endpoint"),

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{fast, pattern, Harness, INSTANCE};
+use common::{doctor_check, doctor_json, fast, pattern, Harness, INSTANCE};
 use ssm_sim::config::{Identity, DEFAULT_BUCKET, SECRET_ACCESS_KEY};
 use ssm_sim::iam::Policy;
 use ssm_sim::SimConfig;
@@ -296,19 +296,6 @@ async fn an_explicit_deny_reads_as_aws_says_it() {
     );
 }
 
-fn doctor_json(out: &str) -> serde_json::Value {
-    serde_json::from_str(out).unwrap_or_else(|e| panic!("{e}: {out}"))
-}
-
-fn check<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    report["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["check"] == name)
-        .unwrap_or_else(|| panic!("{name}: {report}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn doctor_names_the_wrong_statement_and_prints_the_fix_for_each_caller_and_policy() {
     for (who, identity) in callers() {
@@ -322,7 +309,7 @@ async fn doctor_names_the_wrong_statement_and_prints_the_fix_for_each_caller_and
             let (code, out, err) = h.run(&["doctor", "--json", INSTANCE]).await;
             assert_eq!(code, 0, "{who} {name}: {out}{err}");
             let report = doctor_json(&out);
-            let id = check(&report, "identity")["detail"]
+            let id = doctor_check(&report, "identity")["detail"]
                 .as_str()
                 .unwrap()
                 .to_string();
@@ -333,7 +320,7 @@ async fn doctor_names_the_wrong_statement_and_prints_the_fix_for_each_caller_and
                 )) && id.contains(&format!("\"{}-\"", identity.session_prefix)),
                 "{who}: {id}"
             );
-            let s = check(&report, "start and end a session");
+            let s = doctor_check(&report, "start and end a session");
             if ok {
                 assert_eq!(s["status"], "ok", "{who} {name}: {s}");
             } else {
@@ -347,7 +334,7 @@ async fn doctor_names_the_wrong_statement_and_prints_the_fix_for_each_caller_and
                 );
             }
             for c in report["checks"].as_array().unwrap() {
-                if c["name"] != "start and end a session" {
+                if c["check"] != "start and end a session" {
                     assert_ne!(c["status"], "fail", "{who} {name}: {c}");
                 }
             }
@@ -357,25 +344,15 @@ async fn doctor_names_the_wrong_statement_and_prints_the_fix_for_each_caller_and
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_s3_transport_policy_is_enough_for_an_s3_copy_and_doctor_s_probe() {
+async fn the_s3_transport_policy_is_enough_for_an_s3_copy() {
     let policies = vec![
         shipped("s3-transport-caller.json"),
         shipped("session-caller.json"),
-        shipped("doctor-s3-probe.json"),
     ];
     let h = Harness::new(with(sso(), policies, fast())).await;
     let f = h.local().join("big.bin");
     std::fs::write(&f, pattern(3, 300_000)).unwrap();
-    let (code, _, err) = h
-        .run(&[
-            "--transport",
-            "s3",
-            "--bucket",
-            DEFAULT_BUCKET,
-            f.to_str().unwrap(),
-            &format!("{INSTANCE}:"),
-        ])
-        .await;
+    let (code, _, err) = h.upload_via_s3(&f).await;
     assert_eq!(code, 0, "{err}");
     assert!(!err.contains("warning"), "{err}");
     assert_eq!(
@@ -387,7 +364,17 @@ async fn the_s3_transport_policy_is_enough_for_an_s3_copy_and_doctor_s_probe() {
         "{:?}",
         h.sim.s3_leftovers()
     );
+}
 
+/// docs/iam.md: a caller with only the session policy needs the probe policy for
+/// `doctor --bucket`, and nothing more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_session_and_probe_policies_are_enough_for_doctor_s_s3_checks() {
+    let policies = vec![
+        shipped("session-caller.json"),
+        shipped("doctor-s3-probe.json"),
+    ];
+    let h = Harness::new(with(sso(), policies, fast())).await;
     let (code, out, err) = h
         .run(&["doctor", "--json", "--bucket", DEFAULT_BUCKET, INSTANCE])
         .await;
@@ -395,6 +382,7 @@ async fn the_s3_transport_policy_is_enough_for_an_s3_copy_and_doctor_s_probe() {
     for c in doctor_json(&out)["checks"].as_array().unwrap() {
         assert_eq!(c["status"], "ok", "{c}");
     }
+    assert!(h.sim.s3_leftovers().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -403,16 +391,7 @@ async fn s3_refuses_what_the_policy_does_not_allow() {
     let h = Harness::new(with(sso(), vec![shipped("session-caller.json")], fast())).await;
     let f = h.local().join("f");
     std::fs::write(&f, b"x").unwrap();
-    let (code, _, err) = h
-        .run(&[
-            "--transport",
-            "s3",
-            "--bucket",
-            DEFAULT_BUCKET,
-            f.to_str().unwrap(),
-            &format!("{INSTANCE}:"),
-        ])
-        .await;
+    let (code, _, err) = h.upload_via_s3(&f).await;
     assert_eq!(code, 77, "{err}");
     assert!(err.contains("denied"), "{err}");
     assert!(h.sim.s3_leftovers().is_empty());

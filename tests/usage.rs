@@ -5,7 +5,6 @@
 mod common;
 
 use common::*;
-use ssm_sim::config::DEFAULT_BUCKET;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
@@ -133,16 +132,7 @@ async fn the_journal_is_private() {
     let h = Harness::new(fast()).await;
     let f = h.local().join("a.txt");
     std::fs::write(&f, b"a").unwrap();
-    let (code, _, err) = h
-        .run(&[
-            "--transport",
-            "s3",
-            "--bucket",
-            DEFAULT_BUCKET,
-            f.to_str().unwrap(),
-            &format!("{INSTANCE}:"),
-        ])
-        .await;
+    let (code, _, err) = h.upload_via_s3(&f).await;
     assert_eq!(code, 0, "{err}");
     let dir = h.home.path().join(".local/state/ssmcp/staged");
     let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;

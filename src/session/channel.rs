@@ -394,7 +394,7 @@ impl Task {
             }
             Err(mpsc::error::TrySendError::Full(_)) => {
                 if let Some(seq) = seq {
-                    self.reliable.not_queued(seq, std::time::Instant::now());
+                    self.reliable.not_queued(seq);
                 }
                 Step::Continue
             }
@@ -533,7 +533,7 @@ impl Task {
                         self.reader = reader;
                         self.paused = false;
                         // Everything in flight may be lost: resend at the next tick.
-                        self.reliable.socket_replaced(std::time::Instant::now());
+                        self.reliable.socket_replaced();
                         return Ok(());
                     }
                     Err(e) => tracing::debug!("reconnect failed: {e}"),

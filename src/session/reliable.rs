@@ -71,12 +71,25 @@ impl WireStats {
     }
 }
 
+/// Where the latest copy of a message is.
+#[derive(Clone, Copy)]
+enum Copy {
+    /// In our queue, not yet taken by the socket writer: never resent from there.
+    Queued,
+    /// Taken by the writer at this instant.
+    OnWire(Instant),
+    /// Could not be queued (the writer's queue was full): sent at the next check, and
+    /// not counted as a retransmission, since no copy left.
+    Unsent,
+    /// On the wire of a socket that was lost: resent at the next check.
+    Lost,
+}
+
 struct Pending {
     frame: Bytes,
     len: usize,
-    /// When the socket writer last took a copy; None while a copy waits in our queue.
-    sent: Option<Instant>,
-    /// A copy may be resent only once it is on the wire and overdue.
+    copy: Copy,
+    /// Copies sent after the first.
     retries: u32,
 }
 
@@ -171,7 +184,7 @@ impl Reliable {
             Pending {
                 frame,
                 len,
-                sent: None,
+                copy: Copy::Queued,
                 retries: 0,
             },
         );
@@ -183,10 +196,10 @@ impl Reliable {
     }
 
     /// A copy of `seq` could not be queued (the writer's queue was full): it is due
-    /// again at the next check.
-    pub fn not_queued(&mut self, seq: i64, now: Instant) {
+    /// at the next check.
+    pub fn not_queued(&mut self, seq: i64) {
         if let Some(p) = self.unacked.get_mut(&seq) {
-            p.sent = Some(now - MAX_RTO * 2);
+            p.copy = Copy::Unsent;
         }
     }
 
@@ -199,17 +212,21 @@ impl Reliable {
             }
             self.queued.pop_front();
             if let Some(p) = self.unacked.get_mut(&seq) {
-                p.sent = Some(now);
+                if matches!(p.copy, Copy::Queued) {
+                    p.copy = Copy::OnWire(now);
+                }
             }
         }
     }
 
     /// A new socket after a lost one: whatever was in flight may be lost, so every
     /// unacknowledged message is due at the next check.
-    pub fn socket_replaced(&mut self, now: Instant) {
+    pub fn socket_replaced(&mut self) {
         self.queued.clear();
         for p in self.unacked.values_mut() {
-            p.sent = Some(now - MAX_RTO * 2);
+            if !matches!(p.copy, Copy::Unsent) {
+                p.copy = Copy::Lost;
+            }
         }
     }
 
@@ -222,7 +239,7 @@ impl Reliable {
         self.unacked_bytes -= p.len;
         // Karn's rule: only a message sent once gives an unambiguous sample; one still
         // in our queue (acked before we saw the writer take it) gives none either.
-        if let (0, Some(sent)) = (p.retries, p.sent) {
+        if let (0, Copy::OnWire(sent)) = (p.retries, p.copy) {
             self.rtt.sample(now.duration_since(sent).as_secs_f64());
         }
         self.measure(p.len, now);
@@ -256,18 +273,25 @@ impl Reliable {
         self.window = (target as usize).clamp(MIN_WINDOW, self.max_window.max(MIN_WINDOW));
     }
 
-    /// Messages on the wire longer than the RTO without an ack: resend them now (any
-    /// order is fine for the agent). Each is marked as waiting in the queue again.
+    /// Messages on the wire longer than the RTO without an ack, on a lost socket, or not
+    /// yet sent: (re)send them now (any order is fine for the agent). Each is marked as
+    /// waiting in the queue again.
     pub fn due(&mut self, now: Instant) -> Vec<(i64, Bytes)> {
         let rto = self.rtt.rto;
         let mut out = Vec::new();
         for (seq, p) in self.unacked.iter_mut() {
-            if p.sent.is_some_and(|t| now.duration_since(t) > rto) {
-                p.sent = None;
+            let resend = match p.copy {
+                Copy::Queued => continue,
+                Copy::OnWire(t) if now.duration_since(t) <= rto => continue,
+                Copy::OnWire(_) | Copy::Lost => true,
+                Copy::Unsent => false,
+            };
+            if resend {
                 p.retries += 1;
                 WireStats::add(&self.stats.0.retransmitted);
-                out.push((*seq, p.frame.clone()));
             }
+            p.copy = Copy::Queued;
+            out.push((*seq, p.frame.clone()));
         }
         out
     }
@@ -295,6 +319,27 @@ mod tests {
             .is_empty());
         let again = r.due(t0 + Duration::from_secs(6));
         assert_eq!(again.len(), 1);
+        assert_eq!(r.stats.snapshot().retransmitted, 1);
+    }
+
+    #[test]
+    fn a_copy_that_never_left_is_sent_without_counting_as_a_resend() {
+        let t0 = Instant::now();
+        let mut r = Reliable::new(4 << 20, WireStats::default());
+        r.sent_new(0, frame(), 1024);
+        r.not_queued(0);
+        assert_eq!(r.due(t0).len(), 1);
+        assert_eq!(r.stats.snapshot().retransmitted, 0);
+        r.queued(1, 0);
+        r.written(1, t0);
+        r.acked(0, t0 + Duration::from_millis(30));
+        assert!(r.rtt.srtt.is_some(), "a first copy gives an RTT sample");
+        // After a lost socket, what was on the wire is resent and counted.
+        r.sent_new(1, frame(), 1024);
+        r.queued(2, 1);
+        r.written(2, t0);
+        r.socket_replaced();
+        assert_eq!(r.due(t0).len(), 1);
         assert_eq!(r.stats.snapshot().retransmitted, 1);
     }
 

@@ -79,6 +79,20 @@ impl Harness {
         self.run_env(&[], args).await
     }
 
+    /// Upload `file` to the default instance's home through the S3 transport and the
+    /// simulator's default bucket: (exit code, stdout, stderr).
+    pub async fn upload_via_s3(&self, file: &Path) -> (i32, String, String) {
+        self.run(&[
+            "--transport",
+            "s3",
+            "--bucket",
+            ssm_sim::config::DEFAULT_BUCKET,
+            file.to_str().unwrap(),
+            &format!("{INSTANCE}:"),
+        ])
+        .await
+    }
+
     /// `run` with environment changes: `Some(v)` sets a variable, `None` removes it.
     pub async fn run_env(
         &self,
@@ -411,4 +425,19 @@ pub fn receivers_running(home: &Path) -> usize {
         }
     }
     n
+}
+
+/// `ssmcp doctor --json`'s one document.
+pub fn doctor_json(out: &str) -> serde_json::Value {
+    serde_json::from_str(out.trim()).expect("doctor --json prints one JSON document")
+}
+
+/// One named check of a doctor report.
+pub fn doctor_check<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == name)
+        .unwrap_or_else(|| panic!("no check {name} in {report}"))
 }
