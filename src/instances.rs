@@ -10,8 +10,8 @@
 
 use crate::aws_error::from_sdk;
 use crate::error::{Error, Kind, Result};
+use crate::target::compile;
 use aws_sdk_ssm::types::InstanceInformationStringFilter;
-use globset::{Glob, GlobMatcher};
 
 /// Run Command's limit on `InstanceIds` in one SendCommand.
 pub const MAX_INSTANCE_IDS: usize = 50;
@@ -48,17 +48,6 @@ pub async fn by_tag(ssm: &aws_sdk_ssm::Client, key: &str, value: &str) -> Result
     }
     ids.sort();
     Ok(ids)
-}
-
-/// Whether a `name:` value is a pattern (several instances) rather than one name.
-pub fn is_pattern(name: &str) -> bool {
-    name.contains(['*', '?', '['])
-}
-
-pub fn compile(pattern: &str) -> Result<GlobMatcher> {
-    Glob::new(pattern)
-        .map(|g| g.compile_matcher())
-        .map_err(|e| Error::usage(format!("'name:{pattern}' is not a valid pattern: {e}")))
 }
 
 /// What a Name pattern matched.
@@ -237,16 +226,5 @@ mod tests {
         );
         assert_eq!(instance_id_of("arn:aws:ec2:us-east-1:1:volume/vol-1"), None);
         assert_eq!(instance_id_of("arn:aws:ec2:us-east-1:1:instance/web"), None);
-    }
-
-    #[test]
-    fn patterns_are_told_from_names() {
-        assert!(is_pattern("web-*"));
-        assert!(is_pattern("web-?"));
-        assert!(is_pattern("web-[12]"));
-        assert!(!is_pattern("web-1"));
-        assert!(compile("web-*").unwrap().is_match("web-10"));
-        assert!(!compile("web-?").unwrap().is_match("web-10"));
-        assert!(compile("web-[").is_err());
     }
 }

@@ -1,13 +1,27 @@
 //! Renders transport progress events: an indicatif bar on a terminal, one JSON object per
 //! line with `--json`, or nothing.
 
-use crate::transport::Progress;
+use crate::bundle::Record;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{json, Value};
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+/// Progress events from the transports; `Reporter` renders them as bars or JSON lines.
+pub trait Progress: Send + Sync {
+    /// The whole job is known: how many files and bytes will move.
+    fn plan(&self, files: u64, bytes: u64);
+    /// More bytes moved (and were verified or are being verified).
+    fn advance(&self, bytes: u64);
+    /// One file is complete on the receiving side (staged, verified).
+    fn file_done(&self, path: &[u8], bytes: u64);
+    /// Something the user should know (transport chosen, skipped entries).
+    fn note(&self, text: &str);
+    /// Something the user must hear about even without -v (a source that grew).
+    fn warn(&self, text: &str);
+}
 
 pub enum Reporter {
     Bar(Bar),
@@ -74,6 +88,36 @@ impl Reporter {
             let _ = writeln!(out, "{v}");
             let _ = out.flush();
         }
+    }
+
+    /// --dry-run: one line (or `plan-entry` event) per entry, then the total; the
+    /// files and bytes the copy would move.
+    pub fn dry_run<'a>(&self, records: impl Iterator<Item = &'a Record>, to: &str) -> (u64, u64) {
+        let (mut files, mut bytes) = (0, 0);
+        for r in records {
+            let (kind, path, size) = match r {
+                Record::Dir(m) => ("dir", &m.path, 0),
+                Record::File { meta, size } | Record::Listed { meta, size } => {
+                    files += 1;
+                    bytes += size;
+                    ("file", &meta.path, *size)
+                }
+                Record::Link { meta, .. } => ("link", &meta.path, 0),
+                _ => continue,
+            };
+            let path = String::from_utf8_lossy(path);
+            if matches!(self, Reporter::Json(_)) {
+                self.event(
+                    json!({"event": "plan-entry", "kind": kind, "path": path, "bytes": size}),
+                );
+            } else {
+                println!("{kind}\t{size}\t{path}");
+            }
+        }
+        if !matches!(self, Reporter::Json(_)) {
+            println!("would copy {files} files, {bytes} bytes to {to}");
+        }
+        (files, bytes)
     }
 
     pub fn finish(&self) {

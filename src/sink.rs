@@ -758,7 +758,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let sources = vec![b"huge".to_vec()];
         let free = free_bytes(dir.path()).expect("statvfs works here");
-        let listing = [f("huge", free + 1)];
+        // Well beyond the free space: other processes free and fill the disk meanwhile.
+        let listing = [f("huge", free * 2 + (1 << 30))];
         let err = refused(dir.path(), &listing, &sources, false);
         assert_eq!(err.kind, Kind::Write, "{err}");
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);

@@ -3,6 +3,7 @@
 //! instance's Name tag, looked up when the command runs).
 
 use crate::error::{Error, Result};
+use globset::{Glob, GlobMatcher};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
@@ -22,7 +23,7 @@ impl Target {
                     "'name:' needs the instance's Name tag, e.g. name:web-1",
                 ));
             }
-            if crate::instances::is_pattern(name) {
+            if is_pattern(name) {
                 return Err(Error::usage(format!(
                     "'{s}' is a pattern that can match several instances; this needs one"
                 ))
@@ -76,10 +77,10 @@ impl Fleet {
     /// `None` when `s` names one instance (or nothing a fleet can be).
     pub fn parse(s: &str) -> Option<Result<Fleet>> {
         if let Some(pattern) = s.strip_prefix("name:") {
-            if !crate::instances::is_pattern(pattern) {
+            if !is_pattern(pattern) {
                 return None;
             }
-            return Some(crate::instances::compile(pattern).map(|_| Fleet::Named(pattern.into())));
+            return Some(compile(pattern).map(|_| Fleet::Named(pattern.into())));
         }
         if let Some(kv) = s.strip_prefix("tag:") {
             return Some(match kv.split_once('=') {
@@ -123,6 +124,17 @@ impl Fleet {
 pub fn is_instance_id(s: &str) -> bool {
     let hex = s.strip_prefix("i-").or_else(|| s.strip_prefix("mi-"));
     matches!(hex, Some(h) if (h.len() == 8 || h.len() == 17) && h.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// Whether a `name:` value is a pattern (several instances) rather than one name.
+pub fn is_pattern(name: &str) -> bool {
+    name.contains(['*', '?', '['])
+}
+
+pub fn compile(pattern: &str) -> Result<GlobMatcher> {
+    Glob::new(pattern)
+        .map(|g| g.compile_matcher())
+        .map_err(|e| Error::usage(format!("'name:{pattern}' is not a valid pattern: {e}")))
 }
 
 #[cfg(test)]
@@ -177,5 +189,16 @@ mod tests {
         ] {
             assert!(Target::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn patterns_are_told_from_names() {
+        assert!(is_pattern("web-*"));
+        assert!(is_pattern("web-?"));
+        assert!(is_pattern("web-[12]"));
+        assert!(!is_pattern("web-1"));
+        assert!(compile("web-*").unwrap().is_match("web-10"));
+        assert!(!compile("web-?").unwrap().is_match("web-10"));
+        assert!(compile("web-[").is_err());
     }
 }

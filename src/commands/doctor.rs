@@ -7,8 +7,10 @@ use crate::cli::{DoctorArgs, Global};
 use crate::error::{Error, Kind, Result};
 use crate::iam_advice::{own_sessions_fix, Caller};
 use crate::remote::RunAs;
+use crate::run_command::{self, InFlight, Script, Targets};
 use crate::session::{port, SessionSpec};
 use crate::transport::stream::{Endpoint, Receiver};
+use aws_sdk_ssm::types::CommandInvocationStatus;
 use serde_json::json;
 use ssm_proto::version::agent_compare;
 use std::cmp::Ordering;
@@ -382,68 +384,48 @@ async fn instance_fetch(ctx: &Context, staging: &crate::transport::s3::Staging) 
     let script = format!(
         "python3 -c 'import sys,urllib.request;sys.stdout.write(urllib.request.urlopen(sys.stdin.readline().strip(),timeout=20).read().decode())' <<'SSMCP-URL'\n{url}\nSSMCP-URL\n"
     );
-    let sent = ctx
-        .ssm
-        .send_command()
-        .document_name("AWS-RunShellScript")
-        .comment("ssmcp doctor: can the instance reach S3")
-        .instance_ids(&ctx.target.instance_id)
-        .parameters("commands", vec![script])
-        .send()
-        .await
-        .map_err(|e| aws_error::from_sdk("SendCommand", e))?;
-    let id = sent
-        .command()
-        .and_then(|c| c.command_id())
-        .unwrap_or_default()
-        .to_string();
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(90);
-    loop {
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        let inv = ctx
-            .ssm
-            .get_command_invocation()
-            .command_id(&id)
-            .instance_id(&ctx.target.instance_id)
-            .send()
-            .await;
-        let inv = match inv {
-            Ok(i) => i,
-            // Right after SendCommand the invocation may not exist yet.
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_invocation_does_not_exist()) =>
-            {
-                continue
-            }
-            Err(e) => return Err(aws_error::from_sdk("GetCommandInvocation", e)),
-        };
-        use aws_sdk_ssm::types::CommandInvocationStatus as S;
-        match inv.status() {
-            Some(S::Success) if inv.standard_output_content() == Some(nonce.as_str()) => {
-                return Ok(())
-            }
-            Some(S::Pending | S::InProgress | S::Delayed) | None
-                if tokio::time::Instant::now() < deadline => {}
-            Some(S::Pending | S::InProgress | S::Delayed) | None => {
-                let _ = ctx.ssm.cancel_command().command_id(&id).send().await;
-                return Err(Error::new(
-                    Kind::Target,
-                    "the probe command did not finish within 90 s",
-                ));
-            }
-            _ => {
-                let said = inv.standard_error_content().unwrap_or_default().trim();
-                let last = said.lines().last().unwrap_or("no output");
-                return Err(Error::new(
-                    Kind::Target,
-                    format!("the instance could not download from S3 ({last})"),
-                )
-                .hint("the instance needs HTTPS to S3 (a NAT gateway or a VPC gateway endpoint for S3) and python3; it needs no S3 permissions"));
-            }
-        }
+    let targets = Targets::one(&ctx.target.instance_id);
+    let probe = Script {
+        targets: &targets,
+        comment: "ssmcp doctor: can the instance reach S3",
+        script,
+        max_concurrency: None,
+        max_errors: None,
+    };
+    let command = InFlight::default();
+    let id = command.send(&ctx.ssm, &probe).await?;
+    let instance = &ctx.target.instance_id;
+    let waited = run_command::wait_one(&ctx.ssm, &id, instance);
+    let Ok(inv) = tokio::time::timeout(PROBE_WAIT, waited).await else {
+        command.cancel(&ctx.ssm).await;
+        return Err(Error::new(
+            Kind::Target,
+            format!(
+                "the probe command did not finish within {} s",
+                PROBE_WAIT.as_secs()
+            ),
+        ));
+    };
+    let inv = inv?;
+    if inv.status == CommandInvocationStatus::Success && inv.stdout == nonce {
+        return Ok(());
     }
+    let last = inv
+        .stderr
+        .trim()
+        .lines()
+        .last()
+        .unwrap_or("no output")
+        .to_string();
+    Err(Error::new(
+        Kind::Target,
+        format!("the instance could not download from S3 ({last})"),
+    )
+    .hint("the instance needs HTTPS to S3 (a NAT gateway or a VPC gateway endpoint for S3) and python3; it needs no S3 permissions"))
 }
+
+/// How long the S3 probe may take on the instance.
+const PROBE_WAIT: std::time::Duration = std::time::Duration::from_secs(90);
 
 fn report(checks: &[Check], as_json: bool) {
     if as_json {

@@ -1,6 +1,7 @@
-//! Ways to move a bundle between this machine and an instance. Each transport takes a
-//! local plan (uploads) or remote sources (downloads) and reports progress as events;
-//! none of them knows about the terminal.
+//! Ways to move a bundle between this machine and instances, behind one trait. Each
+//! transport takes a local plan (uploads) or remote sources (downloads), reports
+//! progress as events (none of them knows about the terminal), and when closed ends
+//! what it opened and says what it could not clean up.
 
 pub mod pty;
 pub mod s3;
@@ -8,21 +9,108 @@ pub mod send;
 pub mod stream;
 pub mod zlib;
 
-use crate::error::{Error, Kind};
+use crate::error::{Error, Kind, Result};
+use crate::plan::Plan;
+pub use crate::progress::Progress;
+use crate::progress::Reporter;
+use crate::sink::Requested;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// Progress events; `progress.rs` renders them as bars or JSON lines.
-pub trait Progress: Send + Sync {
-    /// The whole job is known: how many files and bytes will move.
-    fn plan(&self, files: u64, bytes: u64);
-    /// More bytes moved (and were verified or are being verified).
-    fn advance(&self, bytes: u64);
-    /// One file is complete on the receiving side (staged, verified).
-    fn file_done(&self, path: &[u8], bytes: u64);
-    /// Something the user should know (transport chosen, skipped entries).
-    fn note(&self, text: &str);
-    /// Something the user must hear about even without -v (a source that grew).
-    fn warn(&self, text: &str);
+/// One way of copying, opened to its destination (one instance; for S3 uploads, a
+/// fleet). The copy engine drives any of them the same way: one `push` or `pull`, then
+/// `close` on every way out, ^C included.
+#[async_trait::async_trait(?Send)]
+pub trait Transport {
+    /// Place `job.plan` at `job.dest` on the instance(s).
+    async fn push(&mut self, job: Upload<'_>, reporter: &Reporter) -> Result<Summary>;
+    /// List the sources on the instance and fetch them into `job.pull.dest` (with
+    /// `dry_run`, only list them).
+    async fn pull(&mut self, job: &Download<'_>, reporter: &Reporter) -> Result<Summary>;
+    /// End every session, command and object this transport opened (`interrupted`:
+    /// without waiting long for a clean end).
+    async fn close(self: Box<Self>, interrupted: bool) -> Closed;
+}
+
+/// What an upload asks of a transport.
+pub struct Upload<'a> {
+    pub plan: Plan,
+    /// The remote destination as typed.
+    pub dest: &'a [u8],
+    pub place: PlaceOptions,
+    /// `-l`, in bytes per second.
+    pub limit: Option<u64>,
+    /// -C: the bundle travels zlib-compressed.
+    pub compress: bool,
+    /// --sync: leave out the files the destination already has.
+    pub sync: bool,
+    /// --delete: remove from the destination what the sources do not have.
+    pub delete: bool,
+}
+
+/// What a download asks of a transport.
+pub struct Download<'a> {
+    pub pull: Pull<'a>,
+    /// --exclude, matched against the listing.
+    pub exclude: &'a globset::GlobSet,
+    /// --dry-run: list, do not fetch.
+    pub dry_run: bool,
+    /// --parallel: at most this many sessions for the bytes.
+    pub parallel: usize,
+}
+
+/// The sources of a download and how they land.
+#[derive(Clone, Copy)]
+pub struct Pull<'a> {
+    /// Remote paths as typed; a trailing `/` on a directory means its contents.
+    pub sources: &'a [Vec<u8>],
+    pub recursive: bool,
+    pub dest: &'a Path,
+    pub preserve: bool,
+    /// -C: file ranges travel zlib-compressed.
+    pub compress: bool,
+}
+
+impl Pull<'_> {
+    /// What a listing for this download may contain.
+    pub fn requested(&self) -> Requested<'_> {
+        Requested {
+            sources: self.sources,
+            recursive: self.recursive,
+        }
+    }
+}
+
+/// Where a transport's warnings for the user go: stderr, unless -q.
+#[derive(Debug, Clone, Copy)]
+pub struct Warnings {
+    pub quiet: bool,
+}
+
+impl Warnings {
+    pub fn say(&self, text: &str) {
+        if !self.quiet {
+            eprintln!("ssmcp: warning: {text}");
+        }
+    }
+}
+
+/// What closing a transport left behind.
+#[derive(Debug, Default)]
+pub struct Closed {
+    /// For the user: sessions whose end the API refused, objects that stayed.
+    pub warnings: Vec<String>,
+    /// For transports that stage an object in S3: whether it is gone now.
+    pub staged_object_removed: Option<bool>,
+}
+
+impl Closed {
+    pub fn warnings(warnings: Vec<String>) -> Closed {
+        Closed {
+            warnings,
+            staged_object_removed: None,
+        }
+    }
 }
 
 /// Uploads: how the receiver should place what it gets.

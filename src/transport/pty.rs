@@ -6,10 +6,14 @@
 //! names, everything renamed into place only after every file verified. Slower: base64
 //! costs a third more bytes and downloads use one paced session.
 
-use super::{remote_failure, Limiter, PlaceOptions, Progress, Summary, DAMAGED};
+use super::{
+    remote_failure, Closed, Download, Limiter, PlaceOptions, Progress, Pull, Summary, Transport,
+    Upload, Warnings, DAMAGED,
+};
 use crate::bundle::{components, Meta, Mtime, Record};
 use crate::error::{Error, Kind, Result};
 use crate::plan::Plan;
+use crate::progress::Reporter;
 use crate::remote::{sudo_refusal, RunAs};
 use crate::session::channel::{Channel, Inbound};
 use crate::session::handshake::{self, Start};
@@ -649,7 +653,43 @@ fn temp_word(path: &[u8], tag: &str, ext: &str) -> Vec<u8> {
     t
 }
 
-pub async fn push(
+/// The pty transport opened on one instance: one terminal session.
+pub struct PtyTransport {
+    shell: Shell,
+    warnings: Warnings,
+}
+
+impl PtyTransport {
+    pub fn new(shell: Shell, warnings: Warnings) -> PtyTransport {
+        PtyTransport { shell, warnings }
+    }
+}
+
+#[async_trait::async_trait(?Send)]
+impl Transport for PtyTransport {
+    async fn push(&mut self, job: Upload<'_>, reporter: &Reporter) -> Result<Summary> {
+        reporter.plan(job.plan.files, job.plan.bytes);
+        push(
+            &mut self.shell,
+            &job.plan,
+            job.dest,
+            &job.place,
+            job.limit,
+            reporter,
+        )
+        .await
+    }
+
+    async fn pull(&mut self, job: &Download<'_>, reporter: &Reporter) -> Result<Summary> {
+        pull(&mut self.shell, job, reporter, self.warnings).await
+    }
+
+    async fn close(self: Box<Self>, interrupted: bool) -> Closed {
+        Closed::warnings(self.shell.close(interrupted).await)
+    }
+}
+
+async fn push(
     shell: &mut Shell,
     plan: &Plan,
     dest: &[u8],
@@ -868,17 +908,19 @@ fn parse_mtime(b: &[u8]) -> Option<Mtime> {
     })
 }
 
-#[allow(clippy::too_many_arguments)]
-pub async fn pull(
+async fn pull(
     shell: &mut Shell,
-    sources: &[Vec<u8>],
-    recursive: bool,
-    exclude: &globset::GlobSet,
-    dest: &Path,
-    preserve: bool,
+    job: &Download<'_>,
     progress: &dyn Progress,
-    warn: &dyn Fn(&str),
+    warnings: Warnings,
 ) -> Result<Summary> {
+    let Pull {
+        sources,
+        recursive,
+        dest,
+        preserve,
+        ..
+    } = job.pull;
     shell.run_script(&list_script(sources, recursive)).await?;
     shell.until(b"LIST").await?;
     let encoded = shell.line().await?;
@@ -886,10 +928,10 @@ pub async fn pull(
     let raw = base64::engine::general_purpose::STANDARD
         .decode(&encoded)
         .map_err(|_| Error::protocol("the instance's file listing is not base64"))?;
-    let (records, warnings) = parse_listing(&raw)?;
-    let (records, _) = crate::plan::exclude_listing(records, exclude);
-    for w in &warnings {
-        warn(&format!("on the instance: {w}"));
+    let (records, skipped) = parse_listing(&raw)?;
+    let (records, _) = crate::plan::exclude_listing(records, job.exclude);
+    for w in &skipped {
+        warnings.say(&format!("on the instance: {w}"));
     }
     let (mut stage, files, bytes) =
         Stage::for_listing(dest, &records, preserve, Requested { sources, recursive })?;

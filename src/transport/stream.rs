@@ -5,22 +5,25 @@
 
 use super::send::send_bundle;
 use super::zlib::{Inflate, Out};
-use super::{remote_failure, Limiter, PlaceOptions, Progress, Summary, DAMAGED};
+use super::{
+    remote_failure, Closed, Download, Limiter, PlaceOptions, Progress, Pull, Summary, Transport,
+    Upload, Warnings, DAMAGED,
+};
 use crate::bundle::{Record, DIGEST_LEN};
 use crate::error::{Error, Kind, Result};
 use crate::plan::Plan;
+use crate::progress::Reporter;
 use crate::remote::{launch_command, sudo_refusal, Launch, LaunchScanner, RunAs};
 use crate::session::channel::{Channel, ChannelConfig, Inbound};
 use crate::session::handshake::{self, Start};
 use crate::session::port::{self, Ended, PortSession};
 use crate::session::{self, command, Session, SessionSpec};
-use crate::sink::{Requested, Stage, Staged, MAX_ENTRIES};
+use crate::sink::{Stage, Staged, MAX_ENTRIES};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use ssm_proto::PayloadType;
 use std::collections::VecDeque;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -305,6 +308,121 @@ fn lost(e: std::io::Error) -> Error {
     Error::transfer(format!("the connection to the receiver was lost ({e})")).hint(RECEIVER_GONE)
 }
 
+// ------------------------------------------------------------------------- transport
+
+/// The stream transport opened on one instance: the receiver, and the port sessions to
+/// it that the copy has opened so far.
+pub struct StreamTransport {
+    receiver: Receiver,
+    conns: Vec<Connection>,
+    warnings: Warnings,
+}
+
+impl StreamTransport {
+    pub fn new(receiver: Receiver, warnings: Warnings) -> StreamTransport {
+        StreamTransport {
+            receiver,
+            conns: Vec::new(),
+            warnings,
+        }
+    }
+
+    async fn first_connection(&mut self) -> Result<&mut Connection> {
+        if self.conns.is_empty() {
+            self.conns.push(self.receiver.connect().await?);
+        }
+        Ok(&mut self.conns[0])
+    }
+}
+
+#[async_trait::async_trait(?Send)]
+impl Transport for StreamTransport {
+    /// One port session carries the upload; with --sync, the destination's inventory
+    /// first leaves out what is unchanged.
+    async fn push(&mut self, job: Upload<'_>, reporter: &Reporter) -> Result<Summary> {
+        reporter.note(
+            "transport stream: a python3 receiver on the instance, one port session for the upload",
+        );
+        let Upload {
+            mut plan,
+            dest,
+            place,
+            limit,
+            compress,
+            sync,
+            delete,
+        } = job;
+        let conn = self.first_connection().await?;
+        let unchanged = if sync {
+            let theirs = inventory(conn, &plan, dest).await?;
+            plan.drop_unchanged(&theirs)?
+        } else {
+            Vec::new()
+        };
+        if !unchanged.is_empty() {
+            reporter.note(&format!(
+                "--sync: {} unchanged file(s) left alone",
+                unchanged.len()
+            ));
+        }
+        reporter.plan(plan.files, plan.bytes);
+        let push_job = Push {
+            plan: &plan,
+            dest,
+            place,
+            limit,
+            delete_keeping: delete.then_some(unchanged.as_slice()),
+            compress,
+        };
+        let mut summary = push(conn, push_job, reporter).await?;
+        summary.unchanged = unchanged.len() as u64;
+        Ok(summary)
+    }
+
+    /// List on one connection, then open up to --parallel connections and fetch.
+    async fn pull(&mut self, job: &Download<'_>, reporter: &Reporter) -> Result<Summary> {
+        let conn = self.first_connection().await?;
+        let mut manifest: Manifest = list(conn, &job.pull).await?;
+        manifest.exclude(job.exclude);
+        for w in &manifest.warnings {
+            self.warnings.say(&format!("on the instance: {w}"));
+        }
+        if job.dry_run {
+            let to = job.pull.dest.display().to_string();
+            let (files, bytes) = reporter.dry_run(manifest.records.iter(), &to);
+            return Ok(Summary {
+                files,
+                bytes,
+                ..Summary::default()
+            });
+        }
+        let wanted = manifest.connections(job.parallel);
+        let extra = (self.conns.len()..wanted).map(|_| self.receiver.connect());
+        for c in futures_util::future::join_all(extra).await {
+            self.conns.push(c?);
+        }
+        reporter.note(&format!(
+            "transport stream: a python3 receiver on the instance, {} port session(s) for the download",
+            self.conns.len()
+        ));
+        fetch(&mut self.conns, &manifest, &job.pull, reporter).await
+    }
+
+    async fn close(self: Box<Self>, interrupted: bool) -> Closed {
+        let StreamTransport {
+            receiver, conns, ..
+        } = *self;
+        let closing = conns.into_iter().map(Connection::close);
+        let mut warnings: Vec<String> = futures_util::future::join_all(closing)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        warnings.extend(receiver.close(interrupted).await);
+        Closed::warnings(warnings)
+    }
+}
+
 // ------------------------------------------------------------------------- upload
 
 pub struct Push<'a> {
@@ -444,26 +562,6 @@ async fn push_bundle(
 }
 
 // ------------------------------------------------------------------------- download
-
-pub struct Pull<'a> {
-    /// Remote paths as typed; a trailing `/` on a directory means its contents.
-    pub sources: &'a [Vec<u8>],
-    pub recursive: bool,
-    pub dest: &'a Path,
-    pub preserve: bool,
-    /// -C: file ranges travel zlib-compressed.
-    pub compress: bool,
-}
-
-impl Pull<'_> {
-    /// What a listing for this download may contain.
-    pub fn requested(&self) -> Requested<'_> {
-        Requested {
-            sources: self.sources,
-            recursive: self.recursive,
-        }
-    }
-}
 
 /// Warnings kept from one listing (each is one skipped entry); the rest are dropped.
 const MAX_WARNINGS: usize = 1000;

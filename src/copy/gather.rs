@@ -5,72 +5,58 @@
 //! this module only spreads them with `--max-concurrency`, stops starting new ones past
 //! `--max-errors` or on ^C, and reports each instance.
 
-use super::copy::{download_one, interrupted, Fetch};
-use super::fleet::{self, Outcome};
-use super::Signals;
+use super::drive::{interrupted, Run};
+use crate::commands::fleet::{self, Outcome};
+use crate::context::load_aws;
 use crate::error::{Error, Kind, Result};
 use crate::instances;
-use crate::progress::Reporter;
+use crate::progress::Progress;
 use crate::target::Fleet;
-use crate::transport::{Progress, Summary};
+use crate::transport::Summary;
 use futures_util::StreamExt;
 use std::ffi::OsString;
+use std::future::Future;
 use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-pub(super) async fn download(
-    job: Fetch<'_>,
-    fleet: Fleet,
-    signals: &mut Signals,
-    reporter: &Reporter,
-) -> Result<Summary> {
-    if !job.dest.is_dir() {
+/// Download from every instance of `fleet` with `one(instance id, its directory)`.
+pub async fn download<F, Fut>(run: Run<'_>, fleet: Fleet, dest: &Path, one: F) -> Result<Summary>
+where
+    F: Fn(String, PathBuf) -> Fut,
+    Fut: Future<Output = Result<Summary>>,
+{
+    let req = run.req;
+    let reporter = run.reporter;
+    if !dest.is_dir() {
         return Err(Error::usage(format!(
             "a download from {} goes into a directory with one subdirectory per instance; '{}' is not an existing directory",
             fleet.describe(),
-            job.dest.display()
+            dest.display()
         ))
         .hint("create it first (mkdir -p DEST)"));
     }
-    let ids = instances_of(&job, fleet, reporter).await?;
-    let parallel = if job.args.dry_run {
+    let ids = instances_of(run, fleet).await?;
+    let parallel = if req.dry_run {
         1
     } else {
-        fleet::count_of(&job.args.max_concurrency, ids.len(), 1, "--max-concurrency")?
+        fleet::count_of(&req.max_concurrency, ids.len(), 1, "--max-concurrency")?
     };
-    let max_errors = fleet::count_of(&job.args.max_errors, ids.len(), 0, "--max-errors")?;
+    let max_errors = fleet::count_of(&req.max_errors, ids.len(), 0, "--max-errors")?;
     reporter.note(&format!(
         "downloading from {} instances, {parallel} at a time, into {}/<instance id>/",
         ids.len(),
-        job.dest.display()
+        dest.display()
     ));
-    // The instances' own progress would fight over one bar; the table reports them.
-    let silent = Reporter::new(false, true, false);
-    let each = if job.args.dry_run { reporter } else { &silent };
     let stop = AtomicBool::new(false);
-    let interrupted_by_user = AtomicBool::new(false);
     let failures = AtomicUsize::new(0);
-    let one = |id: String| {
-        let (job, stop, failures) = (&job, &stop, &failures);
+    let each = |id: String| {
+        let (stop, failures, one) = (&stop, &failures, &one);
         async move {
-            // Registered before the stop check, so a ^C is either seen here or there.
-            let mut own = Signals::register();
-            if stop.load(Ordering::SeqCst) {
+            if stop.load(Ordering::SeqCst) || run.cancel.is_cancelled() {
                 return not_started(id);
             }
-            let into = instance_dir(job.dest, &id);
-            let r = download_one(
-                Fetch {
-                    dest: &into,
-                    ..*job
-                },
-                &id,
-                &mut own,
-                each,
-            )
-            .await;
-            match r {
+            match one(id.clone(), instance_dir(dest, &id)).await {
                 Ok(s) => Outcome::done(id, s.files, s.bytes),
                 Err(e) => {
                     if failures.fetch_add(1, Ordering::SeqCst) + 1 > max_errors
@@ -83,24 +69,14 @@ pub(super) async fn download(
             }
         }
     };
-    let work = futures_util::stream::iter(ids)
-        .map(one)
+    let mut results = futures_util::stream::iter(ids)
+        .map(each)
         .buffer_unordered(parallel)
-        .collect::<Vec<Outcome>>();
-    tokio::pin!(work);
-    let mut results = loop {
-        tokio::select! {
-            biased;
-            r = &mut work => break r,
-            _ = signals.recv() => {
-                interrupted_by_user.store(true, Ordering::SeqCst);
-                stop.store(true, Ordering::SeqCst);
-            }
-        }
-    };
+        .collect::<Vec<Outcome>>()
+        .await;
     results.sort_by(|a, b| a.instance.cmp(&b.instance));
-    fleet::report(&results, reporter, job.args.json || job.global.quiet);
-    let interrupted_run = interrupted_by_user.load(Ordering::SeqCst)
+    fleet::report(&results, reporter, req.json || req.quiet);
+    let interrupted_run = run.cancel.is_cancelled()
         || results.iter().any(|o| {
             o.failure
                 .as_ref()
@@ -154,9 +130,9 @@ fn instance_dir(dest: &Path, id: &str) -> PathBuf {
     PathBuf::from(OsString::from_vec(bytes))
 }
 
-async fn instances_of(job: &Fetch<'_>, fleet: Fleet, reporter: &Reporter) -> Result<Vec<String>> {
-    let g = job.global;
-    let aws = || super::load_aws(g, g.region.clone(), g.profile.clone());
+async fn instances_of(run: Run<'_>, fleet: Fleet) -> Result<Vec<String>> {
+    let g = run.global;
+    let aws = || load_aws(g, g.region.clone(), g.profile.clone());
     match fleet {
         Fleet::Instances(ids) => Ok(ids),
         Fleet::Tag { key, value } => {
@@ -171,7 +147,7 @@ async fn instances_of(job: &Fetch<'_>, fleet: Fleet, reporter: &Reporter) -> Res
                     eprintln!("ssmcp: warning: {w}");
                 }
             }
-            reporter.note(&found.describe(&pattern));
+            run.reporter.note(&found.describe(&pattern));
             Ok(found.managed)
         }
     }

@@ -3,13 +3,13 @@
 //! removed again on every way out. Memory stays bounded: the bundle is cut into parts
 //! as it is produced, and only `PARTS_IN_FLIGHT` parts are held at a time.
 
-use super::send::send_bundle;
-use super::zlib::Out;
-use super::{Limiter, Progress};
 use crate::aws_error::from_sdk;
 use crate::error::{Error, Result};
 use crate::journal;
 use crate::plan::Plan;
+use crate::transport::send::send_bundle;
+use crate::transport::zlib::Out;
+use crate::transport::{Limiter, Progress};
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
