@@ -53,6 +53,10 @@ impl Kind {
     }
 }
 
+/// What to do after a digest mismatch, whichever side found it.
+pub const DAMAGED: &str =
+    "the bytes were damaged on the way; nothing was put in place, run the copy again";
+
 #[derive(Debug, Clone)]
 pub struct Error {
     pub kind: Kind,

@@ -1,6 +1,8 @@
 //! The instance-side receiver, embedded in the binary, and the command line that starts it
 //! in a Session Manager command session.
 
+pub mod protocol;
+
 use base64::Engine;
 use flate2::write::ZlibEncoder;
 use flate2::Compression;

@@ -9,7 +9,7 @@ pub mod send;
 pub mod stream;
 pub mod zlib;
 
-use crate::error::{Error, Kind, Result};
+use crate::error::Result;
 use crate::plan::Plan;
 pub use crate::progress::Progress;
 use crate::progress::Reporter;
@@ -131,31 +131,6 @@ pub struct Summary {
     pub unchanged: u64,
     /// --delete: entries removed from the destination.
     pub deleted: u64,
-}
-
-/// What to do after a digest mismatch, whichever side found it.
-pub const DAMAGED: &str =
-    "the bytes were damaged on the way; nothing was put in place, run the copy again";
-
-/// A failure the receiver reported, by its class (see remote/receiver.py).
-pub fn remote_failure(class: &str, message: &str) -> Error {
-    let (kind, hint) = match class {
-        "permission" => (
-            Kind::Write,
-            Some("the session's user cannot write there; use --sudo or user@ to write as another user"),
-        ),
-        "space" => (Kind::Write, Some("free some space on the instance")),
-        "write" => (Kind::Write, None),
-        "usage" | "source" => (Kind::Usage, None),
-        "integrity" => (Kind::Transfer, Some(DAMAGED)),
-        "aborted" => (Kind::Transfer, None),
-        _ => (Kind::Protocol, None),
-    };
-    let e = Error::new(kind, format!("on the instance: {message}"));
-    match hint {
-        Some(h) => e.hint(h),
-        None => e,
-    }
 }
 
 /// Keeps a sender under `-l` (bytes per second).

@@ -7,13 +7,14 @@
 //! costs a third more bytes and downloads use one paced session.
 
 use super::{
-    remote_failure, Closed, Download, Limiter, PlaceOptions, Progress, Pull, Summary, Transport,
-    Upload, Warnings, DAMAGED,
+    Closed, Download, Limiter, PlaceOptions, Progress, Pull, Summary, Transport, Upload, Warnings,
 };
 use crate::bundle::{components, Meta, Mtime, Record};
+use crate::error::DAMAGED;
 use crate::error::{Error, Kind, Result};
 use crate::plan::Plan;
 use crate::progress::Reporter;
+use crate::remote::protocol::remote_failure;
 use crate::remote::{sudo_refusal, RunAs};
 use crate::session::channel::{Channel, Inbound};
 use crate::session::handshake::{self, Start};
@@ -718,12 +719,17 @@ async fn push(
         }
     };
     let text = String::from_utf8_lossy(&ok);
-    let mut words = text.split_whitespace();
-    Ok(Summary {
-        files: words.next().and_then(|w| w.parse().ok()).unwrap_or(0),
-        bytes: words.next().and_then(|w| w.parse().ok()).unwrap_or(0),
-        ..Summary::default()
-    })
+    let mut counts = text.split_whitespace().map(str::parse::<u64>);
+    match (counts.next(), counts.next()) {
+        (Some(Ok(files)), Some(Ok(bytes))) => Ok(Summary {
+            files,
+            bytes,
+            ..Summary::default()
+        }),
+        _ => Err(Error::protocol(format!(
+            "the instance's shell reported {text:?} where the files and bytes placed were due"
+        ))),
+    }
 }
 
 /// Every file's bytes as one base64 stream, then one SHA-256 line per file.

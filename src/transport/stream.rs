@@ -6,20 +6,22 @@
 use super::send::send_bundle;
 use super::zlib::{Inflate, Out};
 use super::{
-    remote_failure, Closed, Download, Limiter, PlaceOptions, Progress, Pull, Summary, Transport,
-    Upload, Warnings, DAMAGED,
+    Closed, Download, Limiter, PlaceOptions, Progress, Pull, Summary, Transport, Upload, Warnings,
 };
 use crate::bundle::{Record, DIGEST_LEN};
+use crate::error::DAMAGED;
 use crate::error::{Error, Kind, Result};
 use crate::plan::Plan;
 use crate::progress::Reporter;
+use crate::remote::protocol::remote_failure;
+use crate::remote::protocol::{self, Hex, Listed, Pushed, Reading, Request, Source, Top};
 use crate::remote::{launch_command, sudo_refusal, Launch, LaunchScanner, RunAs};
 use crate::session::channel::{Channel, ChannelConfig, Inbound};
 use crate::session::handshake::{self, Start};
 use crate::session::port::{self, Ended, PortSession};
 use crate::session::{self, command, Session, SessionSpec};
 use crate::sink::{Stage, Staged, MAX_ENTRIES};
-use serde_json::json;
+use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use ssm_proto::PayloadType;
 use std::collections::VecDeque;
@@ -259,17 +261,11 @@ async fn refusal<R: AsyncRead + Unpin>(r: &mut BufReader<R>) -> Option<Error> {
         .await
         .ok()?
         .ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&line).ok()?;
-    (v["ok"].as_bool() == Some(false)).then(|| {
-        remote_failure(
-            v["class"].as_str().unwrap_or("protocol"),
-            v["error"].as_str().unwrap_or("unknown failure"),
-        )
-    })
+    protocol::refusal(&line)
 }
 
-/// The receiver's answer to a request.
-async fn read_status<R: AsyncRead + Unpin>(r: &mut BufReader<R>) -> Result<serde_json::Value> {
+/// The receiver's answer to a request: `T` when it worked, its failure otherwise.
+async fn read_answer<T: DeserializeOwned, R: AsyncRead + Unpin>(r: &mut BufReader<R>) -> Result<T> {
     let mut line = Vec::new();
     (&mut *r)
         .take(MAX_LINE)
@@ -282,23 +278,12 @@ async fn read_status<R: AsyncRead + Unpin>(r: &mut BufReader<R>) -> Result<serde
                 .hint(RECEIVER_GONE),
         );
     }
-    let v: serde_json::Value = serde_json::from_slice(&line)
-        .map_err(|e| Error::protocol(format!("the receiver's answer is not JSON: {e}")))?;
-    if v["ok"].as_bool() == Some(true) {
-        Ok(v)
-    } else {
-        Err(remote_failure(
-            v["class"].as_str().unwrap_or("protocol"),
-            v["error"].as_str().unwrap_or("unknown failure"),
-        ))
-    }
+    protocol::answer(&line)
 }
 
-async fn send_line<W: AsyncWrite + Unpin>(w: &mut W, v: &serde_json::Value) -> Result<()> {
-    let mut line = serde_json::to_vec(v).map_err(|e| Error::protocol(e.to_string()))?;
-    line.push(b'\n');
-    w.write_all(&line).await.map_err(lost)?;
-    w.flush().await.map_err(lost)
+async fn send<W: AsyncWrite + Unpin>(w: &mut W, request: &Request) -> Result<()> {
+    w.write_all(&protocol::line(request)?).await.map_err(lost)?;
+    Ok(())
 }
 
 const RECEIVER_GONE: &str =
@@ -438,29 +423,39 @@ pub struct Push<'a> {
     pub compress: bool,
 }
 
-fn tops_json(plan: &Plan) -> Vec<serde_json::Value> {
+fn tops(plan: &Plan) -> Vec<Top> {
     plan.tops
         .iter()
-        .map(|t| json!({"name": hex::encode(&t.name), "dir": t.is_dir}))
+        .map(|t| Top {
+            name: Hex(t.name.clone()),
+            dir: t.is_dir,
+        })
         .collect()
 }
 
 /// What the receiver needs to place one bundle (both the port-session and the S3
-/// transport send it).
+/// transport send it); `delete_keeping` as in `Push`.
 pub fn push_request(
     plan: &Plan,
     dest: &[u8],
     place: &PlaceOptions,
     compress: bool,
-) -> serde_json::Value {
-    json!({
-        "op": "push",
-        "dest": hex::encode(dest),
-        "tops": tops_json(plan),
-        "preserve": place.preserve,
-        "atomic": place.atomic,
-        "compress": compress,
-    })
+    delete_keeping: Option<&[Vec<u8>]>,
+) -> protocol::Push {
+    protocol::Push {
+        dest: Hex(dest.to_vec()),
+        tops: tops(plan),
+        preserve: place.preserve,
+        atomic: place.atomic,
+        compress,
+        delete: delete_keeping.is_some(),
+        keep: delete_keeping
+            .unwrap_or_default()
+            .iter()
+            .map(|k| Hex(k.clone()))
+            .collect(),
+        url: None,
+    }
 }
 
 /// --sync: what the destination already holds for each file of the plan, in plan
@@ -474,18 +469,25 @@ pub async fn inventory(
         .entries
         .iter()
         .filter_map(|e| match &e.record {
-            Record::File { meta, size } => Some(json!([hex::encode(&meta.path), size])),
+            Record::File { meta, size } => Some((Hex(meta.path.clone()), *size)),
             _ => None,
         })
         .collect();
     let count = files.len();
+    let request = Request::Inventory(protocol::Inventory {
+        dest: Hex(dest.to_vec()),
+        tops: tops(plan),
+        files,
+    });
     let (reader, writer) = conn.halves();
-    send_line(
-        &mut *writer,
-        &json!({"op": "inventory", "dest": hex::encode(dest), "tops": tops_json(plan), "files": files}),
-    )
-    .await?;
-    read_status(&mut *reader).await?;
+    send(&mut *writer, &request).await?;
+    let answer: protocol::Inventoried = read_answer(&mut *reader).await?;
+    if answer.count != count as u64 {
+        return Err(Error::protocol(format!(
+            "the receiver's inventory has {} entries for {count} files",
+            answer.count
+        )));
+    }
     let mut out = Vec::with_capacity(count);
     for _ in 0..count {
         let flag = reader.read_u8().await.map_err(lost)?;
@@ -517,18 +519,16 @@ async fn push_bundle(
     job: Push<'_>,
     progress: &dyn Progress,
 ) -> Result<Summary> {
-    let keep: Vec<String> = job
-        .delete_keeping
-        .unwrap_or_default()
-        .iter()
-        .map(hex::encode)
-        .collect();
-    let mut request = push_request(job.plan, job.dest, &job.place, job.compress);
-    request["delete"] = json!(job.delete_keeping.is_some());
-    request["keep"] = json!(keep);
+    let request = push_request(
+        job.plan,
+        job.dest,
+        &job.place,
+        job.compress,
+        job.delete_keeping,
+    );
     let (reader, writer) = conn.halves();
     let mut writer = BufWriter::with_capacity(CHUNK, writer);
-    send_line(&mut writer, &request).await?;
+    send(&mut writer, &Request::Push(request)).await?;
     let mut limiter = Limiter::new(job.limit);
     let mut out = Out::new(&mut writer, job.compress);
     let sending = send_bundle(&mut out, job.plan, progress, &mut limiter, lost);
@@ -541,22 +541,23 @@ async fn push_bundle(
                 // first; its answer says why, the broken pipe does not.
                 return Err(refusal(&mut *reader).await.unwrap_or(e));
             }
-            read_status(&mut *reader).await?
+            read_answer::<Pushed, _>(&mut *reader).await?
         }
-        early = read_status(&mut *reader) => {
+        early = read_answer::<Pushed, _>(&mut *reader) => {
             early?;
             return Err(Error::protocol("the receiver answered before the bundle was complete"));
         }
     };
-    if let Some(n) = status["reaped"].as_u64().filter(|n| *n > 0) {
+    if status.reaped > 0 {
+        let n = status.reaped;
         tracing::info!(
             "the receiver removed {n} temporaries left on the instance by killed ssmcp runs"
         );
     }
     Ok(Summary {
-        files: status["files"].as_u64().unwrap_or(0),
-        bytes: status["bytes"].as_u64().unwrap_or(0),
-        deleted: status["deleted"].as_u64().unwrap_or(0),
+        files: status.files,
+        bytes: status.bytes,
+        deleted: status.deleted,
         ..Summary::default()
     })
 }
@@ -578,25 +579,31 @@ pub struct Manifest {
 /// Ask the receiver what the sources contain.
 /// What the receiver needs to list the sources of a download (both the port-session and
 /// the S3 transport send it).
-pub fn list_request(job: &Pull<'_>) -> serde_json::Value {
-    let sources: Vec<_> = job
+pub fn list_request(job: &Pull<'_>) -> protocol::List {
+    let sources = job
         .sources
         .iter()
-        .map(|s| json!({"path": hex::encode(s), "contents": s.ends_with(b"/") && s.len() > 1}))
+        .map(|s| Source {
+            path: Hex(s.clone()),
+            contents: s.ends_with(b"/") && s.len() > 1,
+        })
         .collect();
-    json!({"op": "list", "sources": sources, "recursive": job.recursive})
+    protocol::List {
+        sources,
+        recursive: job.recursive,
+        export: None,
+    }
 }
 
 pub async fn list(conn: &mut Connection, job: &Pull<'_>) -> Result<Manifest> {
     let (reader, writer) = conn.halves();
-    send_line(&mut *writer, &list_request(job)).await?;
+    send(&mut *writer, &Request::List(list_request(job))).await?;
     read_listing(reader).await
 }
 
 /// The receiver's answer to a list request.
 async fn read_listing<R: AsyncRead + Unpin>(reader: &mut BufReader<R>) -> Result<Manifest> {
-    let status = read_status(&mut *reader).await?;
-    let id = status["id"].as_str().unwrap_or_default().to_string();
+    let Listed { id } = read_answer(&mut *reader).await?;
     let mut records = Vec::new();
     let mut warnings = Vec::new();
     loop {
@@ -724,7 +731,7 @@ pub async fn receive_spooled<R: AsyncRead + Unpin>(
         compress: false,
         progress,
     };
-    read_status(reader).await?;
+    read_answer::<Reading, _>(reader).await?;
     let mut buf = vec![0u8; CHUNK];
     read_ranges(reader, &batch, &shared, &mut buf).await?;
     all_received(&stage.files, &received)?;
@@ -833,22 +840,23 @@ async fn serve_batches(
                 Err(_) => None,
             };
             let Some(batch) = next else { break };
-            let ranges: Vec<_> = batch
+            let ranges = batch
                 .ranges
                 .iter()
-                .map(|&(i, o, l)| json!([shared.remote_index[i], o, l]))
+                .map(|&(i, o, l)| (shared.remote_index[i], o, l))
                 .collect();
-            send_line(
-                &mut *writer,
-                &json!({"op": "read", "id": shared.manifest, "ranges": ranges, "compress": shared.compress}),
-            )
-            .await?;
+            let request = Request::Read(protocol::Read {
+                id: shared.manifest.to_string(),
+                ranges,
+                compress: shared.compress,
+            });
+            send(&mut *writer, &request).await?;
             inflight.push_back(batch);
         }
         let Some(batch) = inflight.pop_front() else {
             return Ok(());
         };
-        read_status(&mut *reader).await?;
+        read_answer::<Reading, _>(&mut *reader).await?;
         if shared.compress {
             let mut z = Inflate::new(&mut *reader);
             read_ranges(&mut z, &batch, shared, &mut buf).await?;

@@ -15,15 +15,16 @@ use crate::commands::fleet::{self, Outcome};
 use crate::error::{Error, Kind, Result};
 use crate::instances;
 use crate::progress::Reporter;
+use crate::remote::protocol::{self, Counted, Exported, PartPlan, Parts, PartsUploaded, Request};
 use crate::remote::{run_command_script, sudo_refusal, RunAs, RunMode};
 use crate::run_command::{self, InFlight, Invocation, Script, Targets};
 use crate::target::Fleet;
 use crate::transport::stream::{self, push_request};
-use crate::transport::{
-    remote_failure, Closed, Download, Progress, Pull, Summary, Transport, Upload,
-};
+use crate::transport::{Closed, Download, Progress, Pull, Summary, Transport, Upload};
 use aws_sdk_ssm::types::CommandInvocationStatus;
-use serde_json::{json, Value};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -117,8 +118,9 @@ impl S3Transport {
             .ok_or_else(|| Error::protocol("no staging object"))
     }
 
-    fn script(&self, mode: RunMode, request: &Value) -> String {
-        run_command_script(&self.run_as, mode, &request.to_string())
+    fn script(&self, mode: RunMode, request: &impl Serialize) -> Result<String> {
+        let line = serde_json::to_string(request).map_err(|e| Error::protocol(e.to_string()))?;
+        Ok(run_command_script(&self.run_as, mode, &line))
     }
 
     fn command<'a>(&'a self, script: String, targets: &'a Targets) -> Script<'a> {
@@ -202,19 +204,22 @@ impl S3Transport {
             staging.bucket, staging.key
         ));
         let put_limit = put_limit()?;
-        let mut request = stream::list_request(pull);
         let (url, headers) = staging.presign_put(URL_LIFETIME).await?;
-        request["url"] = json!(url);
-        request["headers"] = json!(headers);
-        request["put_limit"] = json!(put_limit);
-        let answer = self
+        let request = Request::List(protocol::List {
+            export: Some(protocol::Export {
+                url,
+                headers,
+                put_limit,
+            }),
+            ..stream::list_request(pull)
+        });
+        let answer: Exported = self
             .run_on_instance(RunMode::Export, &request, reporter)
             .await?;
         // Too big for one PUT: the instance kept its spool and now uploads it in parts.
-        if let Some(spool) = answer["spool"].as_str() {
+        if let Some(spool) = &answer.spool {
             remember(&self.spool, spool);
-            let size = answer["bytes"].as_u64().unwrap_or(0);
-            self.upload_spool_in_parts(spool, size, put_limit, reporter)
+            self.upload_spool_in_parts(spool, answer.bytes, put_limit, reporter)
                 .await?;
             // The second command removed it.
             forget(&self.spool);
@@ -229,13 +234,13 @@ impl S3Transport {
     }
 
     /// Run the receiver in `mode` on the download's instance; its answer when it succeeded.
-    async fn run_on_instance(
+    async fn run_on_instance<T: DeserializeOwned>(
         &self,
         mode: RunMode,
-        request: &Value,
+        request: &impl Serialize,
         reporter: &Reporter,
-    ) -> Result<Value> {
-        let command = self.command(self.script(mode, request), &self.targets);
+    ) -> Result<T> {
+        let command = self.command(self.script(mode, request)?, &self.targets);
         let command_id = self.command.send(&self.ssm, &command).await?;
         let results = self.wait(&command_id, reporter).await?;
         let failed: Vec<&Outcome> = results.iter().filter(|o| !o.ok).collect();
@@ -247,11 +252,8 @@ impl S3Transport {
         if !failed.is_empty() {
             return Err(fleet::failure(&results, &failed));
         }
-        Ok(results
-            .into_iter()
-            .next()
-            .and_then(|o| o.answer)
-            .unwrap_or_default())
+        let answer = results.into_iter().next().and_then(|o| o.answer);
+        protocol::answer_of(answer.unwrap_or_default())
     }
 
     /// The second command of a big download: S3 takes the spool in parts, through part
@@ -280,18 +282,20 @@ impl S3Transport {
             urls.push(url);
             headers = h;
         }
-        let plan = json!({"part_size": part_size, "urls": urls, "headers": headers});
-        staging.put_small(plan.to_string().into_bytes()).await?;
-        let request = json!({"spool": spool, "url": staging.presign_get(URL_LIFETIME).await?});
-        let answer = self
+        let plan = PartPlan {
+            part_size,
+            urls,
+            headers,
+        };
+        let plan = serde_json::to_vec(&plan).map_err(|e| Error::protocol(e.to_string()))?;
+        staging.put_small(plan).await?;
+        let request = Parts {
+            spool: spool.to_string(),
+            url: Some(staging.presign_get(URL_LIFETIME).await?),
+        };
+        let PartsUploaded { etags } = self
             .run_on_instance(RunMode::Parts, &request, reporter)
             .await?;
-        let etags: Vec<String> = answer["etags"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|e| e.as_str().map(str::to_string))
-            .collect();
         if etags.len() as u64 != parts || etags.iter().any(String::is_empty) {
             return Err(Error::protocol(format!(
                 "the instance reported {} part ETags for {parts} parts",
@@ -310,8 +314,14 @@ impl S3Transport {
     /// Best effort, without waiting: have the instance remove a spool no command will
     /// upload now (a receiver that cannot run leaves it to the next export's reaping).
     async fn discard_spool(&self, spool: &str) {
-        let request = json!({ "spool": spool });
-        let command = self.command(self.script(RunMode::Parts, &request), &self.targets);
+        let request = Parts {
+            spool: spool.to_string(),
+            url: None,
+        };
+        let Ok(script) = self.script(RunMode::Parts, &request) else {
+            return;
+        };
+        let command = self.command(script, &self.targets);
         let unwatched = InFlight::default();
         let _ = unwatched.send(&self.ssm, &command).await;
     }
@@ -335,9 +345,11 @@ impl S3Transport {
             staged.bytes
         ));
         let url = staging.presign_get(URL_LIFETIME).await?;
-        let mut request = push_request(&job.plan, job.dest, &job.place, job.compress);
-        request["url"] = json!(url);
-        let command = self.command(self.script(RunMode::Pull, &request), &self.targets);
+        let request = Request::Push(protocol::Push {
+            url: Some(url),
+            ..push_request(&job.plan, job.dest, &job.place, job.compress, None)
+        });
+        let command = self.command(self.script(RunMode::Pull, &request)?, &self.targets);
         let command_id = self.command.send(&self.ssm, &command).await?;
         self.wait(&command_id, reporter).await
     }
@@ -460,19 +472,13 @@ fn outcome_of(inv: &Invocation, run_as: &RunAs) -> Outcome {
         .find_map(|l| l.strip_prefix(RESULT_MARKER))
         .and_then(|j| serde_json::from_str(j).ok());
     match result {
-        Some(r) if r["ok"].as_bool() == Some(true) => {
-            let files = r["files"].as_u64().unwrap_or(0);
-            let bytes = r["bytes"].as_u64().unwrap_or(0);
-            Outcome {
+        Some(r) => match protocol::answer_of::<Counted>(r.clone()) {
+            Ok(Counted { files, bytes }) => Outcome {
                 answer: Some(r),
                 ..Outcome::done(instance, files, bytes)
-            }
-        }
-        Some(r) => {
-            let class = r["class"].as_str().unwrap_or("protocol");
-            let message = r["error"].as_str().unwrap_or("failed");
-            Outcome::failed(instance, receiver_failure(class, message))
-        }
+            },
+            Err(e) => Outcome::failed(instance, e),
+        },
         None => Outcome::failed(
             instance,
             sudo_refusal(run_as, &inv.stderr).unwrap_or_else(|| {
@@ -480,15 +486,6 @@ fn outcome_of(inv: &Invocation, run_as: &RunAs) -> Outcome {
             }),
         ),
     }
-}
-
-fn receiver_failure(class: &str, message: &str) -> Error {
-    if class == "fetch" {
-        return Error::new(Kind::Target, format!("on the instance: {message}")).hint(
-            "the instance must reach S3 over HTTPS (a NAT gateway, or a VPC gateway endpoint for S3)",
-        );
-    }
-    remote_failure(class, message)
 }
 
 /// An invocation that ended without the receiver's result line.
