@@ -1,7 +1,12 @@
-//! Renders transport progress events: an indicatif bar on a terminal, one JSON object per
-//! line with `--json`, or nothing.
+//! The reporter: the one place that writes what users read. Progress events as an
+//! indicatif bar on a terminal, one JSON object per line with `--json`, or nothing;
+//! notes (`-v`), status lines and warnings on stderr (or as JSON notes); dry-run
+//! listings and result tables. Lower layers hand it events and text; they never print.
 
-use crate::bundle::Record;
+// The one module allowed to print (lib.rs denies it everywhere else).
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use crate::copy::bundle::Record;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{json, Value};
 use std::io::Write;
@@ -27,6 +32,12 @@ pub enum Reporter {
     Bar(Bar),
     Json(JsonLines),
     Silent { notes: bool, warnings: bool },
+}
+
+/// Where a warning lands: stderr unless -q, a bar's line above it, or under --json a
+/// `note` event with `"level": "warning"` (its text starts with `warning: `).
+fn warning_event(text: &str) -> Value {
+    json!({"event": "note", "level": "warning", "text": format!("warning: {text}")})
 }
 
 /// The terminal bar and the file counts its message shows.
@@ -78,6 +89,45 @@ impl Reporter {
         Reporter::Silent {
             notes: verbose && !quiet,
             warnings: !quiet,
+        }
+    }
+
+    /// Status for commands without progress (`exec`, `forward`): stderr notes and
+    /// warnings, never a bar.
+    pub fn plain(quiet: bool, verbose: bool) -> Reporter {
+        Reporter::Silent {
+            notes: verbose && !quiet,
+            warnings: !quiet,
+        }
+    }
+
+    /// A status line the user sees without -v (not under -q).
+    pub fn info(&self, text: &str) {
+        match self {
+            Reporter::Bar(b) => b.bar.println(format!("ssmcp: {text}")),
+            Reporter::Json(_) => self.event(json!({"event": "note", "text": text})),
+            Reporter::Silent { warnings: true, .. } => eprintln!("ssmcp: {text}"),
+            Reporter::Silent { .. } => {}
+        }
+    }
+
+    /// One line of a command's result on stdout (`gc`'s removals, `doctor`'s report).
+    pub fn out(&self, line: &str) {
+        println!("{line}");
+    }
+
+    /// A table for people (per-instance results), on stderr after the bar is gone;
+    /// nothing under --json (the events carry it) or -q.
+    pub fn table(&self, text: &str) {
+        match self {
+            Reporter::Json(_)
+            | Reporter::Silent {
+                warnings: false, ..
+            } => {}
+            _ => {
+                self.finish();
+                eprint!("{text}");
+            }
         }
     }
 
@@ -196,7 +246,7 @@ impl Progress for Reporter {
     fn warn(&self, text: &str) {
         match self {
             Reporter::Bar(b) => b.bar.println(format!("ssmcp: warning: {text}")),
-            Reporter::Json(_) => self.event(json!({"event": "warning", "text": text})),
+            Reporter::Json(_) => self.event(warning_event(text)),
             Reporter::Silent { warnings: true, .. } => eprintln!("ssmcp: warning: {text}"),
             Reporter::Silent {
                 warnings: false, ..

@@ -42,7 +42,8 @@ fn has_temporaries(root: &Path, reapable: bool) -> bool {
     walkdir::WalkDir::new(root).into_iter().flatten().any(|e| {
         let name = e.file_name().as_bytes();
         let ours = name.windows(7).any(|w| w == b".ssmcp-");
-        let dead = ssmcp::leftovers::owner(name).is_some_and(|p| !ssmcp::leftovers::alive(p));
+        let dead =
+            ssmcp::copy::leftovers::owner(name).is_some_and(|p| !ssmcp::copy::leftovers::alive(p));
         ours && !(reapable && dead)
     })
 }

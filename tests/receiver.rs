@@ -1,7 +1,7 @@
 //! The instance-side receiver on its own: a real python3 process fed hand-made bundles,
 //! including hostile ones a compromised client (or a bug) could send.
 
-use ssmcp::bundle::{Meta, Mtime, Record};
+use ssmcp::copy::bundle::{Meta, Mtime, Record};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;

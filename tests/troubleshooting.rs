@@ -466,3 +466,48 @@ fn the_pattern_matcher_is_strict() {
     assert!(!matches("a … b", "b then a"));
     assert!(matches("no wildcard", "say no wildcard here"));
 }
+
+/// Every `§N` / `§N.M` a comment in this repository cites names a section that
+/// docs/protocol.md has: the protocol reference the comments point to lives here.
+#[test]
+fn every_section_the_code_cites_is_in_docs_protocol() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let doc = std::fs::read_to_string(root.join("docs/protocol.md")).unwrap();
+    let mut cited = std::collections::BTreeSet::new();
+    let mut dirs = vec![root.join("src"), root.join("crates")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs" || e == "py") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                for (i, _) in text.match_indices('§') {
+                    let rest = &text[i + '§'.len_utf8()..];
+                    let n: String = rest
+                        .chars()
+                        .take_while(|c| c.is_ascii_digit() || *c == '.')
+                        .collect();
+                    let n = n.trim_end_matches('.').to_string();
+                    if !n.is_empty() {
+                        cited.insert(n);
+                    }
+                }
+            }
+        }
+    }
+    assert!(cited.len() > 20, "found only {cited:?}");
+    for n in &cited {
+        let top = n.split('.').next().unwrap();
+        assert!(
+            doc.contains(&format!("\n## {top}. ")),
+            "docs/protocol.md has no section {top} (cited as §{n})"
+        );
+        if n.contains('.') {
+            assert!(
+                doc.contains(&format!("§{n}")),
+                "docs/protocol.md does not name §{n}"
+            );
+        }
+    }
+}

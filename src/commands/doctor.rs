@@ -2,14 +2,15 @@
 //! say for each failure what is missing and how to fix it.
 
 use super::Context;
-use crate::aws_error;
+use crate::aws::error as aws_error;
+use crate::aws::iam_advice::{own_sessions_fix, Caller};
+use crate::aws::run_command::{self, InFlight, Script, Targets};
 use crate::cli::{DoctorArgs, Global};
+use crate::copy::transport::stream::{Endpoint, Receiver};
 use crate::error::{Error, Kind, Result};
-use crate::iam_advice::{own_sessions_fix, Caller};
+use crate::progress::Reporter;
 use crate::remote::RunAs;
-use crate::run_command::{self, InFlight, Script, Targets};
 use crate::session::{port, SessionSpec};
-use crate::transport::stream::{Endpoint, Receiver};
 use aws_sdk_ssm::types::CommandInvocationStatus;
 use serde_json::json;
 use ssm_proto::version::agent_compare;
@@ -105,7 +106,11 @@ pub async fn run(global: &Global, args: &DoctorArgs) -> Result<i32> {
             .any(|c| c.name == "instance" && c.status == Status::Ok);
         checks.extend(s3_checks(&ctx, args, bucket, instance_ok).await);
     }
-    report(&checks, args.json);
+    report(
+        &checks,
+        args.json,
+        &Reporter::plain(global.quiet, global.verbose > 0),
+    );
     Ok(checks
         .iter()
         .find(|c| c.status == Status::Fail)
@@ -331,7 +336,7 @@ async fn s3_checks(
     instance_ok: bool,
 ) -> Vec<Check> {
     let given = args.staging.bucket_region.as_deref();
-    let located = crate::transport::s3::locate(&ctx.aws, bucket, given).await;
+    let located = crate::copy::transport::s3::locate(&ctx.aws, bucket, given).await;
     if let Err(e) = located.answered {
         return vec![
             Check::fail("s3 bucket", &e),
@@ -360,7 +365,7 @@ async fn s3_checks(
         args.staging.prefix,
         uuid::Uuid::new_v4().simple()
     );
-    let staging = crate::transport::s3::Staging::new(s3, bucket, &key);
+    let staging = crate::copy::transport::s3::StagingObject::new(s3, bucket, &key);
     let check = match instance_fetch(ctx, &staging).await {
         Ok(()) => Check::ok(
             "instance reaches S3",
@@ -374,7 +379,10 @@ async fn s3_checks(
 }
 
 /// Put a probe object, have the instance fetch it through Run Command, compare.
-async fn instance_fetch(ctx: &Context, staging: &crate::transport::s3::Staging) -> Result<()> {
+async fn instance_fetch(
+    ctx: &Context,
+    staging: &crate::copy::transport::s3::StagingObject,
+) -> Result<()> {
     let nonce = format!("ssmcp-probe-{:016x}", rand::random::<u64>());
     staging.put_small(nonce.as_bytes().to_vec()).await?;
     let url = staging
@@ -427,7 +435,7 @@ async fn instance_fetch(ctx: &Context, staging: &crate::transport::s3::Staging) 
 /// How long the S3 probe may take on the instance.
 const PROBE_WAIT: std::time::Duration = std::time::Duration::from_secs(90);
 
-fn report(checks: &[Check], as_json: bool) {
+fn report(checks: &[Check], as_json: bool, reporter: &Reporter) {
     if as_json {
         let list: Vec<_> = checks
             .iter()
@@ -442,14 +450,19 @@ fn report(checks: &[Check], as_json: bool) {
             })
             .collect();
         let ok = !checks.iter().any(|c| c.status == Status::Fail);
-        println!("{}", json!({"ok": ok, "checks": list}));
+        reporter.out(&json!({"ok": ok, "checks": list}).to_string());
         return;
     }
     let width = checks.iter().map(|c| c.name.len()).max().unwrap_or(10);
     for c in checks {
-        println!("{:<width$}  {:<4}  {}", c.name, c.status.word(), c.detail);
+        reporter.out(&format!(
+            "{:<width$}  {:<4}  {}",
+            c.name,
+            c.status.word(),
+            c.detail
+        ));
         if let Some(fix) = &c.fix {
-            println!("{:<width$}        fix: {fix}", "");
+            reporter.out(&format!("{:<width$}        fix: {fix}", ""));
         }
     }
 }

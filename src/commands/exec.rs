@@ -3,6 +3,7 @@
 use super::{Context, Signals};
 use crate::cli::{ExecArgs, Global};
 use crate::error::{Error, Kind, Result};
+use crate::progress::{Progress, Reporter};
 use crate::session::command;
 use crate::session::handshake::{self, Start};
 use crate::session::{self, SessionSpec};
@@ -10,6 +11,7 @@ use tokio::sync::mpsc;
 
 pub async fn run(global: &Global, args: &ExecArgs) -> Result<i32> {
     let mut signals = Signals::register();
+    let reporter = Reporter::plain(global.quiet, global.verbose > 0);
     let ctx = Context::new(global, &args.target).await?;
     let nonce = format!("{:016x}", rand::random::<u64>());
     let line = args.command.join(" ");
@@ -67,7 +69,7 @@ pub async fn run(global: &Global, args: &ExecArgs) -> Result<i32> {
     watcher.abort();
     let end = session.end(None).await;
     if let Some(w) = end.warning {
-        ctx.warn(&w);
+        reporter.warn(&w);
     }
     result
 }

@@ -43,7 +43,9 @@ impl Outcome {
     }
 }
 
-pub fn report(results: &[Outcome], reporter: &Reporter, no_table: bool) {
+/// Each instance as an `instance` event, and as a table for people when there are
+/// several.
+pub fn report(results: &[Outcome], reporter: &Reporter) {
     for o in results {
         reporter.event(json!({
             "event": "instance",
@@ -55,7 +57,7 @@ pub fn report(results: &[Outcome], reporter: &Reporter, no_table: bool) {
             "exit_code": o.failure.as_ref().map_or(0, |e| e.kind.exit_code()),
         }));
     }
-    if no_table || results.len() < 2 {
+    if results.len() < 2 {
         return;
     }
     let mut table = format!(
@@ -72,8 +74,7 @@ pub fn report(results: &[Outcome], reporter: &Reporter, no_table: bool) {
             o.bytes
         ));
     }
-    reporter.finish();
-    eprint!("{table}");
+    reporter.table(&table);
 }
 
 /// The error for a run in which some instances failed: which, and why.

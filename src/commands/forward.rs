@@ -4,6 +4,7 @@
 use super::{Context, Signals};
 use crate::cli::{ForwardArgs, Global};
 use crate::error::{Error, Result};
+use crate::progress::{Progress, Reporter};
 use crate::session::port::{self, Ended, PortSession};
 use crate::session::SessionSpec;
 use tokio::net::TcpListener;
@@ -25,6 +26,7 @@ fn parse_ports(spec: &str) -> Result<(u16, u16)> {
 
 pub async fn run(global: &Global, args: &ForwardArgs) -> Result<i32> {
     let mut signals = Signals::register();
+    let reporter = Reporter::plain(global.quiet, global.verbose > 0);
     let (local, remote) = parse_ports(&args.ports)?;
     let ctx = Context::new(global, &args.target).await?;
     let listener = TcpListener::bind((args.bind.as_str(), local))
@@ -50,7 +52,10 @@ pub async fn run(global: &Global, args: &ForwardArgs) -> Result<i32> {
         parameters: params,
     };
     let (session, ports, info) = port::open(&ctx.ssm, &spec, ctx.channel.clone()).await?;
-    ctx.info(&format!(
+    if !info.customer_message.is_empty() {
+        reporter.info(&info.customer_message);
+    }
+    reporter.info(&format!(
         "Port {} opened for session {} ({:?} mode, agent {}). Ctrl-C to stop.",
         local_addr.port(),
         session.id,
@@ -65,13 +70,24 @@ pub async fn run(global: &Global, args: &ForwardArgs) -> Result<i32> {
             _ => Ok(0),
         },
         r = accept_loop(&listener, &ports) => r,
+        _ = report_refused(&ports, &reporter) => Ok(0),
     };
     let lost = ports.terminate().await;
     let end = session.end_after(lost).await;
     if let Some(w) = end.warning {
-        ctx.warn(&w);
+        reporter.warn(&w);
     }
     outcome
+}
+
+/// Say so each time the agent could not connect a local connection to the port (it
+/// then closes that connection); never resolves.
+async fn report_refused(ports: &PortSession, reporter: &Reporter) {
+    let mut refused = ports.connect_errors();
+    while refused.changed().await.is_ok() {
+        reporter.warn("the agent could not connect to the destination port (ConnectToPortError)");
+    }
+    std::future::pending::<()>().await;
 }
 
 async fn accept_loop(listener: &TcpListener, ports: &PortSession) -> Result<i32> {

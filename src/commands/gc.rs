@@ -4,17 +4,17 @@
 
 use super::load_aws;
 use crate::aws;
+use crate::aws::journal::{self, EntryFile};
 use crate::cli::{GcArgs, Global};
+use crate::copy::transport::s3::StagingObject;
 use crate::error::{Error, Kind, Result};
-use crate::journal::{self, Record};
-use crate::transport::s3::Staging;
+use crate::progress::{Progress, Reporter};
 
 pub async fn run(global: &Global, args: &GcArgs) -> Result<i32> {
+    let reporter = Reporter::plain(global.quiet, global.verbose > 0);
     let pending = journal::pending();
     if pending.is_empty() {
-        if !global.quiet {
-            eprintln!("ssmcp: nothing to clean up");
-        }
+        reporter.info("nothing to clean up");
         return Ok(0);
     }
     let (conf, _, _) = load_aws(global, global.region.clone(), global.profile.clone()).await?;
@@ -23,10 +23,10 @@ pub async fn run(global: &Global, args: &GcArgs) -> Result<i32> {
         let entry = match entry {
             Ok(e) => e,
             Err(why) => {
-                eprintln!(
-                    "ssmcp: warning: cannot read the journal entry {}: {why}; look at it and remove it by hand",
+                reporter.warn(&format!(
+                    "cannot read the journal entry {}: {why}; look at it and remove it by hand",
                     path.display()
-                );
+                ));
                 left += 1;
                 continue;
             }
@@ -42,27 +42,25 @@ pub async fn run(global: &Global, args: &GcArgs) -> Result<i32> {
             }
         );
         if entry.owner_alive() {
-            if !global.quiet {
-                eprintln!(
-                    "ssmcp: {what} belongs to a copy still running (pid {}); left alone",
-                    entry.pid
-                );
-            }
+            reporter.info(&format!(
+                "{what} belongs to a copy still running (pid {}); left alone",
+                entry.pid
+            ));
             continue;
         }
         if args.dry_run {
-            println!("would remove {what}");
+            reporter.out(&format!("would remove {what}"));
             continue;
         }
         let s3 = aws::s3_client(&conf, entry.region.as_deref());
-        let staging = Staging::adopt(s3, Record::adopt(path, entry));
+        let staging = StagingObject::adopt(s3, EntryFile::adopt(path, entry));
         staging.abort_listed_uploads().await;
         let warnings = staging.remove().await;
         if warnings.is_empty() {
-            println!("removed {what}");
+            reporter.out(&format!("removed {what}"));
         } else {
             for w in warnings {
-                eprintln!("ssmcp: warning: {w}");
+                reporter.warn(&w);
             }
             left += 1;
         }

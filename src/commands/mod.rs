@@ -3,11 +3,11 @@
 pub mod copy;
 pub mod doctor;
 pub mod exec;
-pub mod fleet;
+pub(crate) mod fleet;
 pub mod forward;
 pub mod gc;
 
-pub use crate::context::{load_aws, Context};
+pub(crate) use crate::aws::context::{load_aws, Context};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 /// SIGINT and SIGTERM, registered the moment this is created. Registering lazily (inside

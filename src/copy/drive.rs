@@ -2,15 +2,15 @@
 //! the one place a copy meets the cancel token.
 
 use super::request::{Choice, CopyRequest, TransportKind};
+use crate::aws::context::Context;
+use crate::aws::run_command::Targets;
 use crate::cli::Global;
-use crate::context::Context;
+use crate::copy::transport::pty::{PtyTransport, Shell};
+use crate::copy::transport::s3::S3Transport;
+use crate::copy::transport::stream::{Receiver, StreamTransport};
+use crate::copy::transport::{Closed, Download, Summary, Transport, Upload};
 use crate::error::{Error, Kind, Result};
 use crate::progress::{Progress, Reporter};
-use crate::run_command::Targets;
-use crate::transport::pty::{PtyTransport, Shell};
-use crate::transport::s3::S3Transport;
-use crate::transport::stream::{Receiver, StreamTransport};
-use crate::transport::{Closed, Download, Summary, Transport, Upload, Warnings};
 use std::future::Future;
 use tokio_util::sync::CancellationToken;
 
@@ -22,14 +22,6 @@ pub struct Run<'a> {
     /// Cancelled on ^C / SIGTERM: every transport under way closes in a hurry.
     pub cancel: &'a CancellationToken,
     pub reporter: &'a Reporter,
-}
-
-impl Run<'_> {
-    pub fn warnings(&self) -> Warnings {
-        Warnings {
-            quiet: self.global.quiet,
-        }
-    }
 }
 
 pub fn interrupted() -> Error {
@@ -63,7 +55,7 @@ pub(super) async fn open(
         Choice::Stream { fallback } => {
             req.check(TransportKind::Stream)?;
             match Receiver::start(&ctx.endpoint(), &req.run_as).await? {
-                Some(receiver) => Ok(Box::new(StreamTransport::new(receiver, run.warnings()))),
+                Some(receiver) => Ok(Box::new(StreamTransport::new(receiver))),
                 None if fallback => open_pty(ctx, run, true).await,
                 None => Err(Error::new(
                     Kind::Target,
@@ -84,13 +76,12 @@ async fn open_pty(ctx: &Context, run: Run<'_>, fell_back: bool) -> Result<Box<dy
     }
     if fell_back {
         let why = "the instance has no python3: falling back to the pty transport (base64 through one terminal session; slower)";
-        ctx.warn(why);
-        reporter.note(why);
+        reporter.warn(why);
     } else {
         reporter.note("transport pty (--transport pty): base64 through one terminal session");
     }
     let shell = Shell::start(&ctx.endpoint(), &run.req.run_as).await?;
-    Ok(Box::new(PtyTransport::new(shell, run.warnings())))
+    Ok(Box::new(PtyTransport::new(shell)))
 }
 
 pub(super) enum Job<'a> {
@@ -157,16 +148,10 @@ fn report_closed(run: Run<'_>, closed: &Closed) {
             None => kinds.push((key, w, 0)),
         }
     }
-    let say = |w: &str| {
-        run.warnings().say(w);
-        if run.req.json {
-            run.reporter.note(&format!("warning: {w}"));
-        }
-    };
     for (_, first, more) in kinds {
-        say(first);
+        run.reporter.warn(first);
         if more > 0 {
-            say(&format!(
+            run.reporter.warn(&format!(
                 "the same happened for {more} more session(s) of this copy"
             ));
         }

@@ -6,13 +6,13 @@
 //! `--max-errors` or on ^C, and reports each instance.
 
 use super::drive::{interrupted, Run};
+use crate::aws::context::load_aws;
+use crate::aws::instances;
+use crate::aws::target::Fleet;
 use crate::commands::fleet::{self, Outcome};
-use crate::context::load_aws;
+use crate::copy::transport::Summary;
 use crate::error::{Error, Kind, Result};
-use crate::instances;
 use crate::progress::Progress;
-use crate::target::Fleet;
-use crate::transport::Summary;
 use futures_util::StreamExt;
 use std::ffi::OsString;
 use std::future::Future;
@@ -75,7 +75,7 @@ where
         .collect::<Vec<Outcome>>()
         .await;
     results.sort_by(|a, b| a.instance.cmp(&b.instance));
-    fleet::report(&results, reporter, req.json || req.quiet);
+    fleet::report(&results, reporter);
     let interrupted_run = run.cancel.is_cancelled()
         || results.iter().any(|o| {
             o.failure
@@ -142,10 +142,8 @@ async fn instances_of(run: Run<'_>, fleet: Fleet) -> Result<Vec<String>> {
         Fleet::Named(pattern) => {
             let (conf, ssm, _) = aws().await?;
             let found = instances::by_name_pattern(&conf, &ssm, &pattern).await?;
-            if !g.quiet {
-                for w in found.warnings(&pattern) {
-                    eprintln!("ssmcp: warning: {w}");
-                }
+            for w in found.warnings(&pattern) {
+                run.reporter.warn(&w);
             }
             run.reporter.note(&found.describe(&pattern));
             Ok(found.managed)

@@ -4,19 +4,24 @@
 //! closes it on every way out; downloads from several instances get a transport per
 //! instance (gather.rs). Nothing here knows which transport it drives.
 
+pub mod bundle;
 mod drive;
-pub mod gather;
-pub mod request;
+mod gather;
+pub mod leftovers;
+pub(crate) mod local_dest;
+pub(crate) mod local_source;
+pub(crate) mod request;
+pub(crate) mod transport;
 
 pub use drive::{interrupted, Run};
 
-use crate::context::{load_aws, Context};
+use crate::aws::context::{load_aws, Context};
 use crate::error::Result;
-use crate::plan;
+
+use crate::aws::target::Target;
+use crate::copy::transport::s3::{self, S3Transport};
+use crate::copy::transport::{Download, Pull, Summary, Transport, Upload};
 use crate::progress::{Progress, Reporter};
-use crate::target::Target;
-use crate::transport::s3::{self, S3Transport};
-use crate::transport::{Download, Pull, Summary, Transport, Upload};
 use drive::{drive, open, Job};
 use request::{Direction, TransportKind, Where};
 use std::path::Path;
@@ -50,9 +55,9 @@ pub async fn copy(run: Run<'_>) -> Result<Summary> {
 
 async fn upload(run: Run<'_>, sources: &[std::path::PathBuf], dest: &[u8]) -> Result<Summary> {
     let req = run.req;
-    let plan = plan::local(
+    let plan = local_source::local(
         sources,
-        &plan::Options {
+        &local_source::Options {
             recursive: req.recursive,
             exclude: &req.exclude_patterns,
         },
@@ -85,13 +90,12 @@ async fn upload(run: Run<'_>, sources: &[std::path::PathBuf], dest: &[u8]) -> Re
     match &req.at {
         Where::Fleet(fleet) => {
             for w in &warnings {
-                run.warnings().say(w);
+                run.reporter.warn(w);
             }
             req.check(TransportKind::S3)?;
             let g = run.global;
             let (conf, ssm, _) = load_aws(g, g.region.clone(), g.profile.clone()).await?;
-            let targets =
-                s3::fleet_targets(fleet.clone(), &conf, &ssm, run.reporter, req.s3.talk).await?;
+            let targets = s3::fleet_targets(fleet.clone(), &conf, &ssm, run.reporter).await?;
             let transport =
                 S3Transport::new(ssm, conf, targets, req.run_as.clone(), req.s3.clone());
             let opened = async { Ok(Box::new(transport) as Box<dyn Transport>) };
@@ -100,7 +104,7 @@ async fn upload(run: Run<'_>, sources: &[std::path::PathBuf], dest: &[u8]) -> Re
         Where::One(target) => {
             let ctx = Context::of(run.global, target.clone()).await?;
             for w in &warnings {
-                ctx.warn(w);
+                run.reporter.warn(w);
             }
             if let Some(why) = why {
                 run.reporter.note(&why);

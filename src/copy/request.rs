@@ -3,12 +3,12 @@
 //! what each transport cannot do written in one table that every choice of transport
 //! is checked against before anything is opened.
 
+use crate::aws::target::{Fleet, Target};
 use crate::cli::{CopyArgs, TransportChoice};
+use crate::copy::transport::s3::S3Options;
+use crate::copy::transport::PlaceOptions;
 use crate::error::{Error, Result};
 use crate::remote::RunAs;
-use crate::target::{Fleet, Target};
-use crate::transport::s3::S3Options;
-use crate::transport::PlaceOptions;
 use globset::GlobSet;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -149,7 +149,7 @@ impl CopyRequest {
             },
             compress: args.compress,
             limit: args.limit.map(|kbit| kbit * 1000 / 8),
-            exclude: crate::plan::exclusions(&args.exclude)?,
+            exclude: crate::copy::local_source::exclusions(&args.exclude)?,
             exclude_patterns: args.exclude.clone(),
             sync: args.sync,
             delete: args.delete,
@@ -162,7 +162,6 @@ impl CopyRequest {
                 sse_kms_key: args.sse_kms_key.clone(),
                 max_concurrency: args.max_concurrency.clone(),
                 max_errors: args.max_errors.clone(),
-                talk: !quiet && !args.json,
             },
             json: args.json,
             quiet,

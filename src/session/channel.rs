@@ -1,23 +1,19 @@
 //! The client's reliable data channel: one task that owns the websocket and knows
-//! nothing about files or ports. It numbers and remembers what it sends until acked
-//! (the I/O-free bookkeeping, timing and window are `reliable::Reliable`),
-//! retransmits *every* expired message (the official plugin only resends the head, §5.5),
-//! acknowledges every data message including duplicates (§5.3), delivers agent data in
-//! order, honours pause/start publication, and after a lost connection calls
-//! ResumeSession and carries on with its sequence state (§10).
+//! nothing about files or ports. The protocol's state machine is `channel_core::Core` (no I/O:
+//! numbering, acks, reordering, pause, what to resend and when); this task only moves
+//! frames between it and the socket, hands delivered data to the consumer, ticks its
+//! clock, and after a lost connection calls ResumeSession and dials again
+//! (docs/protocol.md, "Reliability" and "Resuming").
 //!
 //! Memory is bounded by configuration: the unacknowledged window (adaptive, at most
 //! `window_bytes`; back-pressure, never dropping), the out-of-order buffer, and the
 //! delivery queue.
 
-use super::reliable::{Reliable, WireStats};
+use super::channel_core::{Core, Delivery, Transmit};
+use super::reliable::WireStats;
 use crate::error::{Error, Kind, Result};
-use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use ssm_proto::{
-    AcknowledgeContent, ChannelClosed, Message, MessageType, OpenDataChannelInput, PayloadType,
-};
-use std::collections::BTreeMap;
+use ssm_proto::{OpenDataChannelInput, PayloadType};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -122,9 +118,6 @@ const WRITE_QUEUE: usize = 1024;
 const WRITE_RESERVE: usize = 256;
 /// In-order messages waiting for the consumer.
 const DELIVERY_QUEUE: usize = 256;
-/// Out-of-order agent messages kept (beyond this they are dropped unacked, and the
-/// agent resends them).
-const EARLY_CAPACITY: usize = 4096;
 /// In-order messages acknowledged but not yet taken by the consumer. While there is
 /// room the task keeps reading the socket — acks must flow even when the consumer is
 /// slow — and beyond it the task stops reading, like a full TCP receive buffer.
@@ -166,7 +159,13 @@ pub async fn open(
     let (tx, rx) = mpsc::channel(SEND_QUEUE);
     let (in_tx, in_rx) = mpsc::channel(DELIVERY_QUEUE);
     let max_payload = config.max_payload;
-    let reliable = Reliable::new(config.window_bytes, config.wire.clone());
+    let core = Core::new(
+        config.window_bytes,
+        config.wire.clone(),
+        rand::random(),
+        std::time::Instant::now(),
+        now_millis(),
+    );
     let task = Task {
         url,
         client_id,
@@ -176,11 +175,7 @@ pub async fn open(
         frames_queued: 0,
         written,
         reader,
-        next_seq: 0,
-        reliable,
-        expected: 0,
-        early: BTreeMap::new(),
-        paused: false,
+        core,
         rx,
         in_tx,
         ready: std::collections::VecDeque::new(),
@@ -277,11 +272,7 @@ struct Task {
     /// Frames the current writer has written (see `spawn_writer`).
     written: watch::Receiver<u64>,
     reader: SocketReader,
-    next_seq: i64,
-    reliable: Reliable,
-    expected: i64,
-    early: BTreeMap<i64, Message>,
-    paused: bool,
+    core: Core,
     rx: mpsc::Receiver<(PayloadType, Vec<u8>)>,
     in_tx: mpsc::Sender<Inbound>,
     ready: std::collections::VecDeque<Inbound>,
@@ -301,10 +292,8 @@ impl Task {
         let mut tick = tokio::time::interval(TICK);
         let mut senders_open = true;
         loop {
-            let can_send = senders_open
-                && !self.paused
-                && self.reliable.can_send()
-                && self.frames.capacity() > WRITE_RESERVE;
+            let can_send =
+                senders_open && self.core.can_send() && self.frames.capacity() > WRITE_RESERVE;
             // A clone, so that a delivery permit does not borrow the whole task.
             let in_tx = self.in_tx.clone();
             let step = tokio::select! {
@@ -329,7 +318,7 @@ impl Task {
                 },
                 Ok(()) = self.written.changed() => {
                     let n = *self.written.borrow_and_update();
-                    self.reliable.written(n, std::time::Instant::now());
+                    self.core.written(n, std::time::Instant::now());
                     Step::Continue
                 }
                 _ = tick.tick() => self.on_tick().await,
@@ -347,54 +336,51 @@ impl Task {
         }
     }
 
-    fn build(&mut self, payload_type: PayloadType, payload: Vec<u8>) -> (i64, Bytes) {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        let msg = Message::new(
-            MessageType::InputStreamData,
-            seq,
-            0,
-            payload_type.as_u32(),
-            payload,
-            Uuid::new_v4(),
-            now_millis(),
-        );
-        (seq, Bytes::from(msg.encode().unwrap_or_default()))
-    }
-
-    /// Queue the message and as many more as are ready and fit the window.
+    /// Frame the message and as many more as are ready and fit the window.
     async fn send_batch(&mut self, first: (PayloadType, Vec<u8>)) -> Step {
         let mut next = Some(first);
         while let Some((pt, payload)) = next.take() {
-            let len = payload.len();
-            let (seq, frame) = self.build(pt, payload);
-            self.reliable.sent_new(seq, frame.clone(), len);
-            let step = self.push(Ws::Binary(frame), Some(seq));
+            self.core.send(pt, payload, std::time::Instant::now());
+            let step = self.transmit();
             if !matches!(step, Step::Continue) {
                 return step;
             }
-            if self.reliable.can_send() && self.frames.capacity() > WRITE_RESERVE {
+            if self.core.can_send() && self.frames.capacity() > WRITE_RESERVE {
                 next = self.rx.try_recv().ok();
             }
         }
         Step::Continue
     }
 
-    /// Hand a frame to the writer without waiting, noting which data message (`seq`)
-    /// it carries. A full queue drops it: a data message is then due for a resend at
-    /// the next tick, an ack is repeated when the agent resends.
+    /// Hand what the core wants written to the writer, without waiting. A full queue
+    /// drops a frame: a data message is then due at the next tick, an ack is repeated
+    /// when the agent resends.
+    fn transmit(&mut self) -> Step {
+        while let Some(t) = self.core.poll_transmit() {
+            let (frame, seq) = match t {
+                Transmit::Data { seq, frame } => (frame, Some(seq)),
+                Transmit::Ack(frame) => (frame, None),
+            };
+            let step = self.push(Ws::Binary(frame), seq);
+            if !matches!(step, Step::Continue) {
+                return step;
+            }
+        }
+        Step::Continue
+    }
+
     fn push(&mut self, frame: Ws, seq: Option<i64>) -> Step {
         match self.frames.try_send(frame) {
             Ok(()) => {
                 self.frames_queued += 1;
                 if let Some(seq) = seq {
-                    self.reliable.queued(self.frames_queued, seq);
+                    self.core.queued(self.frames_queued, seq);
                 }
                 Step::Continue
             }
             Err(mpsc::error::TrySendError::Full(_)) => {
                 if let Some(seq) = seq {
-                    self.reliable.not_queued(seq);
+                    self.core.not_queued(seq);
                 }
                 Step::Continue
             }
@@ -410,110 +396,29 @@ impl Task {
                 return step;
             }
         }
-        if self.paused {
-            return Step::Continue;
-        }
-        // Every expired message, not only the oldest: the agent accepts any order.
-        for (seq, frame) in self.reliable.due(std::time::Instant::now()) {
-            let step = self.push(Ws::Binary(frame), Some(seq));
-            if !matches!(step, Step::Continue) {
-                return step;
-            }
-        }
-        Step::Continue
+        self.core.handle_timeout(std::time::Instant::now());
+        self.transmit()
     }
 
     async fn on_frame(&mut self, frame: &[u8]) -> Step {
-        let Ok(msg) = Message::decode(frame) else {
-            tracing::debug!("dropping undecodable frame of {} bytes", frame.len());
-            return Step::Continue;
-        };
-        // The plugin's checks (§3): a failing message is dropped unacked and resent.
-        if msg.validate().is_err() {
-            tracing::debug!(
-                seq = msg.sequence_number,
-                "dropping invalid {}",
-                msg.message_type
-            );
-            return Step::Continue;
-        }
-        match msg.message_type {
-            MessageType::Acknowledge => {
-                if let Ok(a) = serde_json::from_slice::<AcknowledgeContent>(&msg.payload) {
-                    self.on_ack(a.acknowledged_message_sequence_number);
-                }
-                Step::Continue
-            }
-            MessageType::OutputStreamData => self.on_data(msg).await,
-            MessageType::ChannelClosed => {
-                let body: ChannelClosed = serde_json::from_slice(&msg.payload).unwrap_or_default();
-                // Everything delivered before it stays in order ahead of the close.
-                while let Some(m) = self.ready.pop_front() {
-                    if self.in_tx.send(m).await.is_err() {
-                        return Step::Done;
+        self.core.on_frame(frame, std::time::Instant::now());
+        let step = self.transmit();
+        while let Some(d) = self.core.poll_deliver() {
+            match d {
+                Delivery::Data(pt, payload) => self.ready.push_back(Inbound::Data(pt, payload)),
+                Delivery::Closed(reason) => {
+                    // Everything delivered before it stays in order ahead of the close.
+                    while let Some(m) = self.ready.pop_front() {
+                        if self.in_tx.send(m).await.is_err() {
+                            return Step::Done;
+                        }
                     }
+                    let _ = self.in_tx.send(Inbound::Closed(reason)).await;
+                    return Step::Done;
                 }
-                let _ = self.in_tx.send(Inbound::Closed(body.output)).await;
-                Step::Done
             }
-            MessageType::PausePublication => {
-                self.paused = true;
-                Step::Continue
-            }
-            MessageType::StartPublication => {
-                self.paused = false;
-                Step::Continue
-            }
-            _ => Step::Continue, // agent_session_state and unknown types: ignored
         }
-    }
-
-    fn on_ack(&mut self, seq: i64) {
-        self.reliable.acked(seq, std::time::Instant::now());
-    }
-
-    fn ack(&mut self, msg: &Message) -> bool {
-        let ack = Message::ack_for(msg, Uuid::new_v4(), now_millis());
-        match ack.encode() {
-            Ok(f) => !matches!(self.push(Ws::Binary(Bytes::from(f)), None), Step::Lost),
-            Err(_) => true,
-        }
-    }
-
-    async fn on_data(&mut self, msg: Message) -> Step {
-        let seq = msg.sequence_number;
-        if seq < self.expected {
-            // Re-acknowledge duplicates: a lost ack would otherwise stall the agent.
-            return if self.ack(&msg) {
-                Step::Continue
-            } else {
-                Step::Lost
-            };
-        }
-        if seq > self.expected {
-            if self.early.len() >= EARLY_CAPACITY {
-                return Step::Continue;
-            }
-            let ok = self.ack(&msg);
-            self.early.insert(seq, msg);
-            return if ok { Step::Continue } else { Step::Lost };
-        }
-        if !self.ack(&msg) {
-            // Unacked: the agent will resend it; do not deliver twice.
-            return Step::Lost;
-        }
-        self.expected += 1;
-        self.deliver(msg);
-        while let Some(next) = self.early.remove(&self.expected) {
-            self.expected += 1;
-            self.deliver(next);
-        }
-        Step::Continue
-    }
-
-    fn deliver(&mut self, msg: Message) {
-        let pt = PayloadType::from_u32(msg.payload_type);
-        self.ready.push_back(Inbound::Data(pt, msg.payload));
+        step
     }
 
     /// ResumeSession, dial the original URL with the new token, and resend everything
@@ -531,9 +436,8 @@ impl Task {
                         self.frames_queued = 0;
                         self.written = written;
                         self.reader = reader;
-                        self.paused = false;
                         // Everything in flight may be lost: resend at the next tick.
-                        self.reliable.socket_replaced();
+                        self.core.on_resumed();
                         return Ok(());
                     }
                     Err(e) => tracing::debug!("reconnect failed: {e}"),

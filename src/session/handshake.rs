@@ -17,6 +17,9 @@ pub struct HandshakeInfo {
     pub agent_version: String,
     pub session_type: String,
     pub properties: serde_json::Value,
+    /// What HandshakeComplete asks to be shown to the user (empty: nothing); the
+    /// caller's reporter shows it.
+    pub customer_message: String,
 }
 
 /// The agent gives up after 15 s; we wait a little longer for its first message.
@@ -93,9 +96,7 @@ pub async fn perform(channel: &mut Channel) -> Result<Start> {
         match recv(channel).await? {
             Inbound::Data(PayloadType::HandshakeComplete, payload) => {
                 if let Ok(done) = serde_json::from_slice::<HandshakeComplete>(&payload) {
-                    if !done.customer_message.is_empty() {
-                        eprintln!("ssmcp: {}", done.customer_message);
-                    }
+                    info.customer_message = done.customer_message;
                 }
                 return Ok(Start::Handshaken(info));
             }

@@ -3,12 +3,13 @@
 //! IAM) and then the TerminateSession API, whose denial is reported, not fatal.
 
 pub mod channel;
+pub mod channel_core;
 pub mod command;
 pub mod handshake;
 pub mod port;
 pub mod reliable;
 
-use crate::aws_error;
+use crate::aws::error as aws_error;
 use crate::error::{Error, Result};
 use channel::{Channel, ChannelConfig, Inbound, Resumer};
 use ssm_proto::{Flag, PayloadType};

@@ -75,6 +75,8 @@ pub struct PortSession {
     pub mode: Mode,
     sender: ChannelSender,
     ended: watch::Receiver<Ended>,
+    /// How many times the agent said it could not connect a stream (mux mode).
+    connect_errors: watch::Receiver<u64>,
     inner: Inner,
 }
 
@@ -87,17 +89,30 @@ impl PortSession {
     pub fn start(channel: Channel, info: &HandshakeInfo) -> PortSession {
         let mode = choose_mode(info);
         let (ended_tx, ended) = watch::channel(Ended::Open);
+        let (refused_tx, connect_errors) = watch::channel(0);
         let sender = channel.sender.clone();
         let inner = match mode {
-            Mode::Mux => Inner::Mux(Mux::start(channel, ended_tx, keepalive_needed(info))),
+            Mode::Mux => Inner::Mux(Mux::start(
+                channel,
+                ended_tx,
+                refused_tx,
+                keepalive_needed(info),
+            )),
             Mode::Basic => Inner::Basic(Basic::start(channel, ended_tx)),
         };
         PortSession {
             mode,
             sender,
             ended,
+            connect_errors,
             inner,
         }
+    }
+
+    /// Changes each time the agent reports that it could not connect a stream to the
+    /// destination port (that stream is then closed); the caller decides what to say.
+    pub fn connect_errors(&self) -> watch::Receiver<u64> {
+        self.connect_errors.clone()
     }
 
     /// A new connection to the remote port.
@@ -187,11 +202,16 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Mux {
-    fn start(channel: Channel, ended: watch::Sender<Ended>, keepalive: bool) -> Mux {
+    fn start(
+        channel: Channel,
+        ended: watch::Sender<Ended>,
+        refused: watch::Sender<u64>,
+        keepalive: bool,
+    ) -> Mux {
         let (frames, frames_rx) = mpsc::channel(64);
         let streams: Streams = Arc::new(Mutex::new(HashMap::new()));
         tokio::spawn(uplink(channel.sender.clone(), frames_rx));
-        tokio::spawn(downlink(channel.inbound, streams.clone(), ended));
+        tokio::spawn(downlink(channel.inbound, streams.clone(), ended, refused));
         if keepalive {
             let f = frames.clone();
             tokio::spawn(async move {
@@ -274,6 +294,7 @@ async fn downlink(
     mut inbound: mpsc::Receiver<Inbound>,
     streams: Streams,
     ended: watch::Sender<Ended>,
+    refused: watch::Sender<u64>,
 ) {
     let mut dec = FrameDecoder::new();
     let mut end = None;
@@ -305,7 +326,7 @@ async fn downlink(
                     if let Some(id) = victim {
                         s.remove(&id);
                     }
-                    eprintln!("ssmcp: the agent could not connect to the destination port (ConnectToPortError)");
+                    refused.send_modify(|n| *n += 1);
                 }
             }
             Inbound::Data(_, _) => {}

@@ -163,16 +163,14 @@ impl Reliable {
         self.unacked_bytes < self.window
     }
 
-    pub fn window(&self) -> usize {
+    #[cfg(test)]
+    fn window(&self) -> usize {
         self.window
     }
 
-    pub fn rto(&self) -> Duration {
+    #[cfg(test)]
+    fn rto(&self) -> Duration {
         self.rtt.rto
-    }
-
-    pub fn in_flight(&self) -> usize {
-        self.unacked.len()
     }
 
     /// A new message was built: keep it until acknowledged.

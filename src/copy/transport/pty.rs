@@ -6,21 +6,19 @@
 //! names, everything renamed into place only after every file verified. Slower: base64
 //! costs a third more bytes and downloads use one paced session.
 
-use super::{
-    Closed, Download, Limiter, PlaceOptions, Progress, Pull, Summary, Transport, Upload, Warnings,
-};
-use crate::bundle::{components, Meta, Mtime, Record};
+use super::{Closed, Download, Limiter, PlaceOptions, Progress, Pull, Summary, Transport, Upload};
+use crate::copy::bundle::{components, Meta, Mtime, Record};
+use crate::copy::local_dest::{DownloadStage, Requested};
+use crate::copy::local_source::Plan;
+use crate::copy::transport::stream::Endpoint;
 use crate::error::DAMAGED;
 use crate::error::{Error, Kind, Result};
-use crate::plan::Plan;
 use crate::progress::Reporter;
 use crate::remote::protocol::remote_failure;
 use crate::remote::{sudo_refusal, RunAs};
 use crate::session::channel::{Channel, Inbound};
 use crate::session::handshake::{self, Start};
 use crate::session::{self, command, Session, SessionSpec};
-use crate::sink::{Requested, Stage};
-use crate::transport::stream::Endpoint;
 use base64::Engine;
 use sha2::{Digest, Sha256};
 use ssm_proto::PayloadType;
@@ -278,7 +276,7 @@ impl Shell {
             .write(true)
             .truncate(true)
             .open(path)
-            .map_err(|e| crate::sink::write_error("cannot write", path, &e))?;
+            .map_err(|e| crate::copy::local_dest::write_error("cannot write", path, &e))?;
         let mut hash = Sha256::new();
         let mut quads: Vec<u8> = Vec::new();
         let mut total = 0u64;
@@ -306,7 +304,7 @@ impl Shell {
             quads.drain(..whole);
             hash.update(&data);
             out.write_all(&data)
-                .map_err(|e| crate::sink::write_error("cannot write", path, &e))?;
+                .map_err(|e| crate::copy::local_dest::write_error("cannot write", path, &e))?;
             total += data.len() as u64;
             if total > size {
                 // More than the listing declared: stop before it fills the disk.
@@ -657,12 +655,11 @@ fn temp_word(path: &[u8], tag: &str, ext: &str) -> Vec<u8> {
 /// The pty transport opened on one instance: one terminal session.
 pub struct PtyTransport {
     shell: Shell,
-    warnings: Warnings,
 }
 
 impl PtyTransport {
-    pub fn new(shell: Shell, warnings: Warnings) -> PtyTransport {
-        PtyTransport { shell, warnings }
+    pub fn new(shell: Shell) -> PtyTransport {
+        PtyTransport { shell }
     }
 }
 
@@ -682,7 +679,7 @@ impl Transport for PtyTransport {
     }
 
     async fn pull(&mut self, job: &Download<'_>, reporter: &Reporter) -> Result<Summary> {
-        pull(&mut self.shell, job, reporter, self.warnings).await
+        pull(&mut self.shell, job, reporter).await
     }
 
     async fn close(self: Box<Self>, interrupted: bool) -> Closed {
@@ -914,12 +911,7 @@ fn parse_mtime(b: &[u8]) -> Option<Mtime> {
     })
 }
 
-async fn pull(
-    shell: &mut Shell,
-    job: &Download<'_>,
-    progress: &dyn Progress,
-    warnings: Warnings,
-) -> Result<Summary> {
+async fn pull(shell: &mut Shell, job: &Download<'_>, progress: &dyn Progress) -> Result<Summary> {
     let Pull {
         sources,
         recursive,
@@ -935,12 +927,12 @@ async fn pull(
         .decode(&encoded)
         .map_err(|_| Error::protocol("the instance's file listing is not base64"))?;
     let (records, skipped) = parse_listing(&raw)?;
-    let (records, _) = crate::plan::exclude_listing(records, job.exclude);
+    let (records, _) = crate::copy::local_source::exclude_listing(records, job.exclude);
     for w in &skipped {
-        warnings.say(&format!("on the instance: {w}"));
+        progress.warn(&format!("on the instance: {w}"));
     }
     let (mut stage, files, bytes) =
-        Stage::for_listing(dest, &records, preserve, Requested { sources, recursive })?;
+        DownloadStage::for_listing(dest, &records, preserve, Requested { sources, recursive })?;
     progress.plan(files, bytes);
     // Which remote file each listed one is: its source's path (P<i> in the script, in
     // the order the listing named the sources) plus the rest of its path.

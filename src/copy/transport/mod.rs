@@ -9,11 +9,11 @@ pub mod send;
 pub mod stream;
 pub mod zlib;
 
+use crate::copy::local_dest::Requested;
+use crate::copy::local_source::Plan;
 use crate::error::Result;
-use crate::plan::Plan;
 pub use crate::progress::Progress;
 use crate::progress::Reporter;
-use crate::sink::Requested;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -77,20 +77,6 @@ impl Pull<'_> {
         Requested {
             sources: self.sources,
             recursive: self.recursive,
-        }
-    }
-}
-
-/// Where a transport's warnings for the user go: stderr, unless -q.
-#[derive(Debug, Clone, Copy)]
-pub struct Warnings {
-    pub quiet: bool,
-}
-
-impl Warnings {
-    pub fn say(&self, text: &str) {
-        if !self.quiet {
-            eprintln!("ssmcp: warning: {text}");
         }
     }
 }

@@ -3,7 +3,7 @@
 //! The S3 transport runs the receiver this way; `doctor` runs its S3 probe this way.
 //! What an instance's output means is the caller's business.
 
-use crate::aws_error::from_sdk;
+use crate::aws::error::from_sdk;
 use crate::error::{Error, Result};
 use aws_sdk_ssm::types::{CommandInvocationStatus, CommandStatus, Target as RunTarget};
 use std::collections::BTreeMap;

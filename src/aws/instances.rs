@@ -8,9 +8,9 @@
 //! the matches Systems Manager manages. Instances it does not manage are left out with
 //! a warning rather than failing the whole SendCommand (which rejects unknown ids).
 
-use crate::aws_error::from_sdk;
+use crate::aws::error::from_sdk;
+use crate::aws::target::compile;
 use crate::error::{Error, Kind, Result};
-use crate::target::compile;
 use aws_sdk_ssm::types::InstanceInformationStringFilter;
 
 /// Run Command's limit on `InstanceIds` in one SendCommand.
@@ -162,7 +162,7 @@ fn instance_id_of(arn: &str) -> Option<String> {
     let id = resource
         .strip_prefix("instance/")
         .or_else(|| resource.strip_prefix("managed-instance/"))?;
-    crate::target::is_instance_id(id).then(|| id.to_string())
+    crate::aws::target::is_instance_id(id).then(|| id.to_string())
 }
 
 /// Which of `ids` DescribeInstanceInformation knows (managed, whatever their ping).

@@ -62,7 +62,7 @@ pub fn from_code(operation: &str, code: &str, message: &str) -> Error {
     match code {
         "AccessDeniedException" => {
             let hint = if message.contains("ssm:TerminateSession") || message.contains("ssm:ResumeSession") {
-                crate::iam_advice::own_sessions_fix()
+                crate::aws::iam_advice::own_sessions_fix()
             } else {
                 let action = quoted_action(message).unwrap_or_else(|| format!("ssm:{operation}"));
                 format!("grant {action} on that resource to the identity named above (see docs/iam.md for minimal policies)")

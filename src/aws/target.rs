@@ -69,7 +69,7 @@ pub enum Fleet {
         key: String,
         value: String,
     },
-    /// Looked up when the command runs (`crate::instances::by_name_pattern`).
+    /// Looked up when the command runs (`crate::aws::instances::by_name_pattern`).
     Named(String),
 }
 

@@ -30,12 +30,12 @@ impl Entry {
         if self.pid == 0 || self.pid == std::process::id() {
             return false;
         }
-        crate::leftovers::alive(self.pid)
+        crate::copy::leftovers::alive(self.pid)
     }
 }
 
 /// One run's entry on disk.
-pub struct Record {
+pub struct EntryFile {
     path: PathBuf,
     entry: Entry,
 }
@@ -53,9 +53,9 @@ pub fn dir() -> Option<PathBuf> {
     Some(base.join("ssmcp/staged"))
 }
 
-impl Record {
+impl EntryFile {
     /// Note `entry` before it is created in S3.
-    pub fn create(entry: Entry) -> Result<Record> {
+    pub fn create(entry: Entry) -> Result<EntryFile> {
         let dir = dir().ok_or_else(|| {
             Error::usage("neither XDG_STATE_HOME nor HOME is set, so ssmcp cannot keep its journal")
         })?;
@@ -68,14 +68,14 @@ impl Record {
         // Made by an older ssmcp with the umask's mode: close it now.
         let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
         let path = dir.join(format!("{}.json", uuid::Uuid::new_v4().simple()));
-        let record = Record { path, entry };
+        let record = EntryFile { path, entry };
         record.save()?;
         Ok(record)
     }
 
     /// An entry found on disk (by `pending`), to finish what its run could not.
-    pub fn adopt(path: PathBuf, entry: Entry) -> Record {
-        Record { path, entry }
+    pub fn adopt(path: PathBuf, entry: Entry) -> EntryFile {
+        EntryFile { path, entry }
     }
 
     pub fn entry(&self) -> &Entry {
@@ -204,7 +204,7 @@ mod tests {
             ]
         );
         assert!(!d.path().join("c.tmp").exists());
-        let record = Record::adopt(
+        let record = EntryFile::adopt(
             d.path().join("a.json"),
             Entry {
                 bucket: "b".into(),

@@ -7,20 +7,20 @@
 
 mod staging;
 
-pub use staging::{locate, Staging};
+pub use staging::{locate, StagingObject};
 
 use crate::aws;
+use crate::aws::instances;
+use crate::aws::run_command::{self, InFlight, Invocation, Script, Targets};
+use crate::aws::target::Fleet;
 use crate::cli::StagingArgs;
 use crate::commands::fleet::{self, Outcome};
+use crate::copy::transport::stream::{self, push_request};
+use crate::copy::transport::{Closed, Download, Progress, Pull, Summary, Transport, Upload};
 use crate::error::{Error, Kind, Result};
-use crate::instances;
 use crate::progress::Reporter;
 use crate::remote::protocol::{self, Counted, Exported, PartPlan, Parts, PartsUploaded, Request};
 use crate::remote::{run_command_script, sudo_refusal, RunAs, RunMode};
-use crate::run_command::{self, InFlight, Invocation, Script, Targets};
-use crate::target::Fleet;
-use crate::transport::stream::{self, push_request};
-use crate::transport::{Closed, Download, Progress, Pull, Summary, Transport, Upload};
 use aws_sdk_ssm::types::CommandInvocationStatus;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -42,7 +42,6 @@ pub async fn fleet_targets(
     conf: &aws_config::SdkConfig,
     ssm: &aws_sdk_ssm::Client,
     reporter: &Reporter,
-    show_warnings: bool,
 ) -> Result<Targets> {
     let label = fleet.describe();
     Ok(match fleet {
@@ -51,7 +50,7 @@ pub async fn fleet_targets(
         Fleet::Named(pattern) => {
             let found = instances::by_name_pattern(conf, ssm, &pattern).await?;
             for w in found.warnings(&pattern) {
-                warn(reporter, show_warnings, &w);
+                reporter.warn(&w);
             }
             reporter.note(&found.describe(&pattern));
             Targets::Instances {
@@ -71,8 +70,6 @@ pub struct S3Options {
     /// Run Command's rate control.
     pub max_concurrency: String,
     pub max_errors: String,
-    /// Warnings and the per-instance table on stderr (not under -q or --json).
-    pub talk: bool,
 }
 
 /// The S3 transport opened to its instances: the staging object (once the copy has
@@ -83,7 +80,7 @@ pub struct S3Transport {
     targets: Targets,
     run_as: RunAs,
     options: S3Options,
-    staging: Option<Staging>,
+    staging: Option<StagingObject>,
     command: InFlight,
     spool: Current,
 }
@@ -109,7 +106,7 @@ impl S3Transport {
     }
 
     /// The run's object, created (in the journal first) on first use.
-    async fn staging(&mut self, reporter: &Reporter) -> Result<&Staging> {
+    async fn staging(&mut self, reporter: &Reporter) -> Result<&StagingObject> {
         if self.staging.is_none() {
             self.staging = Some(staging(&self.conf, &self.options, reporter).await?);
         }
@@ -143,7 +140,7 @@ impl Transport for S3Transport {
     async fn push(&mut self, job: Upload<'_>, reporter: &Reporter) -> Result<Summary> {
         reporter.plan(job.plan.files, job.plan.bytes);
         let results = self.stage_and_run(&job, reporter).await?;
-        fleet::report(&results, reporter, !self.options.talk);
+        fleet::report(&results, reporter);
         let failed: Vec<&Outcome> = results.iter().filter(|o| !o.ok).collect();
         if failed.is_empty() {
             let first = results.first();
@@ -228,7 +225,7 @@ impl S3Transport {
         let mut body = tokio::io::BufReader::new(staging.read().await?);
         let (summary, warnings) = stream::receive_spooled(&mut body, pull, reporter).await?;
         for w in warnings {
-            warn(reporter, self.options.talk, &w);
+            reporter.warn(&w);
         }
         Ok(summary)
     }
@@ -426,7 +423,7 @@ async fn staging(
     conf: &aws_config::SdkConfig,
     options: &S3Options,
     reporter: &Reporter,
-) -> Result<Staging> {
+) -> Result<StagingObject> {
     let where_ = &options.staging;
     let bucket = where_.bucket.clone().ok_or_else(|| {
         Error::usage("the s3 transport needs a bucket to stage the upload in")
@@ -451,15 +448,8 @@ async fn staging(
         where_.prefix,
         uuid::Uuid::new_v4().simple()
     );
-    Ok(Staging::journaled(s3, &bucket, &key, region)?.encrypt_with(options.sse_kms_key.clone()))
-}
-
-/// A warning as a note event, and on stderr unless --json or -q.
-fn warn(reporter: &Reporter, on_stderr: bool, w: &str) {
-    reporter.note(&format!("warning: {w}"));
-    if on_stderr {
-        eprintln!("ssmcp: warning: {w}");
-    }
+    Ok(StagingObject::journaled(s3, &bucket, &key, region)?
+        .encrypt_with(options.sse_kms_key.clone()))
 }
 
 /// What one instance's invocation says about its copy: the receiver's result line, or

@@ -3,7 +3,7 @@
 //! same rules as the instance-side receiver (remote/receiver.py), because a compromised
 //! or buggy instance must not be able to write outside the destination either.
 
-use crate::bundle::{components, Mtime, Record};
+use crate::copy::bundle::{components, Mtime, Record};
 use crate::error::{Error, Kind, Result};
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -24,7 +24,7 @@ enum Claim {
 
 /// A file being received: its temporary name and where it goes.
 #[derive(Debug)]
-pub struct Staged {
+pub struct StagedFile {
     pub temp: PathBuf,
     pub final_path: PathBuf,
     pub size: u64,
@@ -32,7 +32,7 @@ pub struct Staged {
     pub mtime: Mtime,
 }
 
-pub struct Stage {
+pub struct DownloadStage {
     roots: Roots,
     tag: String,
     preserve: bool,
@@ -40,7 +40,7 @@ pub struct Stage {
     created: Vec<PathBuf>,
     claims: HashMap<PathBuf, Claim>,
     dirs: Vec<(PathBuf, u32, Mtime, bool)>,
-    pub files: Vec<Staged>,
+    pub files: Vec<StagedFile>,
     links: Vec<(PathBuf, PathBuf)>,
     /// Directories already searched for temporaries of killed runs.
     reaped_in: std::collections::HashSet<PathBuf>,
@@ -249,7 +249,7 @@ fn free_bytes(dir: &Path) -> Option<u64> {
     Some((st.blocks_available() as u64).saturating_mul(st.fragment_size() as u64))
 }
 
-impl Stage {
+impl DownloadStage {
     /// Stage a listing from the other side (directories, files as empty temporaries,
     /// links), in order: `files[k]` is the k-th `Listed` record. Everything is checked
     /// against `requested` and against the space at the destination first, so a lying
@@ -259,7 +259,7 @@ impl Stage {
         records: &[Record],
         preserve: bool,
         requested: Requested<'_>,
-    ) -> Result<(Stage, u64, u64)> {
+    ) -> Result<(DownloadStage, u64, u64)> {
         let tops = check_listing(records, requested)?;
         let bytes: u64 = records
             .iter()
@@ -289,7 +289,7 @@ impl Stage {
             }
         }
         let shape: Vec<(Vec<u8>, bool)> = tops.iter().map(|(n, d, _)| (n.clone(), *d)).collect();
-        let mut stage = Stage::new(dest, &shape, preserve)?;
+        let mut stage = DownloadStage::new(dest, &shape, preserve)?;
         // An instance may name the remote home as it likes, but not pick which existing
         // directory here its files merge into.
         for (name, _, by_instance) in &tops {
@@ -317,10 +317,10 @@ impl Stage {
         Ok((stage, files, bytes))
     }
 
-    pub fn new(dest: &Path, tops: &[(Vec<u8>, bool)], preserve: bool) -> Result<Stage> {
+    pub fn new(dest: &Path, tops: &[(Vec<u8>, bool)], preserve: bool) -> Result<DownloadStage> {
         let (roots, create) = resolve(dest, tops)?;
         let umask = read_umask();
-        let mut stage = Stage {
+        let mut stage = DownloadStage {
             roots,
             tag: format!("{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff),
             preserve,
@@ -436,17 +436,17 @@ impl Stage {
         Ok((parent, final_path))
     }
 
-    /// A temporary beside `final_path`, named for this process (crate::leftovers). The
+    /// A temporary beside `final_path`, named for this process (crate::copy::leftovers). The
     /// first time a directory receives one, what killed runs left in it is removed.
     fn temp_name(&mut self, parent: &Path, final_path: &Path, suffix: &str) -> PathBuf {
         if self.reaped_in.insert(parent.to_path_buf()) {
-            for gone in crate::leftovers::reap(parent) {
+            for gone in crate::copy::leftovers::reap(parent) {
                 tracing::info!("removed {}, left by a killed ssmcp run", gone.display());
                 self.reaped.push(gone);
             }
         }
         let name = final_path.file_name().map(OsStr::as_bytes).unwrap_or(b"x");
-        let t = crate::leftovers::temp_name(name, std::process::id(), &self.tag, suffix);
+        let t = crate::copy::leftovers::temp_name(name, std::process::id(), &self.tag, suffix);
         parent.join(OsStr::from_bytes(&t))
     }
 
@@ -480,7 +480,7 @@ impl Stage {
             .custom_flags(libc::O_NOFOLLOW)
             .open(&temp)
             .map_err(|e| write_error("cannot create", &final_path, &e))?;
-        self.files.push(Staged {
+        self.files.push(StagedFile {
             temp,
             final_path,
             size,
@@ -569,7 +569,7 @@ impl Stage {
     }
 }
 
-impl Drop for Stage {
+impl Drop for DownloadStage {
     fn drop(&mut self) {
         self.abort(); // no-op after commit
     }
@@ -587,11 +587,23 @@ fn set_mtime(path: &Path, mtime: Mtime) -> std::io::Result<()> {
 }
 
 /// umask(2) is the only way to read the mask: set it and put it back at once.
+/// The process's umask. Linux (4.7+) shows it in /proc/self/status, which reads it
+/// without changing it; setting and restoring it instead is a race with every other
+/// thread creating files meanwhile, so that is only the fallback.
 fn read_umask() -> u32 {
-    use nix::sys::stat::{umask, Mode};
-    let old = umask(Mode::from_bits_truncate(0o022));
-    umask(old);
-    old.bits() as u32
+    let shown = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        });
+    shown.unwrap_or_else(|| {
+        use nix::sys::stat::{umask, Mode};
+        let old = umask(Mode::from_bits_truncate(0o022));
+        umask(old);
+        old.bits() as u32
+    })
 }
 
 /// A local write failure: permission and space problems get their own hints.
@@ -605,7 +617,11 @@ pub fn write_error(what: &str, path: &Path, e: &std::io::Error) -> Error {
     };
     Error::new(
         Kind::Write,
-        format!("{what} {}: {}", path.display(), crate::plan::io_reason(e)),
+        format!(
+            "{what} {}: {}",
+            path.display(),
+            crate::copy::local_source::io_reason(e)
+        ),
     )
     .hint(hint)
 }
@@ -613,7 +629,7 @@ pub fn write_error(what: &str, path: &Path, e: &std::io::Error) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bundle::Meta;
+    use crate::copy::bundle::Meta;
 
     fn meta(path: &str) -> Meta {
         Meta {
@@ -641,7 +657,7 @@ mod tests {
     /// Stage `listing` for a download of `sources` into `dest`; it must be refused.
     fn refused(dest: &Path, listing: &[Record], sources: &[Vec<u8>], recursive: bool) -> Error {
         let requested = Requested { sources, recursive };
-        Stage::for_listing(dest, listing, false, requested)
+        DownloadStage::for_listing(dest, listing, false, requested)
             .err()
             .expect("refused")
     }

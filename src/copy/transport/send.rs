@@ -3,9 +3,9 @@
 
 use super::zlib::Out;
 use super::{Limiter, Progress};
-use crate::bundle::Record;
+use crate::copy::bundle::Record;
+use crate::copy::local_source::Plan;
 use crate::error::{Error, Result};
-use crate::plan::Plan;
 use sha2::{Digest, Sha256};
 use std::path::Path;
 use tokio::io::{AsyncReadExt, AsyncWrite};
@@ -50,7 +50,7 @@ pub async fn send_bundle<W: AsyncWrite + Unpin>(
             Error::usage(format!(
                 "cannot read {}: {}",
                 entry.source.display(),
-                crate::plan::io_reason(&e)
+                crate::copy::local_source::io_reason(&e)
             ))
         };
         let mut hash = Sha256::new();

@@ -1,7 +1,7 @@
 //! The local side of an upload: walk the sources (never following symlinks inside a
 //! tree) into the ordered list of entries the bundle will carry.
 
-use crate::bundle::{Meta, Mtime, Record};
+use crate::copy::bundle::{Meta, Mtime, Record};
 use crate::error::{Error, Kind, Result};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use std::ffi::OsStr;

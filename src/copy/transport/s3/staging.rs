@@ -3,13 +3,13 @@
 //! removed again on every way out. Memory stays bounded: the bundle is cut into parts
 //! as it is produced, and only `PARTS_IN_FLIGHT` parts are held at a time.
 
-use crate::aws_error::from_sdk;
+use crate::aws::error::from_sdk;
+use crate::aws::journal;
+use crate::copy::local_source::Plan;
+use crate::copy::transport::send::send_bundle;
+use crate::copy::transport::zlib::Out;
+use crate::copy::transport::{Limiter, Progress};
 use crate::error::{Error, Result};
-use crate::journal;
-use crate::plan::Plan;
-use crate::transport::send::send_bundle;
-use crate::transport::zlib::Out;
-use crate::transport::{Limiter, Progress};
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
@@ -32,7 +32,7 @@ const PARTS_DRAIN: Duration = Duration::from_secs(60);
 
 /// One run's object in S3. What it created is remembered, in memory and in the journal
 /// when there is one, so `remove` (or `ssmcp gc` after a crash) can undo it.
-pub struct Staging {
+pub struct StagingObject {
     s3: aws_sdk_s3::Client,
     pub bucket: String,
     pub key: String,
@@ -44,7 +44,7 @@ pub struct Staging {
 #[derive(Default)]
 struct State {
     upload_id: Option<String>,
-    record: Option<journal::Record>,
+    record: Option<journal::EntryFile>,
     /// CreateMultipartUpload in flight. It runs as a task of its own so that an
     /// interrupt cannot drop it between S3 creating the upload and the id being noted;
     /// `remove` waits for it before aborting.
@@ -66,13 +66,13 @@ fn note_upload(state: &Mutex<State>, id: Option<String>) -> Result<()> {
 }
 
 /// The bundle in S3: how many bytes it has.
-pub struct Staged {
+pub struct Uploaded {
     pub bytes: u64,
 }
 
-impl Staging {
-    pub fn new(s3: aws_sdk_s3::Client, bucket: &str, key: &str) -> Staging {
-        Staging {
+impl StagingObject {
+    pub fn new(s3: aws_sdk_s3::Client, bucket: &str, key: &str) -> StagingObject {
+        StagingObject {
             s3,
             bucket: bucket.to_string(),
             key: key.to_string(),
@@ -82,7 +82,7 @@ impl Staging {
     }
 
     /// Store objects encrypted with this KMS key (SSE-KMS).
-    pub fn encrypt_with(mut self, kms_key: Option<String>) -> Staging {
+    pub fn encrypt_with(mut self, kms_key: Option<String>) -> StagingObject {
         self.kms_key = kms_key;
         self
     }
@@ -97,8 +97,8 @@ impl Staging {
         bucket: &str,
         key: &str,
         region: Option<String>,
-    ) -> Result<Staging> {
-        let record = journal::Record::create(journal::Entry {
+    ) -> Result<StagingObject> {
+        let record = journal::EntryFile::create(journal::Entry {
             bucket: bucket.to_string(),
             key: key.to_string(),
             region,
@@ -108,15 +108,15 @@ impl Staging {
                 .map_or(0, |d| d.as_secs()),
             pid: std::process::id(),
         })?;
-        let staging = Staging::new(s3, bucket, key);
+        let staging = StagingObject::new(s3, bucket, key);
         staging.lock().record = Some(record);
         Ok(staging)
     }
 
     /// The staging a journal entry describes, for `ssmcp gc`.
-    pub fn adopt(s3: aws_sdk_s3::Client, record: journal::Record) -> Staging {
+    pub fn adopt(s3: aws_sdk_s3::Client, record: journal::EntryFile) -> StagingObject {
         let e = record.entry();
-        let staging = Staging::new(s3, &e.bucket, &e.key);
+        let staging = StagingObject::new(s3, &e.bucket, &e.key);
         {
             let mut state = staging.lock();
             state.upload_id = e.upload_id.clone();
@@ -162,7 +162,7 @@ impl Staging {
         compress: bool,
         limit: Option<u64>,
         progress: &dyn Progress,
-    ) -> Result<Staged> {
+    ) -> Result<Uploaded> {
         let (mut pipe_in, pipe_out) = tokio::io::duplex(PIPE);
         let produce = async {
             let mut limiter = Limiter::new(limit);
@@ -180,12 +180,12 @@ impl Staging {
 
     /// Read the bundle from `pipe` and store it: one PUT when it fits one part,
     /// otherwise a multipart upload with parts sent in parallel.
-    async fn store<R: AsyncRead + Unpin>(&self, mut pipe: R, part_size: usize) -> Result<Staged> {
+    async fn store<R: AsyncRead + Unpin>(&self, mut pipe: R, part_size: usize) -> Result<Uploaded> {
         let first = fill(&mut pipe, part_size).await?;
         if first.len() < part_size {
             let bytes = first.len() as u64;
             self.put_small(first).await?;
-            return Ok(Staged { bytes });
+            return Ok(Uploaded { bytes });
         }
         let upload_id = self.create_upload(Some(ChecksumAlgorithm::Crc32)).await?;
         let parts = self.lock().parts.clone();
@@ -234,7 +234,7 @@ impl Staging {
             .await
             .map_err(|e| from_sdk("CompleteMultipartUpload", e))?;
         note_upload(&self.state, None)?;
-        Ok(Staged { bytes })
+        Ok(Uploaded { bytes })
     }
 
     /// Start a multipart upload whose parts another party sends through presigned URLs

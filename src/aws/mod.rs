@@ -1,6 +1,17 @@
 //! Loading AWS configuration the way the AWS CLI does: environment, shared config and
 //! SSO profiles through aws-config, with --region / --profile / --endpoint-url on top.
-//! `AWS_ENDPOINT_URL_SSM` (and friends) are honoured by the SDK itself.
+//! `AWS_ENDPOINT_URL_SSM` (and friends) are honoured by the SDK itself. The
+//! submodules are the rest of the AWS plumbing: what a command starts from, error
+//! mapping, TLS trust, targets and instances, Run Command, the S3 journal, IAM advice.
+
+pub mod context;
+pub mod error;
+pub mod iam_advice;
+pub mod instances;
+pub mod journal;
+pub mod run_command;
+pub mod target;
+pub mod trust;
 
 use aws_config::BehaviorVersion;
 

@@ -5,13 +5,12 @@
 
 use super::send::send_bundle;
 use super::zlib::{Inflate, Out};
-use super::{
-    Closed, Download, Limiter, PlaceOptions, Progress, Pull, Summary, Transport, Upload, Warnings,
-};
-use crate::bundle::{Record, DIGEST_LEN};
+use super::{Closed, Download, Limiter, PlaceOptions, Progress, Pull, Summary, Transport, Upload};
+use crate::copy::bundle::{Record, DIGEST_LEN};
+use crate::copy::local_dest::{DownloadStage, StagedFile, MAX_ENTRIES};
+use crate::copy::local_source::Plan;
 use crate::error::DAMAGED;
 use crate::error::{Error, Kind, Result};
-use crate::plan::Plan;
 use crate::progress::Reporter;
 use crate::remote::protocol::remote_failure;
 use crate::remote::protocol::{self, Hex, Listed, Pushed, Reading, Request, Source, Top};
@@ -20,7 +19,6 @@ use crate::session::channel::{Channel, ChannelConfig, Inbound};
 use crate::session::handshake::{self, Start};
 use crate::session::port::{self, Ended, PortSession};
 use crate::session::{self, command, Session, SessionSpec};
-use crate::sink::{Stage, Staged, MAX_ENTRIES};
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use ssm_proto::PayloadType;
@@ -300,15 +298,13 @@ fn lost(e: std::io::Error) -> Error {
 pub struct StreamTransport {
     receiver: Receiver,
     conns: Vec<Connection>,
-    warnings: Warnings,
 }
 
 impl StreamTransport {
-    pub fn new(receiver: Receiver, warnings: Warnings) -> StreamTransport {
+    pub fn new(receiver: Receiver) -> StreamTransport {
         StreamTransport {
             receiver,
             conns: Vec::new(),
-            warnings,
         }
     }
 
@@ -370,7 +366,7 @@ impl Transport for StreamTransport {
         let mut manifest: Manifest = list(conn, &job.pull).await?;
         manifest.exclude(job.exclude);
         for w in &manifest.warnings {
-            self.warnings.say(&format!("on the instance: {w}"));
+            reporter.warn(&format!("on the instance: {w}"));
         }
         if job.dry_run {
             let to = job.pull.dest.display().to_string();
@@ -394,9 +390,7 @@ impl Transport for StreamTransport {
     }
 
     async fn close(self: Box<Self>, interrupted: bool) -> Closed {
-        let StreamTransport {
-            receiver, conns, ..
-        } = *self;
+        let StreamTransport { receiver, conns } = *self;
         let closing = conns.into_iter().map(Connection::close);
         let mut warnings: Vec<String> = futures_util::future::join_all(closing)
             .await
@@ -659,7 +653,7 @@ pub async fn fetch(
     progress: &dyn Progress,
 ) -> Result<Summary> {
     let (mut stage, files, bytes) =
-        Stage::for_listing(job.dest, &manifest.records, job.preserve, job.requested())?;
+        DownloadStage::for_listing(job.dest, &manifest.records, job.preserve, job.requested())?;
     let summary = Summary {
         files,
         bytes,
@@ -686,7 +680,7 @@ pub async fn fetch(
     Ok(summary)
 }
 
-fn all_received(files: &[Staged], received: &[AtomicU64]) -> Result<()> {
+fn all_received(files: &[StagedFile], received: &[AtomicU64]) -> Result<()> {
     for (f, got) in files.iter().zip(received) {
         let got = got.load(Ordering::Relaxed);
         if got != f.size {
@@ -712,7 +706,7 @@ pub async fn receive_spooled<R: AsyncRead + Unpin>(
 ) -> Result<(Summary, Vec<String>)> {
     let manifest = read_listing(reader).await?;
     let (mut stage, files, bytes) =
-        Stage::for_listing(job.dest, &manifest.records, job.preserve, job.requested())?;
+        DownloadStage::for_listing(job.dest, &manifest.records, job.preserve, job.requested())?;
     progress.plan(files, bytes);
     let batch = Batch {
         ranges: manifest
@@ -775,7 +769,7 @@ impl Manifest {
     /// everything under an excluded directory.
     pub fn exclude(&mut self, set: &globset::GlobSet) {
         let records = std::mem::take(&mut self.records);
-        let (kept, listed) = crate::plan::exclude_listing(records, set);
+        let (kept, listed) = crate::copy::local_source::exclude_listing(records, set);
         self.records = kept;
         self.listed = listed;
     }
@@ -801,7 +795,7 @@ struct Shared<'a> {
     /// The receiver's index of each file.
     remote_index: &'a [u32],
     /// The staged files, in manifest order.
-    files: &'a [Staged],
+    files: &'a [StagedFile],
     /// Bytes received and verified so far, per file.
     received: &'a [AtomicU64],
     manifest: &'a str,
@@ -911,7 +905,7 @@ async fn receive_range<R: AsyncRead + Unpin>(
     let file = std::fs::OpenOptions::new()
         .write(true)
         .open(temp)
-        .map_err(|e| crate::sink::write_error("cannot write", temp, &e))?;
+        .map_err(|e| crate::copy::local_dest::write_error("cannot write", temp, &e))?;
     let mut hash = Sha256::new();
     let mut at = offset;
     let mut left = len;
@@ -921,7 +915,7 @@ async fn receive_range<R: AsyncRead + Unpin>(
         hash.update(&buf[..want]);
         // Page-cache writes of at most CHUNK bytes; not worth a blocking-pool hop.
         file.write_all_at(&buf[..want], at)
-            .map_err(|e| crate::sink::write_error("cannot write", temp, &e))?;
+            .map_err(|e| crate::copy::local_dest::write_error("cannot write", temp, &e))?;
         shared.progress.advance(want as u64);
         at += want as u64;
         left -= want as u64;

@@ -2,20 +2,19 @@
 //! AWS_CA_BUNDLE trusted), the SSM client, the resolved target and the settings of every
 //! data channel it opens.
 
+use crate::aws::target::Target;
+use crate::aws::trust::Trust;
 use crate::aws::{self, AwsOptions};
 use crate::cli::Global;
+use crate::copy::transport::stream::Endpoint;
 use crate::error::Result;
 use crate::session::channel::ChannelConfig;
-use crate::target::Target;
-use crate::transport::stream::Endpoint;
-use crate::trust::Trust;
 
 pub struct Context {
     pub ssm: aws_sdk_ssm::Client,
     /// The loaded configuration, for clients of other services (STS for doctor).
     pub aws: aws_config::SdkConfig,
     pub target: Target,
-    pub quiet: bool,
     /// Settings for every data channel this command opens (TLS trust included).
     pub channel: ChannelConfig,
 }
@@ -37,13 +36,12 @@ impl Context {
         .await?;
         let mut target = target;
         if let Some(name) = &target.name {
-            target.instance_id = crate::instances::by_name(&ssm, name).await?;
+            target.instance_id = crate::aws::instances::by_name(&ssm, name).await?;
         }
         Ok(Context {
             ssm,
             aws: conf,
             target,
-            quiet: global.quiet,
             channel: ChannelConfig {
                 tls: trust.websocket_tls()?,
                 cleanup: global.cleanup.clone(),
@@ -59,18 +57,6 @@ impl Context {
             ssm: self.ssm.clone(),
             instance: self.target.instance_id.clone(),
             channel: self.channel.clone(),
-        }
-    }
-
-    pub fn info(&self, msg: &str) {
-        if !self.quiet {
-            eprintln!("ssmcp: {msg}");
-        }
-    }
-
-    pub fn warn(&self, msg: &str) {
-        if !self.quiet {
-            eprintln!("ssmcp: warning: {msg}");
         }
     }
 }

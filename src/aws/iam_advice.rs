@@ -5,7 +5,8 @@
 
 /// The statement that lets a caller end and resume exactly the sessions it started:
 /// a condition on the tag AWS puts on every session (its starter's `aws:userid`).
-const OWN_SESSIONS_STATEMENT: &str = include_str!("../docs/policies/own-sessions-statement.json");
+const OWN_SESSIONS_STATEMENT: &str =
+    include_str!("../../docs/policies/own-sessions-statement.json");
 
 /// The statement on one line, ready to paste into a policy's `Statement` list.
 pub fn own_sessions_statement() -> String {
