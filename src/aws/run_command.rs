@@ -113,22 +113,33 @@ impl InFlight {
 
     /// Cancel the command under way, if any, and wait (bounded) until it is over: an
     /// instance still working would otherwise act on what the caller removes next.
-    pub async fn cancel(&self, ssm: &aws_sdk_ssm::Client) {
+    /// True when the command had succeeded everywhere before the cancel could stop it
+    /// (the caller's poll had not seen that yet): its work is done, not undone.
+    pub async fn cancel(&self, ssm: &aws_sdk_ssm::Client) -> bool {
         let sending = lock(&self.sending).take();
         if let Some(task) = sending {
             let _ = tokio::time::timeout(CANCEL_WAIT, task).await;
         }
         let Some(id) = lock(&self.id).take() else {
-            return;
+            return false;
         };
         let _ = ssm.cancel_command().command_id(&id).send().await;
         let over = async {
-            while !command_over(ssm, &id).await.unwrap_or(true) {
+            loop {
+                match command_status(ssm, &id).await {
+                    Ok(Some(s)) if !still_running(&s) => return s == CommandStatus::Success,
+                    Ok(_) => {}
+                    Err(_) => return false,
+                }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         };
-        if tokio::time::timeout(CANCEL_WAIT, over).await.is_err() {
-            tracing::debug!("command {id} still running after it was cancelled");
+        match tokio::time::timeout(CANCEL_WAIT, over).await {
+            Ok(succeeded) => succeeded,
+            Err(_) => {
+                tracing::debug!("command {id} still running after it was cancelled");
+                false
+            }
         }
     }
 }
@@ -200,19 +211,29 @@ pub async fn wait_one(
 }
 
 async fn command_over(ssm: &aws_sdk_ssm::Client, command_id: &str) -> Result<bool> {
+    Ok(command_status(ssm, command_id)
+        .await?
+        .is_some_and(|s| !still_running(&s)))
+}
+
+async fn command_status(
+    ssm: &aws_sdk_ssm::Client,
+    command_id: &str,
+) -> Result<Option<CommandStatus>> {
     let out = ssm
         .list_commands()
         .command_id(command_id)
         .send()
         .await
         .map_err(|e| from_sdk("ListCommands", e))?;
-    Ok(out.commands().iter().any(|c| {
-        !matches!(
-            c.status(),
-            Some(CommandStatus::Pending | CommandStatus::InProgress | CommandStatus::Cancelling)
-                | None
-        )
-    }))
+    Ok(out.commands().first().and_then(|c| c.status().cloned()))
+}
+
+fn still_running(status: &CommandStatus) -> bool {
+    matches!(
+        status,
+        CommandStatus::Pending | CommandStatus::InProgress | CommandStatus::Cancelling
+    )
 }
 
 async fn invocations(

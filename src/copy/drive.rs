@@ -101,6 +101,15 @@ pub(super) async fn drive(
         t = opening => t?,
         _ = run.cancel.cancelled() => return Err(interrupted()),
     };
+    // What an upload moves, should it turn out to have finished in spite of an interrupt.
+    let planned = match &job {
+        Job::Push(up) => Some(Summary {
+            files: up.plan.files,
+            bytes: up.plan.bytes,
+            ..Summary::default()
+        }),
+        Job::Pull(_) => None,
+    };
     let transfer = async {
         match job {
             Job::Push(job) => transport.push(job, run.reporter).await,
@@ -115,9 +124,15 @@ pub(super) async fn drive(
     let was_interrupted = matches!(&outcome, Err(e) if e.kind == Kind::Interrupted);
     let closed = transport.close(was_interrupted).await;
     report_closed(run, &closed);
-    match outcome {
-        Err(e) if e.kind == Kind::Interrupted => Err(interrupted_leaving(&closed)),
-        other => other,
+    match (outcome, planned) {
+        (Err(e), Some(done)) if e.kind == Kind::Interrupted && closed.completed_anyway => {
+            run.reporter.warn(
+                "the interrupt came after every instance had placed the files; the copy is complete",
+            );
+            Ok(done)
+        }
+        (Err(e), _) if e.kind == Kind::Interrupted => Err(interrupted_leaving(&closed)),
+        (other, _) => other,
     }
 }
 

@@ -88,13 +88,16 @@ pub struct Closed {
     pub warnings: Vec<String>,
     /// For transports that stage an object in S3: whether it is gone now.
     pub staged_object_removed: Option<bool>,
+    /// An upload that an interrupt came too late to stop: every destination had placed
+    /// everything (the S3 transport learns this only by polling, so the window is real).
+    pub completed_anyway: bool,
 }
 
 impl Closed {
     pub fn warnings(warnings: Vec<String>) -> Closed {
         Closed {
             warnings,
-            staged_object_removed: None,
+            ..Closed::default()
         }
     }
 }

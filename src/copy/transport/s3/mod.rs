@@ -83,6 +83,8 @@ pub struct S3Transport {
     staging: Option<StagingObject>,
     command: InFlight,
     spool: Current,
+    /// The command under way places an upload (as opposed to exporting a download).
+    placing: bool,
 }
 
 impl S3Transport {
@@ -102,6 +104,7 @@ impl S3Transport {
             staging: None,
             command: InFlight::default(),
             spool: Mutex::new(None),
+            placing: false,
         }
     }
 
@@ -139,6 +142,7 @@ impl Transport for S3Transport {
     /// places it with the receiver, under Run Command's rate control.
     async fn push(&mut self, job: Upload<'_>, reporter: &Reporter) -> Result<Summary> {
         reporter.plan(job.plan.files, job.plan.bytes);
+        self.placing = true;
         let results = self.stage_and_run(&job, reporter).await?;
         fleet::report(&results, reporter);
         let failed: Vec<&Outcome> = results.iter().filter(|o| !o.ok).collect();
@@ -171,9 +175,7 @@ impl Transport for S3Transport {
     /// would otherwise put the object back after it was removed. A spool an instance
     /// still holds is dropped; the object is removed on every way out.
     async fn close(self: Box<Self>, interrupted: bool) -> Closed {
-        if interrupted {
-            self.command.cancel(&self.ssm).await;
-        }
+        let succeeded = interrupted && self.command.cancel(&self.ssm).await;
         if let Some(name) = forget(&self.spool) {
             self.discard_spool(&name).await;
         }
@@ -184,6 +186,7 @@ impl Transport for S3Transport {
         Closed {
             staged_object_removed: Some(left.is_empty()),
             warnings: left,
+            completed_anyway: succeeded && self.placing,
         }
     }
 }
