@@ -791,4 +791,164 @@ mod tests {
         assert_eq!(err.kind, Kind::Usage, "{err}");
         assert_eq!(fs::read_dir(dir.path().join(".ssh")).unwrap().count(), 0);
     }
+
+    /// tests/fixtures/placement.json, download side: the same rows the receiver's
+    /// tests run for uploads (src/remote/test_receiver.py).
+    #[test]
+    fn the_placement_table_holds_for_downloads() {
+        let table: serde_json::Value =
+            serde_json::from_str(include_str!("../../tests/fixtures/placement.json")).unwrap();
+        let rows = table["rows"].as_array().unwrap();
+        assert!(rows.len() >= 40);
+        let mut wrong = Vec::new();
+        for row in rows {
+            let name = row["name"].as_str().unwrap();
+            if let Err(why) = placement_row(row) {
+                wrong.push(format!("{name}: {why}"));
+            }
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    }
+
+    fn placement_row(row: &serde_json::Value) -> std::result::Result<(), String> {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let strs = |v: &serde_json::Value| -> Vec<String> {
+            v.as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|s| s.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        for spec in strs(&row["before"]) {
+            build(root, &spec);
+        }
+        let before = tree(root);
+        let records = row["records"].as_array().unwrap();
+        let listing: Vec<Record> = records
+            .iter()
+            .map(|r| {
+                let kind = r[0].as_str().unwrap();
+                let path = r[1].as_str().unwrap();
+                match kind {
+                    "D" => d(path),
+                    "L" => Record::Link {
+                        meta: meta(path),
+                        target: r[2].as_str().unwrap().as_bytes().to_vec(),
+                    },
+                    _ => f(path, r[2].as_str().unwrap().len() as u64),
+                }
+            })
+            .collect();
+        let sources: Vec<Vec<u8>> = strs(&row["sources"])
+            .iter()
+            .map(|s| format!("src/{s}").into_bytes())
+            .collect();
+        let recursive = row["recursive"]
+            .as_bool()
+            .unwrap_or_else(|| records.iter().any(|r| r[0] == "D"));
+        let dest = root.join(row["dest"].as_str().unwrap());
+        let requested = Requested {
+            sources: &sources,
+            recursive,
+        };
+        let outcome = DownloadStage::for_listing(&dest, &listing, false, requested).and_then(
+            |(mut stage, _, _)| {
+                let contents = records.iter().filter(|r| r[0] == "F");
+                for (staged, r) in stage.files.iter().zip(contents) {
+                    fs::write(&staged.temp, r[2].as_str().unwrap()).unwrap();
+                }
+                stage.commit()
+            },
+        );
+        let got = match &outcome {
+            Ok(()) => "ok",
+            Err(e) => match e.kind {
+                Kind::Usage => "usage",
+                Kind::Write => "write",
+                Kind::Protocol => "protocol",
+                _ => "other",
+            },
+        };
+        let want = row["expect"]
+            .as_str()
+            .or_else(|| row["expect"]["download"].as_str())
+            .unwrap();
+        if got != want {
+            return Err(format!("{got} (wanted {want}): {outcome:?}"));
+        }
+        if got != "ok" {
+            return if tree(root) == before {
+                Ok(())
+            } else {
+                Err("the tree changed after a refusal".into())
+            };
+        }
+        for spec in strs(&row["after"]) {
+            let ok = if let Some(absent) = spec.strip_prefix('!') {
+                fs::symlink_metadata(root.join(absent)).is_err()
+            } else if let Some((path, target)) = spec.split_once("->") {
+                fs::read_link(root.join(path))
+                    .is_ok_and(|t| t.as_os_str().as_bytes() == target.as_bytes())
+            } else if let Some(d) = spec.strip_suffix('/') {
+                root.join(d).is_dir()
+            } else {
+                let (path, content) = spec.split_once('=').unwrap();
+                let p = root.join(path);
+                !p.is_symlink() && fs::read(&p).is_ok_and(|c| c == content.as_bytes())
+            };
+            if !ok {
+                return Err(format!("after: {spec:?} does not hold"));
+            }
+        }
+        Ok(())
+    }
+
+    /// One before-state entry: `p/` a directory, `p=content` a file, `p->target` a link.
+    fn build(root: &Path, spec: &str) {
+        let (path, make): (&str, Box<dyn Fn(&Path)>) = if let Some((p, t)) = spec.split_once("->") {
+            let t = t.to_string();
+            (
+                p,
+                Box::new(move |at: &Path| std::os::unix::fs::symlink(&t, at).unwrap()),
+            )
+        } else if let Some(d) = spec.strip_suffix('/') {
+            (d, Box::new(|at: &Path| fs::create_dir_all(at).unwrap()))
+        } else {
+            let (p, c) = spec.split_once('=').unwrap();
+            let c = c.to_string();
+            (p, Box::new(move |at: &Path| fs::write(at, &c).unwrap()))
+        };
+        let at = root.join(path);
+        if let Some(parent) = at.parent() {
+            fs::create_dir_all(parent).unwrap();
+        }
+        make(&at);
+    }
+
+    /// Everything under `root`: path, kind, content or target.
+    fn tree(root: &Path) -> std::collections::BTreeSet<(PathBuf, u8, Vec<u8>)> {
+        use std::os::unix::ffi::OsStrExt;
+        walkdir::WalkDir::new(root)
+            .min_depth(1)
+            .into_iter()
+            .flatten()
+            .map(|e| {
+                let p = e.path().to_path_buf();
+                let t = e.file_type();
+                if t.is_symlink() {
+                    let target = fs::read_link(&p).unwrap();
+                    (p, b'l', target.as_os_str().as_bytes().to_vec())
+                } else if t.is_dir() {
+                    (p, b'd', Vec::new())
+                } else {
+                    let c = fs::read(&p).unwrap();
+                    (p, b'f', c)
+                }
+            })
+            .collect()
+    }
 }

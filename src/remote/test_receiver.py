@@ -146,6 +146,129 @@ class Answers(unittest.TestCase):
         self.assertFalse(os.path.exists(spool))
 
 
+with open(os.path.join(ROOT, "tests", "fixtures", "placement.json"), encoding="utf-8") as _f:
+    PLACEMENT = json.load(_f)["rows"]
+
+# The receiver's failure classes as the table names them.
+CLASSES = {"usage": "usage", "permission": "write", "space": "write", "write": "write",
+           "protocol": "protocol", "integrity": "transfer"}
+
+
+def build(root, spec):
+    """Create one before-state entry: 'p/' a directory, 'p=content', 'p->target'."""
+    if "->" in spec:
+        path, target = spec.split("->", 1)
+        os.makedirs(os.path.dirname(os.path.join(root, path)) or root, exist_ok=True)
+        os.symlink(target, os.path.join(root, path))
+    elif spec.endswith("/"):
+        os.makedirs(os.path.join(root, spec), exist_ok=True)
+    else:
+        path, content = spec.split("=", 1)
+        os.makedirs(os.path.dirname(os.path.join(root, path)) or root, exist_ok=True)
+        with open(os.path.join(root, path), "w", encoding="utf-8") as f:
+            f.write(content)
+
+
+def tree(root):
+    """Everything under root: paths with their kind and content or target."""
+    out = set()
+    for dirpath, dirs, files in os.walk(root):
+        for name in dirs + files:
+            full = os.path.join(dirpath, name)
+            rel = os.path.relpath(full, root)
+            if os.path.islink(full):
+                out.add((rel, "link", os.readlink(full)))
+            elif os.path.isdir(full):
+                out.add((rel, "dir", ""))
+            else:
+                with open(full, "rb") as f:
+                    out.add((rel, "file", f.read()))
+    return out
+
+
+def entries(records):
+    out = b""
+    for r in records:
+        path = r[1].encode("utf-8")
+        if r[0] == "D":
+            out += b"D" + receiver.bytes16(path) + receiver.META.pack(0o40755, 0, 0)
+        elif r[0] == "L":
+            out += b"L" + receiver.bytes16(path) + receiver.bytes16(r[2].encode("utf-8"))
+            out += receiver.META.pack(0o120777, 0, 0)
+        else:
+            data = r[2].encode("utf-8")
+            out += b"F" + receiver.bytes16(path) + receiver.META.pack(0o100644, 0, 0)
+            out += receiver.U64.pack(len(data)) + data + hashlib.sha256(data).digest()
+    return out + b"E" + receiver.U64.pack(len(records))
+
+
+class Placement(unittest.TestCase):
+    """tests/fixtures/placement.json, upload side: the receiver places bundles."""
+
+    def setUp(self):
+        self.home = tempfile.TemporaryDirectory()
+        self.saved = (os.environ.get("HOME"), os.getcwd())
+        self.root = os.path.join(self.home.name, "root")
+        os.makedirs(self.root)
+        os.environ["HOME"] = self.root
+        os.chdir(self.root)
+
+    def tearDown(self):
+        home, cwd = self.saved
+        if home is None:
+            os.environ.pop("HOME", None)
+        else:
+            os.environ["HOME"] = home
+        os.chdir(cwd)
+        self.home.cleanup()
+
+    def run_row(self, row):
+        for spec in row["before"]:
+            build(self.root, spec)
+        before = tree(self.root)
+        tops = []
+        for name in row["sources"]:
+            is_dir = any(r[0] == "D" and r[1] == name for r in row["records"])
+            tops.append({"name": name.encode("utf-8").hex(), "dir": is_dir})
+        req = {"op": "push", "dest": row["dest"].encode("utf-8").hex(), "tops": tops,
+               "preserve": False, "atomic": False, "compress": False, "delete": False, "keep": []}
+        try:
+            receiver.op_push(req, io.BytesIO(entries(row["records"])), io.BytesIO())
+            got = "ok"
+        except receiver.Failure as f:
+            got = CLASSES.get(f.cls, f.cls)
+        want = row["expect"] if isinstance(row["expect"], str) else row["expect"]["upload"]
+        self.assertEqual(got, want, row["name"])
+        if got != "ok":
+            self.assertEqual(tree(self.root), before, "%s: the tree changed" % row["name"])
+            return
+        for spec in row["after"]:
+            self.check_after(spec, row["name"])
+
+    def check_after(self, spec, name):
+        if spec.startswith("!"):
+            self.assertFalse(os.path.lexists(os.path.join(self.root, spec[1:])), name)
+        elif "->" in spec:
+            path, target = spec.split("->", 1)
+            self.assertEqual(os.readlink(os.path.join(self.root, path)), target, name)
+        elif spec.endswith("/"):
+            self.assertTrue(os.path.isdir(os.path.join(self.root, spec)), name)
+        else:
+            path, content = spec.split("=", 1)
+            full = os.path.join(self.root, path)
+            self.assertFalse(os.path.islink(full), "%s: %s is a link" % (name, path))
+            with open(full, encoding="utf-8") as f:
+                self.assertEqual(f.read(), content, name)
+
+    def test_every_row(self):
+        self.assertGreaterEqual(len(PLACEMENT), 40)
+        for row in PLACEMENT:
+            with self.subTest(row["name"]):
+                self.tearDown()
+                self.setUp()
+                self.run_row(row)
+
+
 def over_a_connection(req, body):
     """One request through the receiver's connection handling, as a port session
     carries it: the token, the request line, the bundle; the answer line."""
