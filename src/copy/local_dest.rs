@@ -909,24 +909,23 @@ mod tests {
 
     /// One before-state entry: `p/` a directory, `p=content` a file, `p->target` a link.
     fn build(root: &Path, spec: &str) {
-        let (path, make): (&str, Box<dyn Fn(&Path)>) = if let Some((p, t)) = spec.split_once("->") {
-            let t = t.to_string();
-            (
-                p,
-                Box::new(move |at: &Path| std::os::unix::fs::symlink(&t, at).unwrap()),
-            )
-        } else if let Some(d) = spec.strip_suffix('/') {
-            (d, Box::new(|at: &Path| fs::create_dir_all(at).unwrap()))
-        } else {
-            let (p, c) = spec.split_once('=').unwrap();
-            let c = c.to_string();
-            (p, Box::new(move |at: &Path| fs::write(at, &c).unwrap()))
-        };
+        let path = spec
+            .split_once("->")
+            .map(|(p, _)| p)
+            .or_else(|| spec.strip_suffix('/'))
+            .or_else(|| spec.split_once('=').map(|(p, _)| p))
+            .unwrap();
         let at = root.join(path);
         if let Some(parent) = at.parent() {
             fs::create_dir_all(parent).unwrap();
         }
-        make(&at);
+        if let Some((_, target)) = spec.split_once("->") {
+            std::os::unix::fs::symlink(target, &at).unwrap();
+        } else if spec.ends_with('/') {
+            fs::create_dir_all(&at).unwrap();
+        } else if let Some((_, content)) = spec.split_once('=') {
+            fs::write(&at, content).unwrap();
+        }
     }
 
     /// Everything under `root`: path, kind, content or target.
