@@ -437,6 +437,33 @@ async fn pty_transport_round_trips_a_tree_with_modes_and_times() {
     h.assert_no_sessions_left().await;
 }
 
+/// Several files named on the command line land side by side in one directory; over the
+/// pty their temporaries once shared a name there, and every such copy failed its
+/// SHA-256 check (found by the placement table, tests/fixtures/placement.json).
+#[tokio::test]
+async fn pty_transport_copies_several_files_into_one_directory() {
+    let h = Harness::new(fast()).await;
+    let a = h.local().join("a.txt");
+    let b = h.local().join("b.txt");
+    std::fs::write(&a, b"first file").unwrap();
+    std::fs::write(&b, b"second").unwrap();
+    std::fs::create_dir(h.remote().join("into")).unwrap();
+    let (code, _, err) = h
+        .run(&["--transport", "pty", s(&a), s(&b), &remote_arg("into")])
+        .await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        std::fs::read(h.remote().join("into/a.txt")).unwrap(),
+        b"first file"
+    );
+    assert_eq!(
+        std::fs::read(h.remote().join("into/b.txt")).unwrap(),
+        b"second"
+    );
+    assert_no_temporaries(&h.remote());
+    h.assert_no_sessions_left().await;
+}
+
 #[tokio::test]
 async fn without_python3_the_copy_falls_back_to_the_pty_and_says_so() {
     let mut cfg = fast();

@@ -4,6 +4,7 @@
 //! or buggy instance must not be able to write outside the destination either.
 
 use crate::copy::bundle::{components, Mtime, Record};
+use crate::copy::claims::{Claim, Claims};
 use crate::error::{Error, Kind, Result};
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -14,13 +15,6 @@ use std::path::{Path, PathBuf};
 
 /// Top-level source name -> where it lands.
 pub type Roots = HashMap<Vec<u8>, PathBuf>;
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Claim {
-    Dir,
-    File,
-    Link,
-}
 
 /// A file being received: its temporary name and where it goes.
 #[derive(Debug)]
@@ -38,7 +32,7 @@ pub struct DownloadStage {
     preserve: bool,
     umask: u32,
     created: Vec<PathBuf>,
-    claims: HashMap<PathBuf, Claim>,
+    claims: Claims,
     dirs: Vec<(PathBuf, u32, Mtime, bool)>,
     pub files: Vec<StagedFile>,
     links: Vec<(PathBuf, PathBuf)>,
@@ -326,7 +320,7 @@ impl DownloadStage {
             preserve,
             umask,
             created: Vec::new(),
-            claims: HashMap::new(),
+            claims: Claims::default(),
             dirs: Vec::new(),
             files: Vec::new(),
             links: Vec::new(),
@@ -351,29 +345,6 @@ impl DownloadStage {
             root.clone(),
             parts[1..].iter().map(|p| p.to_vec()).collect(),
         ))
-    }
-
-    fn claim(&mut self, path: &Path, kind: Claim) -> Result<()> {
-        if let Some(prev) = self.claims.get(path) {
-            if !(kind == Claim::Dir && *prev == Claim::Dir) {
-                return Err(Error::protocol(format!(
-                    "the instance sent {} twice",
-                    path.display()
-                )));
-            }
-        }
-        let mut parent = path.parent();
-        while let Some(p) = parent {
-            if matches!(self.claims.get(p), Some(Claim::File | Claim::Link)) {
-                return Err(Error::protocol(format!(
-                    "refusing to write through the symlink {}",
-                    p.display()
-                )));
-            }
-            parent = p.parent();
-        }
-        self.claims.insert(path.to_path_buf(), kind);
-        Ok(())
     }
 
     fn mkdir(&mut self, path: &Path) -> Result<()> {
@@ -428,7 +399,7 @@ impl DownloadStage {
         for p in &parts {
             final_path.push(OsStr::from_bytes(p));
         }
-        self.claim(&final_path, kind)?;
+        self.claims.claim(&final_path, kind)?;
         let parent = match parts.split_last() {
             Some((_, dirs)) => self.ensure_dirs(&root, dirs)?,
             None => root.parent().map(Path::to_path_buf).unwrap_or_default(),
@@ -456,7 +427,7 @@ impl DownloadStage {
         for c in &parts {
             p.push(OsStr::from_bytes(c));
         }
-        self.claim(&p, Claim::Dir)?;
+        self.claims.claim(&p, Claim::Dir)?;
         let path = self.ensure_dirs(&root, &parts)?;
         let created = self.created.contains(&path);
         self.dirs.push((path, mode, mtime, created));
@@ -793,161 +764,127 @@ mod tests {
     }
 
     /// tests/fixtures/placement.json, download side: the same rows the receiver's
-    /// tests run for uploads (src/remote/test_receiver.py).
+    /// tests run for uploads (src/remote/test_receiver.py) and the pty upload's script.
     #[test]
     fn the_placement_table_holds_for_downloads() {
-        let table: serde_json::Value =
-            serde_json::from_str(include_str!("../../tests/fixtures/placement.json")).unwrap();
-        let rows = table["rows"].as_array().unwrap();
-        assert!(rows.len() >= 40);
-        let mut wrong = Vec::new();
-        for row in rows {
-            let name = row["name"].as_str().unwrap();
-            if let Err(why) = placement_row(row) {
-                wrong.push(format!("{name}: {why}"));
-            }
-        }
-        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
-    }
-
-    fn placement_row(row: &serde_json::Value) -> std::result::Result<(), String> {
-        use std::os::unix::ffi::OsStrExt;
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path();
-        let strs = |v: &serde_json::Value| -> Vec<String> {
-            v.as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|s| s.as_str().map(str::to_string))
-                        .collect()
+        use crate::copy::placement_table::{every_row, Side};
+        every_row(|row| {
+            // A download's listing announces files without their bytes.
+            let listing: Vec<Record> = row
+                .records()
+                .into_iter()
+                .map(|r| match r {
+                    Record::File { meta, size } => Record::Listed { meta, size },
+                    other => other,
                 })
-                .unwrap_or_default()
-        };
-        for spec in strs(&row["before"]) {
-            build(root, &spec);
-        }
-        let before = tree(root);
-        let records = row["records"].as_array().unwrap();
-        let listing: Vec<Record> = records
-            .iter()
-            .map(|r| {
-                let kind = r[0].as_str().unwrap();
-                let path = r[1].as_str().unwrap();
-                match kind {
-                    "D" => d(path),
-                    "L" => Record::Link {
-                        meta: meta(path),
-                        target: r[2].as_str().unwrap().as_bytes().to_vec(),
-                    },
-                    _ => f(path, r[2].as_str().unwrap().len() as u64),
+                .collect();
+            let sources: Vec<Vec<u8>> = row
+                .sources
+                .iter()
+                .map(|s| format!("src/{s}").into_bytes())
+                .collect();
+            let requested = Requested {
+                sources: &sources,
+                recursive: row.recursive(),
+            };
+            row.run(Side::Download, |root| {
+                let dest = root.join(&row.dest);
+                let (mut stage, _, _) =
+                    DownloadStage::for_listing(&dest, &listing, false, requested)
+                        .map_err(|e| e.kind)?;
+                for (staged, content) in stage.files.iter().zip(row.contents()) {
+                    fs::write(&staged.temp, content).unwrap();
+                }
+                stage.commit().map_err(|e| e.kind)
+            })
+        });
+    }
+
+    mod hostile {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Path pieces an instance could send: ordinary names, the ones that escape, and
+        /// the name of a symlink that already points out of the destination.
+        fn path() -> impl Strategy<Value = String> {
+            let piece = prop::sample::select(vec!["a", "b", "..", ".", "", "escape", "x"]);
+            (any::<bool>(), prop::collection::vec(piece, 1..4)).prop_map(|(abs, parts)| {
+                let p = parts.join("/");
+                if abs {
+                    format!("/{p}")
+                } else {
+                    p
                 }
             })
-            .collect();
-        let sources: Vec<Vec<u8>> = strs(&row["sources"])
-            .iter()
-            .map(|s| format!("src/{s}").into_bytes())
-            .collect();
-        let recursive = row["recursive"]
-            .as_bool()
-            .unwrap_or_else(|| records.iter().any(|r| r[0] == "D"));
-        let dest = root.join(row["dest"].as_str().unwrap());
-        let requested = Requested {
-            sources: &sources,
-            recursive,
-        };
-        let outcome = DownloadStage::for_listing(&dest, &listing, false, requested).and_then(
-            |(mut stage, _, _)| {
-                let contents = records.iter().filter(|r| r[0] == "F");
-                for (staged, r) in stage.files.iter().zip(contents) {
-                    fs::write(&staged.temp, r[2].as_str().unwrap()).unwrap();
+        }
+
+        fn record() -> impl Strategy<Value = Record> {
+            let target = prop::sample::select(vec!["..", "/tmp", "../outside", "a"]);
+            (0..3u8, path(), target, 0..4u64).prop_map(|(kind, path, target, size)| {
+                let meta = Meta {
+                    path: path.into_bytes(),
+                    mode: 0o644,
+                    mtime: Mtime { secs: 0, nanos: 0 },
+                };
+                match kind {
+                    0 => Record::Dir(meta),
+                    1 => Record::Listed { meta, size },
+                    _ => Record::Link {
+                        meta,
+                        target: target.as_bytes().to_vec(),
+                    },
                 }
-                stage.commit()
-            },
-        );
-        let got = match &outcome {
-            Ok(()) => "ok",
-            Err(e) => match e.kind {
-                Kind::Usage => "usage",
-                Kind::Write => "write",
-                Kind::Protocol => "protocol",
-                _ => "other",
-            },
-        };
-        let want = row["expect"]
-            .as_str()
-            .or_else(|| row["expect"]["download"].as_str())
-            .unwrap();
-        if got != want {
-            return Err(format!("{got} (wanted {want}): {outcome:?}"));
+            })
         }
-        if got != "ok" {
-            return if tree(root) == before {
-                Ok(())
-            } else {
-                Err("the tree changed after a refusal".into())
-            };
-        }
-        for spec in strs(&row["after"]) {
-            let ok = if let Some(absent) = spec.strip_prefix('!') {
-                fs::symlink_metadata(root.join(absent)).is_err()
-            } else if let Some((path, target)) = spec.split_once("->") {
-                fs::read_link(root.join(path))
-                    .is_ok_and(|t| t.as_os_str().as_bytes() == target.as_bytes())
-            } else if let Some(d) = spec.strip_suffix('/') {
-                root.join(d).is_dir()
-            } else {
-                let (path, content) = spec.split_once('=').unwrap();
-                let p = root.join(path);
-                !p.is_symlink() && fs::read(&p).is_ok_and(|c| c == content.as_bytes())
-            };
-            if !ok {
-                return Err(format!("after: {spec:?} does not hold"));
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+            /// Whatever a listing holds, and however its bytes are damaged on the way
+            /// (the bundle reader in front of the stage), nothing is written outside the
+            /// destination: not through `..` or absolute paths, not through links the
+            /// listing makes, not through the one that already points out.
+            #[test]
+            fn nothing_lands_outside_the_destination(
+                records in prop::collection::vec(record(), 1..8),
+                flip in prop::option::of((any::<prop::sample::Index>(), any::<u8>())),
+                two_sources in any::<bool>(),
+            ) {
+                let dir = tempfile::tempdir().unwrap();
+                let root = dir.path();
+                let outside = root.join("outside");
+                fs::create_dir(&outside).unwrap();
+                let dest = root.join("dest");
+                fs::create_dir(&dest).unwrap();
+                std::os::unix::fs::symlink("../outside", dest.join("escape")).unwrap();
+
+                let mut wire: Vec<u8> = records.iter().flat_map(|r| r.encode()).collect();
+                if let Some((at, byte)) = flip {
+                    let i = at.index(wire.len());
+                    wire[i] ^= byte;
+                }
+                let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+                let mut reader = &wire[..];
+                let mut listing = Vec::new();
+                while let Ok(r) = runtime.block_on(Record::read(&mut reader)) {
+                    listing.push(r);
+                }
+                let sources: Vec<Vec<u8>> = if two_sources {
+                    vec![b"/srv/a".to_vec(), b"/srv/b".to_vec()]
+                } else {
+                    vec![b"/srv/a".to_vec()]
+                };
+                let requested = Requested { sources: &sources, recursive: true };
+                if let Ok((mut stage, _, _)) = DownloadStage::for_listing(&dest, &listing, false, requested) {
+                    for staged in &stage.files {
+                        fs::write(&staged.temp, b"x").unwrap();
+                    }
+                    let _ = stage.commit();
+                }
+                prop_assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);
+                let top: Vec<_> = fs::read_dir(root).unwrap().flatten().map(|e| e.file_name()).collect();
+                prop_assert_eq!(top.len(), 2, "{:?}", top);
             }
         }
-        Ok(())
-    }
-
-    /// One before-state entry: `p/` a directory, `p=content` a file, `p->target` a link.
-    fn build(root: &Path, spec: &str) {
-        let path = spec
-            .split_once("->")
-            .map(|(p, _)| p)
-            .or_else(|| spec.strip_suffix('/'))
-            .or_else(|| spec.split_once('=').map(|(p, _)| p))
-            .unwrap();
-        let at = root.join(path);
-        if let Some(parent) = at.parent() {
-            fs::create_dir_all(parent).unwrap();
-        }
-        if let Some((_, target)) = spec.split_once("->") {
-            std::os::unix::fs::symlink(target, &at).unwrap();
-        } else if spec.ends_with('/') {
-            fs::create_dir_all(&at).unwrap();
-        } else if let Some((_, content)) = spec.split_once('=') {
-            fs::write(&at, content).unwrap();
-        }
-    }
-
-    /// Everything under `root`: path, kind, content or target.
-    fn tree(root: &Path) -> std::collections::BTreeSet<(PathBuf, u8, Vec<u8>)> {
-        use std::os::unix::ffi::OsStrExt;
-        walkdir::WalkDir::new(root)
-            .min_depth(1)
-            .into_iter()
-            .flatten()
-            .map(|e| {
-                let p = e.path().to_path_buf();
-                let t = e.file_type();
-                if t.is_symlink() {
-                    let target = fs::read_link(&p).unwrap();
-                    (p, b'l', target.as_os_str().as_bytes().to_vec())
-                } else if t.is_dir() {
-                    (p, b'd', Vec::new())
-                } else {
-                    let c = fs::read(&p).unwrap();
-                    (p, b'f', c)
-                }
-            })
-            .collect()
     }
 }

@@ -5,11 +5,14 @@
 //! instance (gather.rs). Nothing here knows which transport it drives.
 
 pub mod bundle;
+mod claims;
 mod drive;
 mod gather;
 pub mod leftovers;
 pub(crate) mod local_dest;
 pub(crate) mod local_source;
+#[cfg(test)]
+mod placement_table;
 pub(crate) mod request;
 pub(crate) mod transport;
 

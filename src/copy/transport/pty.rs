@@ -8,6 +8,7 @@
 
 use super::{Closed, Download, Limiter, PlaceOptions, Progress, Pull, Summary, Transport, Upload};
 use crate::copy::bundle::{components, Meta, Mtime, Record};
+use crate::copy::claims::{Claim, Claims};
 use crate::copy::local_dest::{DownloadStage, Requested};
 use crate::copy::local_source::Plan;
 use crate::copy::transport::stream::Endpoint;
@@ -22,8 +23,8 @@ use crate::session::{self, command, Session, SessionSpec};
 use base64::Engine;
 use sha2::{Digest, Sha256};
 use ssm_proto::PayloadType;
-use std::collections::VecDeque;
-use std::path::Path;
+use std::collections::{HashSet, VecDeque};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
 
@@ -330,10 +331,8 @@ impl Shell {
                 return Ok(rest);
             }
             if let Some(rest) = m.strip_prefix(b"FAIL ") {
-                let text = String::from_utf8_lossy(rest).into_owned();
-                let (class, message) = text.split_once(' ').unwrap_or(("write", text.as_str()));
-                let _ = self.marker().await;
-                return Err(remote_failure(class, message));
+                let _ = self.marker().await; // DONE
+                return Err(reported_failure(rest));
             }
             if m.starts_with(b"DONE") {
                 return Err(self.script_failed());
@@ -350,10 +349,8 @@ impl Shell {
                 return Ok(());
             }
             if let Some(rest) = m.strip_prefix(b"FAIL ") {
-                let text = String::from_utf8_lossy(rest).into_owned();
-                let (class, message) = text.split_once(' ').unwrap_or(("write", text.as_str()));
                 let _ = self.marker().await; // DONE
-                return Err(remote_failure(class, message));
+                return Err(reported_failure(rest));
             }
             if m.starts_with(b"DONE") {
                 return Err(self.script_failed());
@@ -376,6 +373,13 @@ impl Shell {
             "the pty transport needs sh and GNU coreutils (head, base64, sha256sum, mv, touch) and find",
         )
     }
+}
+
+/// What a script's `FAIL class message` marker says, as an error.
+fn reported_failure(rest: &[u8]) -> Error {
+    let text = String::from_utf8_lossy(rest);
+    let (class, message) = text.split_once(' ').unwrap_or(("write", &text));
+    remote_failure(class, message)
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -448,20 +452,29 @@ fn upload_script(plan: &Plan, dest: &[u8], place: &PlaceOptions, tag: &str) -> R
     }
     s.extend_from_slice(b"\nfi\n");
 
-    // Directories, in plan order (parents first). `d` refuses symlinks and records what
-    // it creates so cleanup can remove it.
+    // Directories, in plan order, each entry's parents before it: `t` makes a top's root
+    // (an existing directory there, or a link to one the destination's owner made, is
+    // used as scp does), `d` anything below it and refuses symlinks. Both record what
+    // they create (C<n>=1 for the n-th directory) so cleanup can remove exactly that,
+    // whatever the names hold. The plan comes from a local walk, but it is
+    // held to the same rules as a stream from elsewhere (claims.rs).
     s.extend_from_slice(
-        b"CREATED=\nd() { if [ -L \"$1\" ]; then fail protocol \"refusing to write through the symlink $1\"; fi; \
-if [ ! -d \"$1\" ]; then mkdir \"$1\" || fail permission \"cannot create directory $1\"; CREATED=\"$1\n$CREATED\"; fi; }\n",
+        b"t() { if [ -d \"$2\" ]; then :; elif [ -e \"$2\" ] || [ -L \"$2\" ]; then fail usage \"$2 exists and is not a directory\"; \
+else mkdir \"$2\" || fail permission \"cannot create directory $2\"; eval \"C$1=1\"; fi; }\n\
+d() { if [ -L \"$2\" ]; then fail protocol \"refusing to write through the symlink $2\"; fi; t \"$1\" \"$2\"; }\n",
     );
+    let mut claims = Claims::default();
+    let mut made: Vec<Vec<u8>> = Vec::new();
+    let mut seen: HashSet<Vec<u8>> = HashSet::new();
+    let mut make_dirs = Vec::new();
     let mut files: Vec<(Placed, u64, &Meta)> = Vec::new();
     let mut links: Vec<(Placed, &[u8], &Meta)> = Vec::new();
     let mut dirs: Vec<(Vec<u8>, &Meta)> = Vec::new();
     for e in &plan.entries {
-        let (meta, kind) = match &e.record {
-            Record::Dir(m) => (m, 0),
-            Record::File { meta, .. } => (meta, 1),
-            Record::Link { meta, .. } => (meta, 2),
+        let (meta, claim) = match &e.record {
+            Record::Dir(m) => (m, Claim::Dir),
+            Record::File { meta, .. } => (meta, Claim::File),
+            Record::Link { meta, .. } => (meta, Claim::Link),
             _ => continue,
         };
         let parts = components(&meta.path)?;
@@ -470,19 +483,41 @@ if [ ! -d \"$1\" ]; then mkdir \"$1\" || fail permission \"cannot create directo
             .iter()
             .position(|t| t.name == parts[0])
             .ok_or_else(|| Error::protocol("an entry outside the sources"))?;
+        // What the entry claims, as the tops lie in a destination directory.
+        let under: &[&[u8]] = if parts[0] == b"." {
+            &parts[1..]
+        } else {
+            &parts
+        };
+        claims.claim(&claim_path(under), claim)?;
+        // The directories the entry needs, the top's root first: its parents, and itself
+        // when it is one. `path` ends as the entry's own shell word.
+        let dir_depth = if claim == Claim::Dir {
+            parts.len()
+        } else {
+            parts.len() - 1
+        };
         let mut path = format!("\"$R{top}\"").into_bytes();
-        for p in &parts[1..] {
-            path.push(b'/');
-            path.extend(sq(p));
-        }
-        match (kind, &e.record) {
-            (0, _) => {
-                s.extend_from_slice(b"d ");
-                s.extend_from_slice(&path);
-                s.push(b'\n');
-                dirs.push((path, meta));
+        for (depth, name) in parts.iter().enumerate().take(dir_depth) {
+            if depth > 0 {
+                path.push(b'/');
+                path.extend(sq(name));
             }
-            (1, Record::File { size, .. }) => {
+            if seen.insert(path.clone()) {
+                let f = if depth == 0 { "t" } else { "d" };
+                make_dirs.extend_from_slice(format!("{f} {} ", made.len()).as_bytes());
+                make_dirs.extend_from_slice(&path);
+                made.push(path.clone());
+                make_dirs.push(b'\n');
+            }
+        }
+        if claim != Claim::Dir && parts.len() > 1 {
+            path.push(b'/');
+            path.extend(sq(parts[parts.len() - 1]));
+        }
+        match &e.record {
+            Record::Dir(_) => dirs.push((path, meta)),
+            Record::File { size, .. } => {
                 let temp = temp_word(&path, tag, "tmp");
                 files.push((
                     Placed {
@@ -493,7 +528,7 @@ if [ ! -d \"$1\" ]; then mkdir \"$1\" || fail permission \"cannot create directo
                     meta,
                 ));
             }
-            (_, Record::Link { target, .. }) => {
+            Record::Link { target, .. } => {
                 let temp = temp_word(&path, tag, "lnk");
                 links.push((
                     Placed {
@@ -507,7 +542,8 @@ if [ ! -d \"$1\" ]; then mkdir \"$1\" || fail permission \"cannot create directo
             _ => {}
         }
     }
-    // Cleanup removes temporaries and created directories (deepest first).
+    // Cleanup removes temporaries and created directories (deepest first); it is in
+    // force before the first directory is made.
     s.extend_from_slice(b"cleanup() { rm -f");
     for (p, _, _) in &files {
         s.push(b' ');
@@ -517,7 +553,14 @@ if [ ! -d \"$1\" ]; then mkdir \"$1\" || fail permission \"cannot create directo
         s.push(b' ');
         s.extend_from_slice(&p.temp);
     }
-    s.extend_from_slice(b"; printf '%s\\n' \"$CREATED\" | while IFS= read -r c; do [ -n \"$c\" ] && rmdir \"$c\" 2>/dev/null; done; [ -n \"$MADE\" ] && rmdir \"$MADE\" 2>/dev/null; :; }\n");
+    s.extend_from_slice(b";");
+    for (n, path) in made.iter().enumerate().rev() {
+        s.extend_from_slice(format!(" [ -z \"${{C{n}:-}}\" ] || rmdir ").as_bytes());
+        s.extend_from_slice(path);
+        s.extend_from_slice(b" 2>/dev/null;");
+    }
+    s.extend_from_slice(b" [ -z \"$MADE\" ] || rmdir \"$MADE\" 2>/dev/null; :; }\n");
+    s.extend_from_slice(&make_dirs);
 
     // The data: exactly b64_len characters of base64 on the terminal, decoded and cut
     // into the files in order. Nothing may write to the terminal meanwhile.
@@ -607,6 +650,15 @@ if [ ! -d \"$1\" ]; then mkdir \"$1\" || fail permission \"cannot create directo
     Ok(s)
 }
 
+/// A claim's key: the entry's path below the destination directory.
+fn claim_path(parts: &[&[u8]]) -> PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    parts
+        .iter()
+        .map(|p| std::ffi::OsStr::from_bytes(p))
+        .collect()
+}
+
 fn touch(m: &Mtime) -> String {
     format!("touch -h -d @{}.{:09} ", m.secs, m.nanos)
 }
@@ -630,12 +682,17 @@ fn mv(s: &mut Vec<u8>, from: &[u8], to: &[u8]) {
 /// `"$R0"/'a'/'b'` → `"$R0"/'a'/'.b.ssmcp-TAG.tmp'`: the temporary beside the file.
 fn temp_word(path: &[u8], tag: &str, ext: &str) -> Vec<u8> {
     // The last word is either `'name'` or the bare root `"$Rn"` (a single file top).
-    if path.ends_with(b"\"") {
-        // A single-file top lands at the root path itself: put the temporary beside it.
+    if let Some(root) = path
+        .strip_prefix(b"\"$")
+        .and_then(|p| p.strip_suffix(b"\""))
+    {
+        // A single-file top lands at the root path itself: put the temporary beside it,
+        // named for the root, since several tops may land in one directory.
         let mut t = b"\"$(dirname ".to_vec();
         t.extend_from_slice(path);
-        t.extend_from_slice(b")\"/.ssmcp-");
-        t.extend_from_slice(format!("{tag}.{ext}").as_bytes());
+        t.extend_from_slice(b")\"/.");
+        t.extend_from_slice(root);
+        t.extend_from_slice(format!(".ssmcp-{tag}.{ext}").as_bytes());
         return t;
     }
     let open = path
@@ -1053,7 +1110,7 @@ mod tests {
         );
         assert_eq!(
             temp_word(b"\"$R1\"", "t", "tmp"),
-            b"\"$(dirname \"$R1\")\"/.ssmcp-t.tmp"
+            b"\"$(dirname \"$R1\")\"/.R1.ssmcp-t.tmp"
         );
     }
 
@@ -1070,5 +1127,100 @@ mod tests {
         );
         assert!(matches!(&records[2], Record::Link { target, .. } if target == b"target"));
         assert_eq!(warnings.len(), 1);
+    }
+
+    proptest::proptest! {
+        /// A listing is whatever the instance's `find` printed; any bytes at all parse
+        /// or are refused, never panic, and what parses is handed on as records only.
+        #[test]
+        fn any_listing_parses_or_is_refused(raw in proptest::collection::vec(
+            proptest::sample::select(vec![0u8, b' ', b'T', b'0', b'1', b'd', b'f', b'l', b'.', b'7', b'/', b'a']),
+            0..200,
+        )) {
+            if let Ok((records, _)) = parse_listing(&raw) {
+                for r in records {
+                    let ok = matches!(r, Record::Dir(_) | Record::Listed { .. } | Record::Link { .. });
+                    proptest::prop_assert!(ok, "{:?}", r);
+                }
+            }
+        }
+    }
+
+    /// tests/fixtures/placement.json, pty upload side: the script ssmcp generates, run by
+    /// this machine's `sh` with GNU coreutils (what the transport needs on an instance),
+    /// fed the base64 and digests the terminal would carry.
+    #[test]
+    fn the_placement_table_holds_for_pty_uploads() {
+        use crate::copy::local_source::{Entry, Top};
+        use crate::copy::placement_table::{every_row, Side};
+        use std::io::Write;
+        every_row(|row| {
+            let contents = row.contents();
+            let plan = Plan {
+                tops: row
+                    .sources
+                    .iter()
+                    .map(|s| Top {
+                        name: s.as_bytes().to_vec(),
+                        is_dir: row.source_is_dir(s),
+                    })
+                    .collect(),
+                entries: row
+                    .records()
+                    .into_iter()
+                    .map(|record| Entry {
+                        record,
+                        source: PathBuf::new(),
+                    })
+                    .collect(),
+                files: contents.len() as u64,
+                bytes: contents.iter().map(|c| c.len() as u64).sum(),
+                ..Plan::default()
+            };
+            row.run(Side::Upload, |root| {
+                let place = PlaceOptions {
+                    preserve: false,
+                    atomic: false,
+                };
+                let script =
+                    upload_script(&plan, row.dest.as_bytes(), &place, "t0").map_err(|e| e.kind)?;
+                let mut terminal = base64::engine::general_purpose::STANDARD
+                    .encode(contents.concat())
+                    .into_bytes();
+                for c in &contents {
+                    terminal.extend(hex::encode(Sha256::digest(c)).bytes());
+                    terminal.push(b'\n');
+                }
+                let mut file = tempfile::NamedTempFile::new().unwrap();
+                file.write_all(&script).unwrap();
+                let mut sh = std::process::Command::new("sh")
+                    .arg(file.path())
+                    .current_dir(root)
+                    .env("HOME", root)
+                    .stdin(std::process::Stdio::piped())
+                    .stdout(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                // A script that refuses early stops reading; the rest of the input is moot.
+                let _ = sh.stdin.take().unwrap().write_all(&terminal);
+                let out = sh.wait_with_output().unwrap();
+                let said = out.stdout;
+                for line in said.split(|&b| b == b'\n') {
+                    if let Some(rest) = line.strip_prefix(MARK) {
+                        if let Some(failure) = rest.strip_prefix(b"FAIL ") {
+                            return Err(reported_failure(failure).kind);
+                        }
+                        if rest.starts_with(b"OK") {
+                            return Ok(());
+                        }
+                    }
+                }
+                panic!(
+                    "{}: no outcome: {}",
+                    row.name,
+                    String::from_utf8_lossy(&said)
+                );
+            })
+        });
     }
 }
