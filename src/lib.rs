@@ -10,6 +10,8 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 // Only the reporter (progress.rs) writes to stdout and stderr.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
+// Crate-private items say so, so that what nothing uses shows up as dead code.
+#![warn(unreachable_pub)]
 
 pub(crate) mod aws;
 pub mod cli;

@@ -15,7 +15,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Progress events from the transports; `Reporter` renders them as bars or JSON lines.
-pub trait Progress: Send + Sync {
+pub(crate) trait Progress: Send + Sync {
     /// The whole job is known: how many files and bytes will move.
     fn plan(&self, files: u64, bytes: u64);
     /// More bytes moved (and were verified or are being verified).

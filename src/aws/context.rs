@@ -10,7 +10,7 @@ use crate::copy::transport::stream::Endpoint;
 use crate::error::Result;
 use crate::session::channel::ChannelConfig;
 
-pub struct Context {
+pub(crate) struct Context {
     pub ssm: aws_sdk_ssm::Client,
     /// The loaded configuration, for clients of other services (STS for doctor).
     pub aws: aws_config::SdkConfig,
@@ -22,12 +22,12 @@ pub struct Context {
 impl Context {
     /// Resolve the target and load AWS configuration; region and profile given in the
     /// target (`i-….REGION.PROFILE`) win over the global flags.
-    pub async fn new(global: &Global, target: &str) -> Result<Context> {
+    pub(crate) async fn new(global: &Global, target: &str) -> Result<Context> {
         Context::of(global, Target::parse(target)?).await
     }
 
     /// As `new`, for a target already parsed.
-    pub async fn of(global: &Global, target: Target) -> Result<Context> {
+    pub(crate) async fn of(global: &Global, target: Target) -> Result<Context> {
         let (conf, ssm, trust) = load_aws(
             global,
             target.region.clone().or_else(|| global.region.clone()),
@@ -52,7 +52,7 @@ impl Context {
     }
 
     /// Where this command's sessions go and how they are opened.
-    pub fn endpoint(&self) -> Endpoint {
+    pub(crate) fn endpoint(&self) -> Endpoint {
         Endpoint {
             ssm: self.ssm.clone(),
             instance: self.target.instance_id.clone(),
@@ -62,7 +62,7 @@ impl Context {
 }
 
 /// AWS configuration and the SSM client, trusting AWS_CA_BUNDLE as the AWS CLI does.
-pub async fn load_aws(
+pub(crate) async fn load_aws(
     global: &Global,
     region: Option<String>,
     profile: Option<String>,

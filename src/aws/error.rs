@@ -4,7 +4,7 @@
 use crate::error::{Error, Kind};
 use aws_sdk_ssm::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 
-pub fn from_sdk<E, R>(operation: &str, err: SdkError<E, R>) -> Error
+pub(crate) fn from_sdk<E, R>(operation: &str, err: SdkError<E, R>) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
@@ -53,7 +53,7 @@ fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or_default()
 }
 
-pub fn from_code(operation: &str, code: &str, message: &str) -> Error {
+pub(crate) fn from_code(operation: &str, code: &str, message: &str) -> Error {
     let said = if message.is_empty() {
         code.to_string()
     } else {

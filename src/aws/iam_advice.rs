@@ -9,7 +9,7 @@ const OWN_SESSIONS_STATEMENT: &str =
     include_str!("../../docs/policies/own-sessions-statement.json");
 
 /// The statement on one line, ready to paste into a policy's `Statement` list.
-pub fn own_sessions_statement() -> String {
+pub(crate) fn own_sessions_statement() -> String {
     // Joining the lines keeps the file's order and stays valid JSON (a unit test
     // below parses it back).
     OWN_SESSIONS_STATEMENT
@@ -20,14 +20,14 @@ pub fn own_sessions_statement() -> String {
 }
 
 /// Why the usual resources fail, in one sentence.
-pub const WHY_NOT_SESSION_ID_SCOPING: &str = "a session id starts with the caller's name \
+pub(crate) const WHY_NOT_SESSION_ID_SCOPING: &str = "a session id starts with the caller's name \
 (IAM user name, or role session name such as alice@example.com), so \
 \"session/${aws:username}-*\" matches no role session (aws:username is undefined for \
 them) and \"session/${aws:userid}-*\" matches none either (a role's aws:userid is \
 ROLEID:NAME)";
 
 /// The fix for a refused TerminateSession / ResumeSession, with the statement itself.
-pub fn own_sessions_fix() -> String {
+pub(crate) fn own_sessions_fix() -> String {
     format!(
         "allow ssm:TerminateSession and ssm:ResumeSession by the session's owner tag instead of \
          by session id: {}; {WHY_NOT_SESSION_ID_SCOPING} (docs/iam.md, docs/policies/session-caller.json)",
@@ -37,7 +37,7 @@ pub fn own_sessions_fix() -> String {
 
 /// What kind of caller an STS ARN names, and what session policies see of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Caller {
+pub(crate) struct Caller {
     /// e.g. "IAM user", "IAM Identity Center (SSO) role session (AWSReservedSSO_Dev_abc)".
     pub kind: String,
     /// `aws:username`: IAM users only.
@@ -49,7 +49,7 @@ pub struct Caller {
 }
 
 impl Caller {
-    pub fn from_sts(arn: &str, user_id: &str) -> Caller {
+    pub(crate) fn from_sts(arn: &str, user_id: &str) -> Caller {
         let resource = arn.splitn(6, ':').nth(5).unwrap_or_default();
         let last = resource.rsplit('/').next().unwrap_or(resource).to_string();
         let (kind, user_name) = if resource.starts_with("user/") {
@@ -76,13 +76,13 @@ impl Caller {
     }
 
     /// Role sessions and federated users: the callers `${aws:username}` policies miss.
-    pub fn has_no_user_name(&self) -> bool {
+    pub(crate) fn has_no_user_name(&self) -> bool {
         self.user_name.is_none()
     }
 
     /// One line for doctor: the caller, its session ids, its owner tag, and what the
     /// two common resource patterns become for it.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let username = match &self.user_name {
             Some(n) => format!("${{aws:username}} = {n}"),
             None => "${aws:username} is undefined for it".to_string(),

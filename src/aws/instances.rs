@@ -14,10 +14,10 @@ use crate::error::{Error, Kind, Result};
 use aws_sdk_ssm::types::InstanceInformationStringFilter;
 
 /// Run Command's limit on `InstanceIds` in one SendCommand.
-pub const MAX_INSTANCE_IDS: usize = 50;
+pub(crate) const MAX_INSTANCE_IDS: usize = 50;
 
 /// The one managed instance whose Name tag is `name`.
-pub async fn by_name(ssm: &aws_sdk_ssm::Client, name: &str) -> Result<String> {
+pub(crate) async fn by_name(ssm: &aws_sdk_ssm::Client, name: &str) -> Result<String> {
     let ids = managed_where(ssm, "tag:Name", vec![name.to_string()]).await?;
     match ids.as_slice() {
         [one] => Ok(one.to_string()),
@@ -37,7 +37,11 @@ pub async fn by_name(ssm: &aws_sdk_ssm::Client, name: &str) -> Result<String> {
 
 /// The managed instances tagged `key=value`, sorted (for commands ssmcp spreads over
 /// instances itself; uploads leave the tag to Run Command).
-pub async fn by_tag(ssm: &aws_sdk_ssm::Client, key: &str, value: &str) -> Result<Vec<String>> {
+pub(crate) async fn by_tag(
+    ssm: &aws_sdk_ssm::Client,
+    key: &str,
+    value: &str,
+) -> Result<Vec<String>> {
     let mut ids = managed_where(ssm, &format!("tag:{key}"), vec![value.to_string()]).await?;
     if ids.is_empty() {
         return Err(Error::new(
@@ -52,7 +56,7 @@ pub async fn by_tag(ssm: &aws_sdk_ssm::Client, key: &str, value: &str) -> Result
 
 /// What a Name pattern matched.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Matched {
+pub(crate) struct Matched {
     /// Managed instances, sorted: these receive the command.
     pub managed: Vec<String>,
     /// Instances with a matching Name that Systems Manager does not manage.
@@ -61,20 +65,20 @@ pub struct Matched {
 
 impl Matched {
     /// One warning per instance left out.
-    pub fn warnings(&self, pattern: &str) -> Vec<String> {
+    pub(crate) fn warnings(&self, pattern: &str) -> Vec<String> {
         self.unmanaged
             .iter()
             .map(|id| format!("{id} is named like '{pattern}' but Systems Manager does not manage it; left out"))
             .collect()
     }
 
-    pub fn describe(&self, pattern: &str) -> String {
+    pub(crate) fn describe(&self, pattern: &str) -> String {
         format!("name:{pattern} is {}", self.managed.join(", "))
     }
 }
 
 /// The managed instances whose Name tag matches `pattern`.
-pub async fn by_name_pattern(
+pub(crate) async fn by_name_pattern(
     conf: &aws_config::SdkConfig,
     ssm: &aws_sdk_ssm::Client,
     pattern: &str,

@@ -10,7 +10,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Entry {
+pub(crate) struct Entry {
     pub bucket: String,
     pub key: String,
     /// The bucket's region when it was given (--bucket-region).
@@ -26,7 +26,7 @@ pub struct Entry {
 
 impl Entry {
     /// Whether the run that wrote this entry may still be working on it.
-    pub fn owner_alive(&self) -> bool {
+    pub(crate) fn owner_alive(&self) -> bool {
         if self.pid == 0 || self.pid == std::process::id() {
             return false;
         }
@@ -35,13 +35,13 @@ impl Entry {
 }
 
 /// One run's entry on disk.
-pub struct EntryFile {
+pub(crate) struct EntryFile {
     path: PathBuf,
     entry: Entry,
 }
 
 /// `$XDG_STATE_HOME/ssmcp/staged`, else `~/.local/state/ssmcp/staged`.
-pub fn dir() -> Option<PathBuf> {
+pub(crate) fn dir() -> Option<PathBuf> {
     let base = std::env::var_os("XDG_STATE_HOME")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
@@ -55,7 +55,7 @@ pub fn dir() -> Option<PathBuf> {
 
 impl EntryFile {
     /// Note `entry` before it is created in S3.
-    pub fn create(entry: Entry) -> Result<EntryFile> {
+    pub(crate) fn create(entry: Entry) -> Result<EntryFile> {
         let dir = dir().ok_or_else(|| {
             Error::usage("neither XDG_STATE_HOME nor HOME is set, so ssmcp cannot keep its journal")
         })?;
@@ -74,21 +74,21 @@ impl EntryFile {
     }
 
     /// An entry found on disk (by `pending`), to finish what its run could not.
-    pub fn adopt(path: PathBuf, entry: Entry) -> EntryFile {
+    pub(crate) fn adopt(path: PathBuf, entry: Entry) -> EntryFile {
         EntryFile { path, entry }
     }
 
-    pub fn entry(&self) -> &Entry {
+    pub(crate) fn entry(&self) -> &Entry {
         &self.entry
     }
 
-    pub fn set_upload(&mut self, upload_id: Option<String>) -> Result<()> {
+    pub(crate) fn set_upload(&mut self, upload_id: Option<String>) -> Result<()> {
         self.entry.upload_id = upload_id;
         self.save()
     }
 
     /// Everything was removed: the run leaves no trace (nor a half-saved update).
-    pub fn forget(self) {
+    pub(crate) fn forget(self) {
         let _ = std::fs::remove_file(&self.path);
         let _ = std::fs::remove_file(self.path.with_extension("tmp"));
     }
@@ -128,7 +128,7 @@ fn cannot_write(path: &Path, e: &std::io::Error) -> Error {
 /// as `ID.tmp` beside `ID.json`; the update is the newer state (it may be the only
 /// place a multipart upload's id was noted), so it wins when it reads whole. A `.tmp`
 /// that does not read whole was cut off mid-write and says nothing the `.json` lacks.
-pub fn pending() -> Vec<(PathBuf, std::result::Result<Entry, String>)> {
+pub(crate) fn pending() -> Vec<(PathBuf, std::result::Result<Entry, String>)> {
     dir().map(|d| pending_in(&d)).unwrap_or_default()
 }
 

@@ -4,25 +4,25 @@
 //! submodules are the rest of the AWS plumbing: what a command starts from, error
 //! mapping, TLS trust, targets and instances, Run Command, the S3 journal, IAM advice.
 
-pub mod context;
-pub mod error;
-pub mod iam_advice;
-pub mod instances;
-pub mod journal;
-pub mod run_command;
-pub mod target;
-pub mod trust;
+pub(crate) mod context;
+pub(crate) mod error;
+pub(crate) mod iam_advice;
+pub(crate) mod instances;
+pub(crate) mod journal;
+pub(crate) mod run_command;
+pub(crate) mod target;
+pub(crate) mod trust;
 
 use aws_config::BehaviorVersion;
 
 #[derive(Debug, Clone, Default)]
-pub struct AwsOptions {
+pub(crate) struct AwsOptions {
     pub region: Option<String>,
     pub profile: Option<String>,
     pub endpoint_url: Option<String>,
 }
 
-pub async fn load(
+pub(crate) async fn load(
     opts: &AwsOptions,
     http: Option<aws_sdk_ssm::config::SharedHttpClient>,
 ) -> aws_config::SdkConfig {
@@ -41,7 +41,10 @@ pub async fn load(
 
 /// The SSM client; `--endpoint-url` applies to SSM only (a VPC endpoint for SSM must not
 /// redirect STS), `AWS_ENDPOINT_URL_<SERVICE>` per service as the SDK reads them.
-pub fn ssm_client(conf: &aws_config::SdkConfig, endpoint_url: Option<&str>) -> aws_sdk_ssm::Client {
+pub(crate) fn ssm_client(
+    conf: &aws_config::SdkConfig,
+    endpoint_url: Option<&str>,
+) -> aws_sdk_ssm::Client {
     let mut b = aws_sdk_ssm::config::Builder::from(conf);
     if let Some(e) = endpoint_url {
         b = b.endpoint_url(e);
@@ -49,13 +52,16 @@ pub fn ssm_client(conf: &aws_config::SdkConfig, endpoint_url: Option<&str>) -> a
     aws_sdk_ssm::Client::from_conf(b.build())
 }
 
-pub fn sts_client(conf: &aws_config::SdkConfig) -> aws_sdk_sts::Client {
+pub(crate) fn sts_client(conf: &aws_config::SdkConfig) -> aws_sdk_sts::Client {
     aws_sdk_sts::Client::new(conf)
 }
 
 /// The S3 client; `bucket_region` when the bucket lives elsewhere than the instances
 /// (presigned URLs must be signed for the bucket's own region).
-pub fn s3_client(conf: &aws_config::SdkConfig, bucket_region: Option<&str>) -> aws_sdk_s3::Client {
+pub(crate) fn s3_client(
+    conf: &aws_config::SdkConfig,
+    bucket_region: Option<&str>,
+) -> aws_sdk_s3::Client {
     let mut b = aws_sdk_s3::config::Builder::from(conf);
     if let Some(r) = bucket_region {
         b = b.region(aws_config::Region::new(r.to_string()));

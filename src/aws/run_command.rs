@@ -15,7 +15,7 @@ use std::time::Duration;
 const CANCEL_WAIT: Duration = Duration::from_secs(10);
 
 /// Where a command goes, in the terms Run Command takes.
-pub enum Targets {
+pub(crate) enum Targets {
     /// Instance ids (at most 50); `label` says how they were chosen.
     Instances { ids: Vec<String>, label: String },
     /// Every instance with this tag, found by Run Command itself.
@@ -23,14 +23,14 @@ pub enum Targets {
 }
 
 impl Targets {
-    pub fn one(id: &str) -> Targets {
+    pub(crate) fn one(id: &str) -> Targets {
         Targets::Instances {
             ids: vec![id.to_string()],
             label: id.to_string(),
         }
     }
 
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Targets::Instances { label, .. } => label.clone(),
             Targets::Tag { key, value } => format!("the instances tagged {key}={value}"),
@@ -39,7 +39,7 @@ impl Targets {
 }
 
 /// One `AWS-RunShellScript` command.
-pub struct Script<'a> {
+pub(crate) struct Script<'a> {
     pub targets: &'a Targets,
     pub comment: &'a str,
     pub script: String,
@@ -49,7 +49,7 @@ pub struct Script<'a> {
 }
 
 /// How one instance's invocation ended.
-pub struct Invocation {
+pub(crate) struct Invocation {
     pub instance: String,
     pub status: CommandInvocationStatus,
     /// StatusDetails, e.g. `Undeliverable`.
@@ -63,14 +63,18 @@ pub struct Invocation {
 /// SendCommand is still in flight: the call runs as its own task, which notes the id
 /// whether or not the copy that sent it is still waiting.
 #[derive(Default)]
-pub struct InFlight {
+pub(crate) struct InFlight {
     id: Arc<Mutex<Option<String>>>,
     sending: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl InFlight {
     /// Send `script`; its command id.
-    pub async fn send(&self, ssm: &aws_sdk_ssm::Client, script: &Script<'_>) -> Result<String> {
+    pub(crate) async fn send(
+        &self,
+        ssm: &aws_sdk_ssm::Client,
+        script: &Script<'_>,
+    ) -> Result<String> {
         let mut req = ssm
             .send_command()
             .document_name("AWS-RunShellScript")
@@ -115,7 +119,7 @@ impl InFlight {
     /// instance still working would otherwise act on what the caller removes next.
     /// True when the command had succeeded everywhere before the cancel could stop it
     /// (the caller's poll had not seen that yet): its work is done, not undone.
-    pub async fn cancel(&self, ssm: &aws_sdk_ssm::Client) -> bool {
+    pub(crate) async fn cancel(&self, ssm: &aws_sdk_ssm::Client) -> bool {
         let sending = lock(&self.sending).take();
         if let Some(task) = sending {
             let _ = tokio::time::timeout(CANCEL_WAIT, task).await;
@@ -150,7 +154,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Poll until the command is over, handing each instance's invocation to `finished`
 /// as it ends; every invocation, ordered by instance id.
-pub async fn wait(
+pub(crate) async fn wait(
     ssm: &aws_sdk_ssm::Client,
     command_id: &str,
     mut finished: impl FnMut(&Invocation),
@@ -177,7 +181,7 @@ pub async fn wait(
 
 /// Poll one instance's invocation until it is over. Needs only GetCommandInvocation,
 /// which is all `doctor`'s probe asks users to grant (docs/policies/doctor-s3-probe.json).
-pub async fn wait_one(
+pub(crate) async fn wait_one(
     ssm: &aws_sdk_ssm::Client,
     command_id: &str,
     instance: &str,

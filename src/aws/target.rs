@@ -121,17 +121,17 @@ impl Fleet {
 }
 
 /// `i-` or `mi-` followed by 8 or 17 hex digits, as EC2 and SSM issue them.
-pub fn is_instance_id(s: &str) -> bool {
+pub(crate) fn is_instance_id(s: &str) -> bool {
     let hex = s.strip_prefix("i-").or_else(|| s.strip_prefix("mi-"));
     matches!(hex, Some(h) if (h.len() == 8 || h.len() == 17) && h.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// Whether a `name:` value is a pattern (several instances) rather than one name.
-pub fn is_pattern(name: &str) -> bool {
+pub(crate) fn is_pattern(name: &str) -> bool {
     name.contains(['*', '?', '['])
 }
 
-pub fn compile(pattern: &str) -> Result<GlobMatcher> {
+pub(crate) fn compile(pattern: &str) -> Result<GlobMatcher> {
     Glob::new(pattern)
         .map(|g| g.compile_matcher())
         .map_err(|e| Error::usage(format!("'name:{pattern}' is not a valid pattern: {e}")))

@@ -6,14 +6,14 @@
 use crate::error::{Error, Kind, Result};
 use std::sync::Arc;
 
-pub struct Trust {
+pub(crate) struct Trust {
     /// The PEM bundle, if one is configured.
     pub bundle: Option<Vec<u8>>,
 }
 
 impl Trust {
     /// Read `AWS_CA_BUNDLE` if set.
-    pub fn from_env() -> Result<Trust> {
+    pub(crate) fn from_env() -> Result<Trust> {
         let Some(path) = std::env::var_os("AWS_CA_BUNDLE").filter(|p| !p.is_empty()) else {
             return Ok(Trust { bundle: None });
         };
@@ -28,7 +28,7 @@ impl Trust {
     }
 
     /// An HTTPS client for the SDK that also trusts the bundle.
-    pub fn sdk_http_client(&self) -> Result<Option<aws_sdk_ssm::config::SharedHttpClient>> {
+    pub(crate) fn sdk_http_client(&self) -> Result<Option<aws_sdk_ssm::config::SharedHttpClient>> {
         use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
         let Some(pem) = &self.bundle else {
             return Ok(None);
@@ -49,7 +49,7 @@ impl Trust {
 
     /// A rustls client configuration for the websocket: platform roots plus the bundle.
     /// `None` keeps tokio-tungstenite's default (platform roots).
-    pub fn websocket_tls(&self) -> Result<Option<Arc<rustls::ClientConfig>>> {
+    pub(crate) fn websocket_tls(&self) -> Result<Option<Arc<rustls::ClientConfig>>> {
         use rustls_pki_types::pem::PemObject;
         use rustls_pki_types::CertificateDer;
         let Some(pem) = &self.bundle else {

@@ -8,7 +8,7 @@ use crate::progress::Reporter;
 use serde_json::{json, Value};
 
 /// One instance's outcome.
-pub struct Outcome {
+pub(crate) struct Outcome {
     pub instance: String,
     pub ok: bool,
     pub files: u64,
@@ -20,7 +20,7 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    pub fn done(instance: String, files: u64, bytes: u64) -> Outcome {
+    pub(crate) fn done(instance: String, files: u64, bytes: u64) -> Outcome {
         Outcome {
             instance,
             ok: true,
@@ -31,7 +31,7 @@ impl Outcome {
         }
     }
 
-    pub fn failed(instance: String, why: Error) -> Outcome {
+    pub(crate) fn failed(instance: String, why: Error) -> Outcome {
         Outcome {
             instance,
             ok: false,
@@ -45,7 +45,7 @@ impl Outcome {
 
 /// Each instance as an `instance` event, and as a table for people when there are
 /// several.
-pub fn report(results: &[Outcome], reporter: &Reporter) {
+pub(crate) fn report(results: &[Outcome], reporter: &Reporter) {
     for o in results {
         reporter.event(json!({
             "event": "instance",
@@ -78,7 +78,7 @@ pub fn report(results: &[Outcome], reporter: &Reporter) {
 }
 
 /// The error for a run in which some instances failed: which, and why.
-pub fn failure(results: &[Outcome], failed: &[&Outcome]) -> Error {
+pub(crate) fn failure(results: &[Outcome], failed: &[&Outcome]) -> Error {
     let first = failed[0].failure.as_ref();
     if results.len() == 1 {
         if let Some(e) = first {
@@ -110,7 +110,7 @@ pub fn failure(results: &[Outcome], failed: &[&Outcome]) -> Error {
 
 /// A rate-control value as Run Command takes it: a number, or a percentage of `total`
 /// (rounded up, and at least `floor`).
-pub fn count_of(spec: &str, total: usize, floor: usize, flag: &str) -> Result<usize> {
+pub(crate) fn count_of(spec: &str, total: usize, floor: usize, flag: &str) -> Result<usize> {
     let bad = || {
         Error::usage(format!("{flag} '{spec}' is not a number or a percentage"))
             .hint(format!("e.g. {flag} 5 or {flag} 20%"))

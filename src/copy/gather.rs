@@ -21,7 +21,12 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// Download from every instance of `fleet` with `one(instance id, its directory)`.
-pub async fn download<F, Fut>(run: Run<'_>, fleet: Fleet, dest: &Path, one: F) -> Result<Summary>
+pub(super) async fn download<F, Fut>(
+    run: Run<'_>,
+    fleet: Fleet,
+    dest: &Path,
+    one: F,
+) -> Result<Summary>
 where
     F: Fn(String, PathBuf) -> Fut,
     Fut: Future<Output = Result<Summary>>,

@@ -14,11 +14,11 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// Top-level source name -> where it lands.
-pub type Roots = HashMap<Vec<u8>, PathBuf>;
+pub(crate) type Roots = HashMap<Vec<u8>, PathBuf>;
 
 /// A file being received: its temporary name and where it goes.
 #[derive(Debug)]
-pub struct StagedFile {
+pub(crate) struct StagedFile {
     pub temp: PathBuf,
     pub final_path: PathBuf,
     pub size: u64,
@@ -26,7 +26,7 @@ pub struct StagedFile {
     pub mtime: Mtime,
 }
 
-pub struct DownloadStage {
+pub(crate) struct DownloadStage {
     roots: Roots,
     tag: String,
     preserve: bool,
@@ -45,7 +45,7 @@ pub struct DownloadStage {
 /// scp/rsync rules for where sources land (see docs/transports.md): an existing
 /// directory receives each source under its name; otherwise one source becomes `dest`,
 /// and `dest/` is created to receive the sources.
-pub fn resolve(dest: &Path, tops: &[(Vec<u8>, bool)]) -> Result<(Roots, Option<PathBuf>)> {
+pub(crate) fn resolve(dest: &Path, tops: &[(Vec<u8>, bool)]) -> Result<(Roots, Option<PathBuf>)> {
     let wants_dir = dest.as_os_str().as_bytes().ends_with(b"/");
     let under = |d: &Path| -> Roots {
         tops.iter()
@@ -108,7 +108,7 @@ fn under_single(tops: &[(Vec<u8>, bool)], dest: &Path) -> Roots {
 /// (docs/transports.md, "What a download accepts"): the rule that keeps a hostile
 /// instance from writing anything the user did not name (scp's CVE-2019-6111 class).
 #[derive(Clone, Copy, Debug)]
-pub struct Requested<'a> {
+pub(crate) struct Requested<'a> {
     pub sources: &'a [Vec<u8>],
     pub recursive: bool,
 }
@@ -147,9 +147,9 @@ fn top_name(source: &[u8]) -> TopName {
 /// Most entries a listing may hold. Each costs memory until the download ends (its path
 /// and metadata, a temporary file), so a peer must not be able to declare unbounded
 /// numbers of them; a tree this large is better copied in parts or through S3.
-pub const MAX_ENTRIES: usize = 2_000_000;
+pub(crate) const MAX_ENTRIES: usize = 2_000_000;
 /// No single file is larger than this (1 PiB); a size beyond it is a lie.
-pub const MAX_FILE_BYTES: u64 = 1 << 50;
+pub(crate) const MAX_FILE_BYTES: u64 = 1 << 50;
 
 fn outside(path: &[u8]) -> Error {
     Error::protocol(format!(
@@ -248,7 +248,7 @@ impl DownloadStage {
     /// links), in order: `files[k]` is the k-th `Listed` record. Everything is checked
     /// against `requested` and against the space at the destination first, so a lying
     /// instance gets nothing created. Returns the stage and the files and bytes to fetch.
-    pub fn for_listing(
+    pub(crate) fn for_listing(
         dest: &Path,
         records: &[Record],
         preserve: bool,
@@ -311,7 +311,11 @@ impl DownloadStage {
         Ok((stage, files, bytes))
     }
 
-    pub fn new(dest: &Path, tops: &[(Vec<u8>, bool)], preserve: bool) -> Result<DownloadStage> {
+    pub(crate) fn new(
+        dest: &Path,
+        tops: &[(Vec<u8>, bool)],
+        preserve: bool,
+    ) -> Result<DownloadStage> {
         let (roots, create) = resolve(dest, tops)?;
         let umask = read_umask();
         let mut stage = DownloadStage {
@@ -476,7 +480,7 @@ impl DownloadStage {
 
     /// Put everything in place: modes and times on the temporaries, then renames, then
     /// directory metadata deepest first (children would otherwise bump a parent's mtime).
-    pub fn commit(&mut self) -> Result<()> {
+    pub(crate) fn commit(&mut self) -> Result<()> {
         for f in &self.files {
             if self.preserve {
                 set_mtime(&f.temp, f.mtime)
@@ -527,7 +531,7 @@ impl DownloadStage {
     }
 
     /// Remove every temporary and every directory this stage created.
-    pub fn abort(&mut self) {
+    pub(crate) fn abort(&mut self) {
         for f in self.files.drain(..) {
             let _ = fs::remove_file(&f.temp);
         }
@@ -578,7 +582,7 @@ fn read_umask() -> u32 {
 }
 
 /// A local write failure: permission and space problems get their own hints.
-pub fn write_error(what: &str, path: &Path, e: &std::io::Error) -> Error {
+pub(crate) fn write_error(what: &str, path: &Path, e: &std::io::Error) -> Error {
     let hint = match e.raw_os_error() {
         Some(libc::EACCES | libc::EPERM | libc::EROFS) => {
             "check the permissions of the destination"

@@ -11,7 +11,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone)]
-pub struct Entry {
+pub(crate) struct Entry {
     /// The record announcing it; files are `Record::File` with their size.
     pub record: Record,
     /// Where its bytes live locally (files only matter).
@@ -20,7 +20,7 @@ pub struct Entry {
 
 /// One command-line source, as the receiver needs to know it before the bundle starts.
 #[derive(Debug, Clone)]
-pub struct Top {
+pub(crate) struct Top {
     /// The name it will have at the destination, or "." for a directory's contents
     /// (a source written with a trailing slash, as rsync does).
     pub name: Vec<u8>,
@@ -28,7 +28,7 @@ pub struct Top {
 }
 
 #[derive(Debug, Default)]
-pub struct Plan {
+pub(crate) struct Plan {
     pub tops: Vec<Top>,
     pub entries: Vec<Entry>,
     pub warnings: Vec<String>,
@@ -40,7 +40,7 @@ impl Plan {
     /// --sync: drop the files whose destination copy (`remote`, one per file in plan
     /// order) has the same SHA-256 as ours. Returns the bundle paths of the files
     /// dropped, so --delete keeps them.
-    pub fn drop_unchanged(&mut self, remote: &[Option<[u8; 32]>]) -> Result<Vec<Vec<u8>>> {
+    pub(crate) fn drop_unchanged(&mut self, remote: &[Option<[u8; 32]>]) -> Result<Vec<Vec<u8>>> {
         let mut unchanged = Vec::new();
         let mut remote = remote.iter();
         let mut kept = Vec::with_capacity(self.entries.len());
@@ -76,12 +76,12 @@ fn sha256_file(path: &Path) -> Result<[u8; 32]> {
     Ok(h.finalize().into())
 }
 
-pub struct Options<'a> {
+pub(crate) struct Options<'a> {
     pub recursive: bool,
     pub exclude: &'a [String],
 }
 
-pub fn exclusions(patterns: &[String]) -> Result<GlobSet> {
+pub(crate) fn exclusions(patterns: &[String]) -> Result<GlobSet> {
     let mut b = GlobSetBuilder::new();
     for p in patterns {
         let glob = Glob::new(p)
@@ -94,7 +94,7 @@ pub fn exclusions(patterns: &[String]) -> Result<GlobSet> {
 
 /// Whether a bundle path (first component: the source's name) is excluded: the glob
 /// matches its path below the source or its own name.
-pub fn is_excluded(set: &GlobSet, bundle_path: &[u8]) -> bool {
+pub(crate) fn is_excluded(set: &GlobSet, bundle_path: &[u8]) -> bool {
     let mut parts = bundle_path.splitn(2, |&b| b == b'/');
     let _top = parts.next();
     let Some(rel) = parts.next() else {
@@ -107,7 +107,7 @@ pub fn is_excluded(set: &GlobSet, bundle_path: &[u8]) -> bool {
 /// --exclude for a listing from the other side: the records kept (excluded entries and
 /// everything under an excluded directory dropped), and for each `Listed` record kept,
 /// its position among the original `Listed` records.
-pub fn exclude_listing(records: Vec<Record>, set: &GlobSet) -> (Vec<Record>, Vec<u32>) {
+pub(crate) fn exclude_listing(records: Vec<Record>, set: &GlobSet) -> (Vec<Record>, Vec<u32>) {
     let mut pruned: Vec<Vec<u8>> = Vec::new();
     let mut index = 0u32;
     let mut listed = Vec::new();
@@ -141,7 +141,7 @@ pub fn exclude_listing(records: Vec<Record>, set: &GlobSet) -> (Vec<Record>, Vec
 
 /// Walk `sources` in order. A source ending in `/` that is a directory contributes its
 /// contents; otherwise the source itself, under its own name.
-pub fn local(sources: &[PathBuf], opts: &Options) -> Result<Plan> {
+pub(crate) fn local(sources: &[PathBuf], opts: &Options) -> Result<Plan> {
     let exclude = exclusions(opts.exclude)?;
     let mut plan = Plan::default();
     for src in sources {
@@ -289,7 +289,7 @@ fn clean(p: &Path) -> PathBuf {
     PathBuf::from(OsStr::from_bytes(&bytes[..end]))
 }
 
-pub fn io_reason(e: &std::io::Error) -> String {
+pub(crate) fn io_reason(e: &std::io::Error) -> String {
     match e.kind() {
         std::io::ErrorKind::NotFound => "No such file or directory".into(),
         std::io::ErrorKind::PermissionDenied => "Permission denied".into(),

@@ -28,12 +28,12 @@ enum Expect {
 
 #[derive(Deserialize)]
 pub(crate) struct Row {
-    pub name: String,
+    pub(crate) name: String,
     before: Vec<String>,
     /// Relative to the destination's root (the test's temporary directory).
-    pub dest: String,
+    pub(crate) dest: String,
     /// The command-line sources, as typed.
-    pub sources: Vec<String>,
+    pub(crate) sources: Vec<String>,
     /// `["D", path]`, `["F", path, content]`, `["L", path, target]`.
     records: Vec<Vec<String>>,
     expect: Expect,
@@ -58,7 +58,7 @@ pub(crate) fn rows() -> Vec<Row> {
 impl Row {
     /// The records as a transfer carries them; files as `File` with their size (a
     /// download's listing turns them into `Listed`).
-    pub fn records(&self) -> Vec<Record> {
+    pub(crate) fn records(&self) -> Vec<Record> {
         self.records
             .iter()
             .map(|r| {
@@ -83,7 +83,7 @@ impl Row {
     }
 
     /// The contents of the file records, in order.
-    pub fn contents(&self) -> Vec<&[u8]> {
+    pub(crate) fn contents(&self) -> Vec<&[u8]> {
         self.records
             .iter()
             .filter(|r| r[0] == "F")
@@ -92,19 +92,19 @@ impl Row {
     }
 
     /// Whether the copy was recursive (-r): said by the row, or implied by a directory.
-    pub fn recursive(&self) -> bool {
+    pub(crate) fn recursive(&self) -> bool {
         self.recursive
             .unwrap_or_else(|| self.records.iter().any(|r| r[0] == "D"))
     }
 
     /// Whether source `name` is a directory (it has a directory record of its own).
-    pub fn source_is_dir(&self, name: &str) -> bool {
+    pub(crate) fn source_is_dir(&self, name: &str) -> bool {
         self.records.iter().any(|r| r[0] == "D" && r[1] == name)
     }
 
     /// Build the before-state under `root`, let `place` place the row there (returning
     /// the failure class, if it refused), and check the outcome and the tree after.
-    pub fn run(
+    pub(crate) fn run(
         &self,
         side: Side,
         place: impl FnOnce(&Path) -> Result<(), Kind>,

@@ -23,7 +23,7 @@ pub enum Where {
 
 /// One command-line operand.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Operand {
+pub(crate) enum Operand {
     Local(PathBuf),
     Remote {
         user: Option<String>,
@@ -35,7 +35,7 @@ pub enum Operand {
 /// `[user@]TARGET:PATH` is remote when TARGET is an instance target (`name:NAME:PATH`
 /// included) or a fleet; anything else, or anything starting with `/` or `.`, is a
 /// local path. A fleet that is malformed (`i-a,bad`) is an error, not a local name.
-pub fn parse_operand(arg: &OsStr) -> Result<Operand> {
+pub(crate) fn parse_operand(arg: &OsStr) -> Result<Operand> {
     let b = arg.as_bytes();
     let local = || Ok(Operand::Local(PathBuf::from(arg)));
     if b.starts_with(b"/") || b.starts_with(b".") {
@@ -235,7 +235,7 @@ impl CopyRequest {
 
 /// Uploads at least this big go through S3 under `--transport auto` when a bucket is
 /// configured: a session carries about 1 MB/s, S3 many times that.
-pub const AUTO_S3_BYTES: u64 = 64 * 1024 * 1024;
+pub(crate) const AUTO_S3_BYTES: u64 = 64 * 1024 * 1024;
 
 /// The transport chosen for a copy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,7 +1,7 @@
 //! The instance-side receiver, embedded in the binary, and the command line that starts it
 //! in a Session Manager command session.
 
-pub mod protocol;
+pub(crate) mod protocol;
 
 use base64::Engine;
 use flate2::write::ZlibEncoder;
@@ -9,7 +9,7 @@ use flate2::Compression;
 use std::io::Write;
 
 /// The receiver's source (Python 3.6+, standard library only).
-pub const RECEIVER: &str = include_str!("receiver.py");
+pub(crate) const RECEIVER: &str = include_str!("receiver.py");
 
 /// Printed by the receiver once it listens: `<RS>SSMCP-READY <port> <token>`.
 const READY: &[u8] = b"\x1eSSMCP-READY ";
@@ -28,7 +28,7 @@ pub enum RunAs {
 /// The command for AWS-StartInteractiveCommand. The receiver travels compressed and
 /// base64-encoded inside the command (a few KiB), so nothing is written to the instance.
 /// The terminal goes raw and silent first so nothing the pty does can touch our markers.
-pub fn launch_command(run_as: &RunAs) -> String {
+pub(crate) fn launch_command(run_as: &RunAs) -> String {
     format!(
         "stty raw -echo 2>/dev/null; command -v python3 >/dev/null 2>&1 || {{ printf '\\036%s\\n' SSMCP-NO-PYTHON3; exit 127; }}; \
          exec {}",
@@ -38,7 +38,7 @@ pub fn launch_command(run_as: &RunAs) -> String {
 
 /// What the receiver does when Run Command starts it (S3 transport).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RunMode {
+pub(crate) enum RunMode {
     /// Fetch a bundle from a presigned GET and place it (uploads).
     Pull,
     /// List sources and PUT them, with their bytes, to a presigned URL (downloads).
@@ -50,7 +50,7 @@ pub enum RunMode {
 /// The script for AWS-RunShellScript (S3 transport): the receiver in `mode`, with
 /// `request` (one JSON line holding the presigned URL) on its stdin through a here-doc,
 /// so the URL never appears on a command line another local user could read with ps.
-pub fn run_command_script(run_as: &RunAs, mode: RunMode, request: &str) -> String {
+pub(crate) fn run_command_script(run_as: &RunAs, mode: RunMode, request: &str) -> String {
     let arg = match mode {
         RunMode::Pull => " pull",
         RunMode::Export => " export",
@@ -81,7 +81,7 @@ fn python_receiver(run_as: &RunAs, args: &str) -> String {
 
 /// When `run_as` went through sudo and what the instance printed is sudo refusing to
 /// run without a password: the error to report (the same for every transport).
-pub fn sudo_refusal(run_as: &RunAs, output: &str) -> Option<crate::error::Error> {
+pub(crate) fn sudo_refusal(run_as: &RunAs, output: &str) -> Option<crate::error::Error> {
     let refused =
         output.contains("password is required") || output.contains("terminal is required");
     (matches!(run_as, RunAs::Sudo(_)) && refused).then(|| {
@@ -95,7 +95,7 @@ pub fn sudo_refusal(run_as: &RunAs, output: &str) -> Option<crate::error::Error>
 
 /// What the launch printed, as far as it can be told yet.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Launch {
+pub(crate) enum Launch {
     Pending,
     Ready { port: u16, token: String },
     NoPython,
@@ -104,14 +104,14 @@ pub enum Launch {
 /// Collects the command session's output until the receiver reports in. Keeps at most
 /// `LIMIT` bytes, enough for any sudo or shell complaint we want to quote.
 #[derive(Default)]
-pub struct LaunchScanner {
+pub(crate) struct LaunchScanner {
     seen: Vec<u8>,
 }
 
 const LIMIT: usize = 16 * 1024;
 
 impl LaunchScanner {
-    pub fn push(&mut self, bytes: &[u8]) -> Launch {
+    pub(crate) fn push(&mut self, bytes: &[u8]) -> Launch {
         self.seen.extend_from_slice(bytes);
         if self.seen.len() > LIMIT {
             let cut = self.seen.len() - LIMIT;
@@ -140,7 +140,7 @@ impl LaunchScanner {
 
     /// What the instance printed, for error messages (never contains the token: the
     /// READY line is only ever followed by nothing).
-    pub fn output(&self) -> String {
+    pub(crate) fn output(&self) -> String {
         let text = String::from_utf8_lossy(&self.seen);
         text.replace('\r', "").trim().to_string()
     }

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 /// Bytes as lowercase hex: paths are bytes, not text.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Hex(pub Vec<u8>);
+pub(crate) struct Hex(pub Vec<u8>);
 
 impl Serialize for Hex {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
@@ -31,7 +31,7 @@ impl<'de> Deserialize<'de> for Hex {
 
 /// A top-level entry of an upload: where the destination logic applies.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Top {
+pub(crate) struct Top {
     pub name: Hex,
     pub dir: bool,
 }
@@ -39,7 +39,7 @@ pub struct Top {
 /// Requests on a connection (and, with their extra fields, under Run Command).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase")]
-pub enum Request {
+pub(crate) enum Request {
     Push(Push),
     Inventory(Inventory),
     List(List),
@@ -48,7 +48,7 @@ pub enum Request {
 
 /// Place the bundle that follows (or, under Run Command, the one at `url`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Push {
+pub(crate) struct Push {
     /// The destination as typed (relative paths are under the home directory).
     pub dest: Hex,
     pub tops: Vec<Top>,
@@ -66,7 +66,7 @@ pub struct Push {
 /// --sync: for each (bundle path, size), the destination file's SHA-256 when it is a
 /// regular file of that size.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Inventory {
+pub(crate) struct Inventory {
     pub dest: Hex,
     pub tops: Vec<Top>,
     pub files: Vec<(Hex, u64)>,
@@ -74,7 +74,7 @@ pub struct Inventory {
 
 /// A source of a download.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Source {
+pub(crate) struct Source {
     pub path: Hex,
     /// `dir/`: the directory's contents, not the directory.
     pub contents: bool,
@@ -82,7 +82,7 @@ pub struct Source {
 
 /// List the sources of a download.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct List {
+pub(crate) struct List {
     pub sources: Vec<Source>,
     pub recursive: bool,
     /// The S3 transport: where the instance uploads the listing and the bytes.
@@ -91,7 +91,7 @@ pub struct List {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Export {
+pub(crate) struct Export {
     /// A presigned PUT, and the headers it was signed with.
     pub url: String,
     pub headers: Vec<(String, String)>,
@@ -101,7 +101,7 @@ pub struct Export {
 
 /// Send these ranges of the files a listing named: (index, offset, length).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Read {
+pub(crate) struct Read {
     pub id: String,
     pub ranges: Vec<(u32, u64, u64)>,
     pub compress: bool,
@@ -110,7 +110,7 @@ pub struct Read {
 /// Run Command's second step of a big download through S3: upload the kept spool in
 /// parts (their URLs are at `url`), or, without `url`, only remove it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Parts {
+pub(crate) struct Parts {
     pub spool: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
@@ -118,7 +118,7 @@ pub struct Parts {
 
 /// What `Parts::url` serves: one presigned UploadPart URL per part.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PartPlan {
+pub(crate) struct PartPlan {
     pub part_size: u64,
     pub urls: Vec<String>,
     pub headers: Vec<(String, String)>,
@@ -126,7 +126,7 @@ pub struct PartPlan {
 
 /// The answer to `Push`, after the commit.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct Pushed {
+pub(crate) struct Pushed {
     pub files: u64,
     pub bytes: u64,
     pub deleted: u64,
@@ -136,31 +136,31 @@ pub struct Pushed {
 
 /// The answer to `Inventory`, before one flag (and digest) per file.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct Inventoried {
+pub(crate) struct Inventoried {
     pub count: u64,
 }
 
 /// The answer to `List`, before the listing's records.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct Listed {
+pub(crate) struct Listed {
     /// Names the listing in `Read` requests.
     pub id: String,
 }
 
 /// The answer to `Read`, before the ranges.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct Reading {}
+pub(crate) struct Reading {}
 
 /// Every Run Command mode's result line carries these.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct Counted {
+pub(crate) struct Counted {
     pub files: u64,
     pub bytes: u64,
 }
 
 /// The export's result: the spool's size; `spool` when it was too big for one PUT.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct Exported {
+pub(crate) struct Exported {
     pub files: u64,
     pub bytes: u64,
     #[serde(default)]
@@ -169,7 +169,7 @@ pub struct Exported {
 
 /// The parts' result: the ETag S3 gave each part, in order.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct PartsUploaded {
+pub(crate) struct PartsUploaded {
     pub etags: Vec<String>,
 }
 
@@ -184,7 +184,7 @@ struct Failed {
 
 /// A failure the receiver (or a pty script) reported, by its class: what it maps to
 /// and what to do about it.
-pub fn remote_failure(class: &str, message: &str) -> Error {
+pub(crate) fn remote_failure(class: &str, message: &str) -> Error {
     let (kind, hint) = match class {
         "permission" => (
             Kind::Write,
@@ -210,7 +210,7 @@ pub fn remote_failure(class: &str, message: &str) -> Error {
 }
 
 /// One request as its JSON line (newline included).
-pub fn line<T: Serialize>(request: &T) -> Result<Vec<u8>> {
+pub(crate) fn line<T: Serialize>(request: &T) -> Result<Vec<u8>> {
     let mut line = serde_json::to_vec(request).map_err(|e| Error::protocol(e.to_string()))?;
     line.push(b'\n');
     Ok(line)
@@ -218,14 +218,14 @@ pub fn line<T: Serialize>(request: &T) -> Result<Vec<u8>> {
 
 /// An answer line: `T` when it says `"ok": true`, the receiver's failure when it says
 /// `false`, a protocol error when it is not JSON or lacks one of `T`'s fields.
-pub fn answer<T: DeserializeOwned>(line: &[u8]) -> Result<T> {
+pub(crate) fn answer<T: DeserializeOwned>(line: &[u8]) -> Result<T> {
     let v: serde_json::Value = serde_json::from_slice(line)
         .map_err(|e| Error::protocol(format!("the receiver's answer is not JSON: {e}")))?;
     answer_of(v)
 }
 
 /// As `answer`, for an answer already parsed.
-pub fn answer_of<T: DeserializeOwned>(v: serde_json::Value) -> Result<T> {
+pub(crate) fn answer_of<T: DeserializeOwned>(v: serde_json::Value) -> Result<T> {
     match v.get("ok").and_then(serde_json::Value::as_bool) {
         Some(true) => serde_json::from_value(v)
             .map_err(|e| Error::protocol(format!("the receiver's answer is incomplete: {e}"))),
@@ -247,7 +247,7 @@ fn failure_of(v: serde_json::Value) -> Error {
 
 /// The failure an answer line reports, if it is one: what the receiver said before it
 /// closed a connection our write then broke on.
-pub fn refusal(line: &[u8]) -> Option<Error> {
+pub(crate) fn refusal(line: &[u8]) -> Option<Error> {
     let v: serde_json::Value = serde_json::from_slice(line).ok()?;
     (v.get("ok").and_then(serde_json::Value::as_bool) == Some(false)).then(|| failure_of(v))
 }

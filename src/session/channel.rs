@@ -31,11 +31,11 @@ type FrameQueue = mpsc::Sender<Ws>;
 
 /// Asks the service for a fresh token after a lost connection; `Ok(None)` means the
 /// session is over (ResumeSession returned no token).
-pub type Resumer =
+pub(crate) type Resumer =
     Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<Option<String>>> + Send>> + Send + Sync>;
 
 #[derive(Debug, Clone)]
-pub struct ChannelConfig {
+pub(crate) struct ChannelConfig {
     /// The most bytes sent but not yet acknowledged before senders wait; the window
     /// adapts below it to what the path carries (`reliable`).
     pub window_bytes: usize,
@@ -66,7 +66,7 @@ impl Default for ChannelConfig {
 
 /// What the channel hands up, in the agent's order.
 #[derive(Debug)]
-pub enum Inbound {
+pub(crate) enum Inbound {
     Data(PayloadType, Vec<u8>),
     /// The service closed the channel (`channel_closed`), with its reason text.
     Closed(String),
@@ -76,14 +76,14 @@ pub enum Inbound {
 
 /// The sending side, cheap to clone.
 #[derive(Clone)]
-pub struct ChannelSender {
+pub(crate) struct ChannelSender {
     tx: mpsc::Sender<(PayloadType, Vec<u8>)>,
     max_payload: usize,
 }
 
 impl ChannelSender {
     /// Queue one message; waits while the window is full.
-    pub async fn send(&self, payload_type: PayloadType, payload: Vec<u8>) -> Result<()> {
+    pub(crate) async fn send(&self, payload_type: PayloadType, payload: Vec<u8>) -> Result<()> {
         self.tx
             .send((payload_type, payload))
             .await
@@ -91,19 +91,19 @@ impl ChannelSender {
     }
 
     /// Queue bytes as Output messages of at most `max_payload` bytes each.
-    pub async fn send_output(&self, bytes: &[u8]) -> Result<()> {
+    pub(crate) async fn send_output(&self, bytes: &[u8]) -> Result<()> {
         for chunk in bytes.chunks(self.max_payload) {
             self.send(PayloadType::Output, chunk.to_vec()).await?;
         }
         Ok(())
     }
 
-    pub fn max_payload(&self) -> usize {
+    pub(crate) fn max_payload(&self) -> usize {
         self.max_payload
     }
 }
 
-pub struct Channel {
+pub(crate) struct Channel {
     pub sender: ChannelSender,
     pub inbound: mpsc::Receiver<Inbound>,
 }
@@ -125,7 +125,7 @@ const READY_CAPACITY: usize = 4096;
 const TICK: Duration = Duration::from_millis(20);
 const PING_INTERVAL: Duration = Duration::from_secs(300);
 
-pub async fn connect(url: &str, tls: Option<Arc<rustls::ClientConfig>>) -> Result<Socket> {
+pub(crate) async fn connect(url: &str, tls: Option<Arc<rustls::ClientConfig>>) -> Result<Socket> {
     let connector = tls.map(tokio_tungstenite::Connector::Rustls);
     // `true`: TCP_NODELAY — every message is small and latency-bound.
     let connecting = tokio_tungstenite::connect_async_tls_with_config(url, None, true, connector);
@@ -147,7 +147,7 @@ pub async fn connect(url: &str, tls: Option<Arc<rustls::ClientConfig>>) -> Resul
 }
 
 /// Open the websocket at `url`, send OpenDataChannel with `token`, and start the task.
-pub async fn open(
+pub(crate) async fn open(
     url: String,
     token: String,
     resumer: Resumer,
@@ -463,7 +463,7 @@ impl Task {
     }
 }
 
-pub fn now_millis() -> u64 {
+pub(crate) fn now_millis() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)

@@ -20,11 +20,11 @@ use uuid::Uuid;
 
 /// Out-of-order agent messages kept (beyond this they are dropped unacked, and the
 /// agent resends them).
-pub const EARLY_CAPACITY: usize = 4096;
+pub(crate) const EARLY_CAPACITY: usize = 4096;
 
 /// A frame for the socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Transmit {
+pub(crate) enum Transmit {
     /// A data message (first copy or resend); the driver tells the core whether the
     /// writer took it (`queued`, `not_queued`).
     Data { seq: i64, frame: Bytes },
@@ -34,7 +34,7 @@ pub enum Transmit {
 
 /// What the agent sent, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Delivery {
+pub(crate) enum Delivery {
     Data(PayloadType, Vec<u8>),
     /// The service closed the channel, with its reason text; nothing follows.
     Closed(String),
@@ -62,7 +62,7 @@ impl Stamps {
     }
 }
 
-pub struct Core {
+pub(crate) struct Core {
     next_seq: i64,
     reliable: Reliable,
     /// The next agent sequence number to hand up.
@@ -79,7 +79,7 @@ impl Core {
     /// `id_seed`: message ids are this plus a counter (unique within the session, which
     /// is all the agent needs). `start_millis`: the wall clock at `start`, for the
     /// messages' creation dates.
-    pub fn new(
+    pub(crate) fn new(
         window_bytes: usize,
         wire: WireStats,
         id_seed: u128,
@@ -105,12 +105,12 @@ impl Core {
     }
 
     /// Whether a new message may be sent now (the window has room, no pause).
-    pub fn can_send(&self) -> bool {
+    pub(crate) fn can_send(&self) -> bool {
         !self.paused && !self.closed && self.reliable.can_send()
     }
 
     /// Number and frame one message of ours; it is kept until acknowledged.
-    pub fn send(&mut self, payload_type: PayloadType, payload: Vec<u8>, now: Instant) {
+    pub(crate) fn send(&mut self, payload_type: PayloadType, payload: Vec<u8>, now: Instant) {
         let seq = self.next_seq;
         self.next_seq += 1;
         let len = payload.len();
@@ -130,7 +130,7 @@ impl Core {
 
     /// One frame from the socket. Frames that do not decode or fail the plugin's checks
     /// are dropped unacked (the agent resends them).
-    pub fn on_frame(&mut self, frame: &[u8], now: Instant) {
+    pub(crate) fn on_frame(&mut self, frame: &[u8], now: Instant) {
         if self.closed {
             return;
         }
@@ -200,32 +200,32 @@ impl Core {
     }
 
     /// The next frame to write, acks and data in the order they arose.
-    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+    pub(crate) fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmit.pop_front()
     }
 
     /// The next message for the consumer, in the agent's order.
-    pub fn poll_deliver(&mut self) -> Option<Delivery> {
+    pub(crate) fn poll_deliver(&mut self) -> Option<Delivery> {
         self.deliver.pop_front()
     }
 
     /// The writer took frame number `frame_no`, carrying `seq`.
-    pub fn queued(&mut self, frame_no: u64, seq: i64) {
+    pub(crate) fn queued(&mut self, frame_no: u64, seq: i64) {
         self.reliable.queued(frame_no, seq);
     }
 
     /// The writer's queue was full: `seq` is due at the next timeout.
-    pub fn not_queued(&mut self, seq: i64) {
+    pub(crate) fn not_queued(&mut self, seq: i64) {
         self.reliable.not_queued(seq);
     }
 
     /// The writer has written every frame up to `frame_no`.
-    pub fn written(&mut self, frame_no: u64, now: Instant) {
+    pub(crate) fn written(&mut self, frame_no: u64, now: Instant) {
         self.reliable.written(frame_no, now);
     }
 
     /// Queue every message whose RTO expired (or that never left); nothing while paused.
-    pub fn handle_timeout(&mut self, now: Instant) {
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
         if self.paused {
             return;
         }
@@ -237,7 +237,7 @@ impl Core {
     /// A new socket after ResumeSession: acks not yet written are moot (the agent
     /// resends), everything unacknowledged is due now, and a pause ended with the old
     /// connection.
-    pub fn on_resumed(&mut self) {
+    pub(crate) fn on_resumed(&mut self) {
         self.transmit.clear();
         self.paused = false;
         self.reliable.socket_replaced();

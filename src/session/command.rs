@@ -9,17 +9,17 @@ use ssm_proto::PayloadType;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-pub const DOCUMENT: &str = "AWS-StartInteractiveCommand";
+pub(crate) const DOCUMENT: &str = "AWS-StartInteractiveCommand";
 
 /// Quote `s` for a POSIX shell.
-pub fn shell_quote(s: &str) -> String {
+pub(crate) fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
 /// The text that runs on the instance. `trap : INT` keeps the wrapper alive after ^C
 /// (a handler, not an ignore, so the command still gets the default action) so that it
 /// can report the command's status.
-pub fn wrap(command: &str, nonce: &str) -> String {
+pub(crate) fn wrap(command: &str, nonce: &str) -> String {
     format!(
         "trap : INT; stty -echo -onlcr 2>/dev/null; sh -c {}; printf '\\036SSMCP-EXIT-{nonce}:%d\\n' \"$?\"",
         shell_quote(command)
@@ -28,14 +28,14 @@ pub fn wrap(command: &str, nonce: &str) -> String {
 
 /// Finds the exit-status marker in the output stream, passing everything else through.
 /// Bytes that might be the start of a marker are held back until they can be decided.
-pub struct MarkerScanner {
+pub(crate) struct MarkerScanner {
     marker: Vec<u8>,
     held: Vec<u8>,
     code: Option<i32>,
 }
 
 impl MarkerScanner {
-    pub fn new(nonce: &str) -> MarkerScanner {
+    pub(crate) fn new(nonce: &str) -> MarkerScanner {
         MarkerScanner {
             marker: format!("\x1eSSMCP-EXIT-{nonce}:").into_bytes(),
             held: Vec::new(),
@@ -43,12 +43,12 @@ impl MarkerScanner {
         }
     }
 
-    pub fn code(&self) -> Option<i32> {
+    pub(crate) fn code(&self) -> Option<i32> {
         self.code
     }
 
     /// Returns the bytes that are certainly command output.
-    pub fn push(&mut self, bytes: &[u8]) -> Vec<u8> {
+    pub(crate) fn push(&mut self, bytes: &[u8]) -> Vec<u8> {
         if self.code.is_some() {
             return Vec::new(); // nothing after the marker is the command's
         }
@@ -77,7 +77,7 @@ impl MarkerScanner {
     }
 
     /// What is left when the stream ends without a marker.
-    pub fn finish(&mut self) -> Vec<u8> {
+    pub(crate) fn finish(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.held)
     }
 }
@@ -87,7 +87,7 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 /// Where the exit status comes from.
-pub enum StatusSource {
+pub(crate) enum StatusSource {
     /// InteractiveCommands: the wrapper's marker line (see [`wrap`]).
     Marker(MarkerScanner),
     /// NonInteractiveCommands with separateOutputStream: the agent's `EXIT_CODE: n`.
@@ -96,7 +96,7 @@ pub enum StatusSource {
 
 /// Relay the session until it ends: Output to `out`, StdErr to `err`, each
 /// `interrupts` item forwarded as ^C. Returns the remote exit status.
-pub async fn relay<W: AsyncWrite + Unpin, E: AsyncWrite + Unpin>(
+pub(crate) async fn relay<W: AsyncWrite + Unpin, E: AsyncWrite + Unpin>(
     channel: &mut Channel,
     first: Option<Inbound>,
     mut status: StatusSource,

@@ -13,7 +13,7 @@ use ssm_proto::{
 use std::time::Duration;
 
 #[derive(Debug, Clone, Default)]
-pub struct HandshakeInfo {
+pub(crate) struct HandshakeInfo {
     pub agent_version: String,
     pub session_type: String,
     pub properties: serde_json::Value,
@@ -25,13 +25,13 @@ pub struct HandshakeInfo {
 /// The agent gives up after 15 s; we wait a little longer for its first message.
 const FIRST_MESSAGE_TIMEOUT: Duration = Duration::from_secs(30);
 
-pub enum Start {
+pub(crate) enum Start {
     Handshaken(HandshakeInfo),
     /// No handshake: this first message is session output.
     NoHandshake(Inbound),
 }
 
-pub async fn perform(channel: &mut Channel) -> Result<Start> {
+pub(crate) async fn perform(channel: &mut Channel) -> Result<Start> {
     let first = recv(channel).await?;
     let Inbound::Data(PayloadType::HandshakeRequest, payload) = first else {
         return Ok(Start::NoHandshake(first));

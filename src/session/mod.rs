@@ -2,12 +2,12 @@
 //! channel, and an end that always happens — the in-band TerminateSession flag (needs no
 //! IAM) and then the TerminateSession API, whose denial is reported, not fatal.
 
-pub mod channel;
-pub mod channel_core;
-pub mod command;
-pub mod handshake;
-pub mod port;
-pub mod reliable;
+pub(crate) mod channel;
+pub(crate) mod channel_core;
+pub(crate) mod command;
+pub(crate) mod handshake;
+pub(crate) mod port;
+pub(crate) mod reliable;
 
 use crate::aws::error as aws_error;
 use crate::error::{Error, Result};
@@ -41,7 +41,7 @@ impl Cleanup {
 }
 
 #[derive(Debug, Clone)]
-pub struct SessionSpec {
+pub(crate) struct SessionSpec {
     pub target: String,
     pub document: String,
     pub parameters: Vec<(String, String)>,
@@ -49,7 +49,7 @@ pub struct SessionSpec {
 
 /// A started session. Call [`Session::end`]; if it is dropped without that, the guard
 /// still asks the service to terminate it.
-pub struct Session {
+pub(crate) struct Session {
     pub id: String,
     ssm: aws_sdk_ssm::Client,
     ended: bool,
@@ -58,11 +58,11 @@ pub struct Session {
 
 /// How the end went; `warning` is for the user when the API call was refused.
 #[derive(Debug, Default)]
-pub struct EndOutcome {
+pub(crate) struct EndOutcome {
     pub warning: Option<String>,
 }
 
-pub async fn start(
+pub(crate) async fn start(
     ssm: &aws_sdk_ssm::Client,
     spec: &SessionSpec,
     config: ChannelConfig,
@@ -131,10 +131,10 @@ fn resumer(ssm: aws_sdk_ssm::Client, id: String) -> Resumer {
 pub(crate) const FLAG_WAIT: Duration = Duration::from_secs(3);
 /// The same wait after ^C: a signal must stop ssmcp within a second, and the API call
 /// that follows ends the session whatever the other side is doing.
-pub const HURRIED_WAIT: Duration = Duration::from_millis(400);
+pub(crate) const HURRIED_WAIT: Duration = Duration::from_millis(400);
 
 /// How long to wait for channel_closed: briefly when the user is waiting on a ^C.
-pub fn end_wait(hurry: bool) -> Duration {
+pub(crate) fn end_wait(hurry: bool) -> Duration {
     if hurry {
         HURRIED_WAIT
     } else {
@@ -145,18 +145,22 @@ pub fn end_wait(hurry: bool) -> Duration {
 impl Session {
     /// End the session. With a `channel`, send the TerminateSession flag (port sessions
     /// honour it) and wait briefly for channel_closed; then call the API either way.
-    pub async fn end(self, channel: Option<&mut Channel>) -> EndOutcome {
+    pub(crate) async fn end(self, channel: Option<&mut Channel>) -> EndOutcome {
         self.end_within(channel, FLAG_WAIT).await
     }
 
     /// End a session whose in-band end was attempted elsewhere (a port session's own
     /// flag): `lost` says its connection was known to be gone, so only the API can end it.
-    pub async fn end_after(self, lost: bool) -> EndOutcome {
+    pub(crate) async fn end_after(self, lost: bool) -> EndOutcome {
         self.finish(lost).await
     }
 
     /// `end`, waiting at most `wait` for channel_closed.
-    pub async fn end_within(self, channel: Option<&mut Channel>, wait: Duration) -> EndOutcome {
+    pub(crate) async fn end_within(
+        self,
+        channel: Option<&mut Channel>,
+        wait: Duration,
+    ) -> EndOutcome {
         // Whether the in-band end can be claimed: a channel that is known to be lost
         // (its websocket gone and not resumed) carried no flag.
         let mut lost = false;

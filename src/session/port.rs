@@ -22,14 +22,14 @@ const STREAM_QUEUE: usize = 32;
 const WRITE_FRAME: usize = 16 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
+pub(crate) enum Mode {
     Mux,
     Basic,
 }
 
 /// §7.2: mux iff `type` is LocalPortForwarding and the agent is newer than 3.0.196.0
 /// (our reported client version, 1.2.677.0, satisfies the agent's ≥ 1.1.70).
-pub fn choose_mode(info: &HandshakeInfo) -> Mode {
+pub(crate) fn choose_mode(info: &HandshakeInfo) -> Mode {
     let local = info.properties["type"] == "LocalPortForwarding";
     if local && plugin_greater(&info.agent_version, "3.0.196.0") {
         Mode::Mux
@@ -40,7 +40,7 @@ pub fn choose_mode(info: &HandshakeInfo) -> Mode {
 
 /// Start a port session (`spec` names a port forwarding document) and complete its
 /// handshake; on failure the session is ended before the error is returned.
-pub async fn open(
+pub(crate) async fn open(
     ssm: &aws_sdk_ssm::Client,
     spec: &super::SessionSpec,
     config: super::channel::ChannelConfig,
@@ -65,13 +65,13 @@ pub async fn open(
 
 /// Why the session is over, once it is.
 #[derive(Debug, Clone)]
-pub enum Ended {
+pub(crate) enum Ended {
     Open,
     Closed(String),
     Failed(Error),
 }
 
-pub struct PortSession {
+pub(crate) struct PortSession {
     pub mode: Mode,
     sender: ChannelSender,
     ended: watch::Receiver<Ended>,
@@ -86,7 +86,7 @@ enum Inner {
 }
 
 impl PortSession {
-    pub fn start(channel: Channel, info: &HandshakeInfo) -> PortSession {
+    pub(crate) fn start(channel: Channel, info: &HandshakeInfo) -> PortSession {
         let mode = choose_mode(info);
         let (ended_tx, ended) = watch::channel(Ended::Open);
         let (refused_tx, connect_errors) = watch::channel(0);
@@ -111,12 +111,12 @@ impl PortSession {
 
     /// Changes each time the agent reports that it could not connect a stream to the
     /// destination port (that stream is then closed); the caller decides what to say.
-    pub fn connect_errors(&self) -> watch::Receiver<u64> {
+    pub(crate) fn connect_errors(&self) -> watch::Receiver<u64> {
         self.connect_errors.clone()
     }
 
     /// A new connection to the remote port.
-    pub async fn open_stream(&self) -> Result<DuplexStream> {
+    pub(crate) async fn open_stream(&self) -> Result<DuplexStream> {
         if let Ended::Closed(_) | Ended::Failed(_) = &*self.ended.borrow() {
             return Err(self.end_error());
         }
@@ -127,7 +127,7 @@ impl PortSession {
     }
 
     /// Resolves when the session is over.
-    pub async fn closed(&self) -> Ended {
+    pub(crate) async fn closed(&self) -> Ended {
         let mut rx = self.ended.clone();
         loop {
             let now = rx.borrow().clone();
@@ -154,7 +154,7 @@ impl PortSession {
     /// the service to confirm with channel_closed; the flag may need retransmitting.
     /// Send the TerminateSession flag and wait briefly for the end. Returns whether the
     /// connection is known to be lost (then no flag reached the agent).
-    pub async fn terminate(&self) -> bool {
+    pub(crate) async fn terminate(&self) -> bool {
         if self
             .sender
             .send(PayloadType::Flag, Flag::TerminateSession.encode())

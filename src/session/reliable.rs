@@ -18,12 +18,12 @@ use std::time::{Duration, Instant};
 
 /// Floor for the RTO. The §5.5 formula goes down to SRTT + 10 ms; the agent's own
 /// resend scheduler ticks at 100 ms, so nothing is gained below that.
-pub const MIN_RTO: Duration = Duration::from_millis(100);
-pub const MAX_RTO: Duration = Duration::from_secs(1);
+pub(crate) const MIN_RTO: Duration = Duration::from_millis(100);
+pub(crate) const MAX_RTO: Duration = Duration::from_secs(1);
 const INITIAL_RTO: Duration = Duration::from_millis(200);
 /// Bytes in flight before any RTT is known, and the least the window shrinks to.
-pub const INITIAL_WINDOW: usize = 256 << 10;
-pub const MIN_WINDOW: usize = 64 << 10;
+pub(crate) const INITIAL_WINDOW: usize = 256 << 10;
+pub(crate) const MIN_WINDOW: usize = 64 << 10;
 /// Queueing the window allows beyond the least RTT, so that scheduling noise on a fast
 /// path does not starve it.
 const MIN_QUEUE_DELAY: f64 = 0.010;
@@ -120,7 +120,7 @@ impl Rtt {
     }
 }
 
-pub struct Reliable {
+pub(crate) struct Reliable {
     unacked: BTreeMap<i64, Pending>,
     unacked_bytes: usize,
     /// Data messages handed to the socket writer and not yet taken by it, by the
@@ -138,7 +138,7 @@ pub struct Reliable {
 }
 
 impl Reliable {
-    pub fn new(max_window: usize, stats: WireStats) -> Reliable {
+    pub(crate) fn new(max_window: usize, stats: WireStats) -> Reliable {
         Reliable {
             unacked: BTreeMap::new(),
             unacked_bytes: 0,
@@ -159,7 +159,7 @@ impl Reliable {
     }
 
     /// Whether a new message may be sent now.
-    pub fn can_send(&self) -> bool {
+    pub(crate) fn can_send(&self) -> bool {
         self.unacked_bytes < self.window
     }
 
@@ -174,7 +174,7 @@ impl Reliable {
     }
 
     /// A new message was built: keep it until acknowledged.
-    pub fn sent_new(&mut self, seq: i64, frame: Bytes, len: usize) {
+    pub(crate) fn sent_new(&mut self, seq: i64, frame: Bytes, len: usize) {
         WireStats::add(&self.stats.0.sent);
         self.unacked_bytes += len;
         self.unacked.insert(
@@ -189,13 +189,13 @@ impl Reliable {
     }
 
     /// The writer got frame number `frame_no` carrying `seq` (a first copy or a resend).
-    pub fn queued(&mut self, frame_no: u64, seq: i64) {
+    pub(crate) fn queued(&mut self, frame_no: u64, seq: i64) {
         self.queued.push_back((frame_no, seq));
     }
 
     /// A copy of `seq` could not be queued (the writer's queue was full): it is due
     /// at the next check.
-    pub fn not_queued(&mut self, seq: i64) {
+    pub(crate) fn not_queued(&mut self, seq: i64) {
         if let Some(p) = self.unacked.get_mut(&seq) {
             p.copy = Copy::Unsent;
         }
@@ -203,7 +203,7 @@ impl Reliable {
 
     /// The writer has taken every frame up to `frame_no` (it reports this after each
     /// flush): those messages are on the wire from `now`.
-    pub fn written(&mut self, frame_no: u64, now: Instant) {
+    pub(crate) fn written(&mut self, frame_no: u64, now: Instant) {
         while let Some(&(n, seq)) = self.queued.front() {
             if n > frame_no {
                 break;
@@ -219,7 +219,7 @@ impl Reliable {
 
     /// A new socket after a lost one: whatever was in flight may be lost, so every
     /// unacknowledged message is due at the next check.
-    pub fn socket_replaced(&mut self) {
+    pub(crate) fn socket_replaced(&mut self) {
         self.queued.clear();
         for p in self.unacked.values_mut() {
             if !matches!(p.copy, Copy::Unsent) {
@@ -229,7 +229,7 @@ impl Reliable {
     }
 
     /// The agent acknowledged `seq`.
-    pub fn acked(&mut self, seq: i64, now: Instant) {
+    pub(crate) fn acked(&mut self, seq: i64, now: Instant) {
         let Some(p) = self.unacked.remove(&seq) else {
             WireStats::add(&self.stats.0.duplicate_acks);
             return;
@@ -274,7 +274,7 @@ impl Reliable {
     /// Messages on the wire longer than the RTO without an ack, on a lost socket, or not
     /// yet sent: (re)send them now (any order is fine for the agent). Each is marked as
     /// waiting in the queue again.
-    pub fn due(&mut self, now: Instant) -> Vec<(i64, Bytes)> {
+    pub(crate) fn due(&mut self, now: Instant) -> Vec<(i64, Bytes)> {
         let rto = self.rtt.rto;
         let mut out = Vec::new();
         for (seq, p) in self.unacked.iter_mut() {

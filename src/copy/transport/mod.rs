@@ -3,16 +3,16 @@
 //! progress as events (none of them knows about the terminal), and when closed ends
 //! what it opened and says what it could not clean up.
 
-pub mod pty;
-pub mod s3;
-pub mod send;
-pub mod stream;
-pub mod zlib;
+pub(crate) mod pty;
+pub(crate) mod s3;
+pub(crate) mod send;
+pub(crate) mod stream;
+pub(crate) mod zlib;
 
 use crate::copy::local_dest::Requested;
 use crate::copy::local_source::Plan;
 use crate::error::Result;
-pub use crate::progress::Progress;
+pub(crate) use crate::progress::Progress;
 use crate::progress::Reporter;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 /// fleet). The copy engine drives any of them the same way: one `push` or `pull`, then
 /// `close` on every way out, ^C included.
 #[async_trait::async_trait(?Send)]
-pub trait Transport {
+pub(crate) trait Transport {
     /// Place `job.plan` at `job.dest` on the instance(s).
     async fn push(&mut self, job: Upload<'_>, reporter: &Reporter) -> Result<Summary>;
     /// List the sources on the instance and fetch them into `job.pull.dest` (with
@@ -33,7 +33,7 @@ pub trait Transport {
 }
 
 /// What an upload asks of a transport.
-pub struct Upload<'a> {
+pub(crate) struct Upload<'a> {
     pub plan: Plan,
     /// The remote destination as typed.
     pub dest: &'a [u8],
@@ -49,7 +49,7 @@ pub struct Upload<'a> {
 }
 
 /// What a download asks of a transport.
-pub struct Download<'a> {
+pub(crate) struct Download<'a> {
     pub pull: Pull<'a>,
     /// --exclude, matched against the listing.
     pub exclude: &'a globset::GlobSet,
@@ -61,7 +61,7 @@ pub struct Download<'a> {
 
 /// The sources of a download and how they land.
 #[derive(Clone, Copy)]
-pub struct Pull<'a> {
+pub(crate) struct Pull<'a> {
     /// Remote paths as typed; a trailing `/` on a directory means its contents.
     pub sources: &'a [Vec<u8>],
     pub recursive: bool,
@@ -73,7 +73,7 @@ pub struct Pull<'a> {
 
 impl Pull<'_> {
     /// What a listing for this download may contain.
-    pub fn requested(&self) -> Requested<'_> {
+    pub(crate) fn requested(&self) -> Requested<'_> {
         Requested {
             sources: self.sources,
             recursive: self.recursive,
@@ -83,7 +83,7 @@ impl Pull<'_> {
 
 /// What closing a transport left behind.
 #[derive(Debug, Default)]
-pub struct Closed {
+pub(crate) struct Closed {
     /// For the user: sessions whose end the API refused, objects that stayed.
     pub warnings: Vec<String>,
     /// For transports that stage an object in S3: whether it is gone now.
@@ -94,7 +94,7 @@ pub struct Closed {
 }
 
 impl Closed {
-    pub fn warnings(warnings: Vec<String>) -> Closed {
+    pub(crate) fn warnings(warnings: Vec<String>) -> Closed {
         Closed {
             warnings,
             ..Closed::default()
@@ -123,14 +123,14 @@ pub struct Summary {
 }
 
 /// Keeps a sender under `-l` (bytes per second).
-pub struct Limiter {
+pub(crate) struct Limiter {
     rate: Option<u64>,
     start: Instant,
     sent: u64,
 }
 
 impl Limiter {
-    pub fn new(bytes_per_sec: Option<u64>) -> Limiter {
+    pub(crate) fn new(bytes_per_sec: Option<u64>) -> Limiter {
         Limiter {
             rate: bytes_per_sec.filter(|r| *r > 0),
             start: Instant::now(),
@@ -138,7 +138,7 @@ impl Limiter {
         }
     }
 
-    pub async fn take(&mut self, n: usize) {
+    pub(crate) async fn take(&mut self, n: usize) {
         let Some(rate) = self.rate else { return };
         self.sent += n as u64;
         let due = Duration::from_secs_f64(self.sent as f64 / rate as f64);

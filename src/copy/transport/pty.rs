@@ -84,7 +84,7 @@ fn launch_command(run_as: &RunAs) -> String {
 }
 
 /// The command session and what it printed.
-pub struct Shell {
+pub(crate) struct Shell {
     session: Session,
     channel: Channel,
     /// Output not yet consumed by a reader, oldest first.
@@ -96,7 +96,7 @@ pub struct Shell {
 }
 
 impl Shell {
-    pub async fn start(endpoint: &Endpoint, run_as: &RunAs) -> Result<Shell> {
+    pub(crate) async fn start(endpoint: &Endpoint, run_as: &RunAs) -> Result<Shell> {
         let spec = SessionSpec {
             target: endpoint.instance.clone(),
             document: command::DOCUMENT.to_string(),
@@ -155,7 +155,7 @@ impl Shell {
 
     /// Tell the shell to exit and end the session (`hurry`: after ^C, without waiting
     /// long for it). Returns warnings for the user.
-    pub async fn close(mut self, hurry: bool) -> Vec<String> {
+    pub(crate) async fn close(mut self, hurry: bool) -> Vec<String> {
         let _ = self.send(b"0\n").await;
         self.session
             .end_within(Some(&mut self.channel), session::end_wait(hurry))
@@ -710,12 +710,12 @@ fn temp_word(path: &[u8], tag: &str, ext: &str) -> Vec<u8> {
 }
 
 /// The pty transport opened on one instance: one terminal session.
-pub struct PtyTransport {
+pub(crate) struct PtyTransport {
     shell: Shell,
 }
 
 impl PtyTransport {
-    pub fn new(shell: Shell) -> PtyTransport {
+    pub(crate) fn new(shell: Shell) -> PtyTransport {
         PtyTransport { shell }
     }
 }

@@ -33,7 +33,7 @@ fn grew(path: &Path, size: u64) -> String {
     )
 }
 
-pub async fn send_bundle<W: AsyncWrite + Unpin>(
+pub(crate) async fn send_bundle<W: AsyncWrite + Unpin>(
     w: &mut Out<'_, W>,
     plan: &Plan,
     progress: &dyn Progress,

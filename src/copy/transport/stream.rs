@@ -50,14 +50,14 @@ const MAX_LINE: u64 = 64 * 1024;
 
 /// Where sessions go and how they are opened.
 #[derive(Clone)]
-pub struct Endpoint {
+pub(crate) struct Endpoint {
     pub ssm: aws_sdk_ssm::Client,
     pub instance: String,
     pub channel: ChannelConfig,
 }
 
 /// The receiver running on the instance, owned through its command session.
-pub struct Receiver {
+pub(crate) struct Receiver {
     endpoint: Endpoint,
     session: Session,
     channel: Channel,
@@ -68,7 +68,7 @@ pub struct Receiver {
 impl Receiver {
     /// Start the receiver; `None` when the instance has no python3 (the session is
     /// already ended then, and the caller may fall back to the pty transport).
-    pub async fn start(endpoint: &Endpoint, run_as: &RunAs) -> Result<Option<Receiver>> {
+    pub(crate) async fn start(endpoint: &Endpoint, run_as: &RunAs) -> Result<Option<Receiver>> {
         let spec = SessionSpec {
             target: endpoint.instance.clone(),
             document: command::DOCUMENT.to_string(),
@@ -107,7 +107,7 @@ impl Receiver {
     }
 
     /// A new port session to the receiver, authenticated with its token.
-    pub async fn connect(&self) -> Result<Connection> {
+    pub(crate) async fn connect(&self) -> Result<Connection> {
         let spec = SessionSpec {
             target: self.endpoint.instance.clone(),
             document: "AWS-StartPortForwardingSession".to_string(),
@@ -144,7 +144,7 @@ impl Receiver {
     /// Returns warnings for the user.
     /// `hurry` (after ^C): give it only a moment; the API call then ends the session, and
     /// with it the receiver.
-    pub async fn close(mut self, hurry: bool) -> Vec<String> {
+    pub(crate) async fn close(mut self, hurry: bool) -> Vec<String> {
         let _ = self
             .channel
             .sender
@@ -204,7 +204,7 @@ fn launch_failure(output: &str, run_as: &RunAs) -> Error {
 /// One port session to the receiver, carrying one connection. The reading half is
 /// buffered once for the connection's life, so nothing read ahead is ever dropped
 /// between one request and the next.
-pub struct Connection {
+pub(crate) struct Connection {
     session: Session,
     ports: PortSession,
     reader: BufReader<ReadHalf<DuplexStream>>,
@@ -229,7 +229,7 @@ impl Connection {
         }
     }
 
-    pub async fn close(self) -> Vec<String> {
+    pub(crate) async fn close(self) -> Vec<String> {
         drop((self.reader, self.writer));
         let lost = self.ports.terminate().await;
         self.session
@@ -295,13 +295,13 @@ fn lost(e: std::io::Error) -> Error {
 
 /// The stream transport opened on one instance: the receiver, and the port sessions to
 /// it that the copy has opened so far.
-pub struct StreamTransport {
+pub(crate) struct StreamTransport {
     receiver: Receiver,
     conns: Vec<Connection>,
 }
 
 impl StreamTransport {
-    pub fn new(receiver: Receiver) -> StreamTransport {
+    pub(crate) fn new(receiver: Receiver) -> StreamTransport {
         StreamTransport {
             receiver,
             conns: Vec::new(),
@@ -404,7 +404,7 @@ impl Transport for StreamTransport {
 
 // ------------------------------------------------------------------------- upload
 
-pub struct Push<'a> {
+pub(crate) struct Push<'a> {
     pub plan: &'a Plan,
     /// The destination path as typed (relative paths are under the remote home).
     pub dest: &'a [u8],
@@ -429,7 +429,7 @@ fn tops(plan: &Plan) -> Vec<Top> {
 
 /// What the receiver needs to place one bundle (both the port-session and the S3
 /// transport send it); `delete_keeping` as in `Push`.
-pub fn push_request(
+pub(crate) fn push_request(
     plan: &Plan,
     dest: &[u8],
     place: &PlaceOptions,
@@ -454,7 +454,7 @@ pub fn push_request(
 
 /// --sync: what the destination already holds for each file of the plan, in plan
 /// order: its SHA-256 when it is a regular file of the same size.
-pub async fn inventory(
+pub(crate) async fn inventory(
     conn: &mut Connection,
     plan: &Plan,
     dest: &[u8],
@@ -497,7 +497,7 @@ pub async fn inventory(
 }
 
 /// Send the plan as one bundle; the receiver stages, verifies and commits it.
-pub async fn push(
+pub(crate) async fn push(
     conn: &mut Connection,
     job: Push<'_>,
     progress: &dyn Progress,
@@ -562,7 +562,7 @@ async fn push_bundle(
 const MAX_WARNINGS: usize = 1000;
 
 /// Everything the instance listed for a download.
-pub struct Manifest {
+pub(crate) struct Manifest {
     id: String,
     pub records: Vec<Record>,
     pub warnings: Vec<String>,
@@ -573,7 +573,7 @@ pub struct Manifest {
 /// Ask the receiver what the sources contain.
 /// What the receiver needs to list the sources of a download (both the port-session and
 /// the S3 transport send it).
-pub fn list_request(job: &Pull<'_>) -> protocol::List {
+pub(crate) fn list_request(job: &Pull<'_>) -> protocol::List {
     let sources = job
         .sources
         .iter()
@@ -589,7 +589,7 @@ pub fn list_request(job: &Pull<'_>) -> protocol::List {
     }
 }
 
-pub async fn list(conn: &mut Connection, job: &Pull<'_>) -> Result<Manifest> {
+pub(crate) async fn list(conn: &mut Connection, job: &Pull<'_>) -> Result<Manifest> {
     let (reader, writer) = conn.halves();
     send(&mut *writer, &Request::List(list_request(job))).await?;
     read_listing(reader).await
@@ -646,7 +646,7 @@ struct Batch {
 
 /// Stage every listed entry locally, fetch file bytes over `conns` in parallel, verify,
 /// and commit. Any failure leaves nothing behind.
-pub async fn fetch(
+pub(crate) async fn fetch(
     conns: &mut [Connection],
     manifest: &Manifest,
     job: &Pull<'_>,
@@ -699,7 +699,7 @@ fn all_received(files: &[StagedFile], received: &[AtomicU64]) -> Result<()> {
 /// the instance uploaded: the receiver's answer to the list request, then its answer to
 /// one read of every file whole. Staged, verified per range and committed exactly as a
 /// download over sessions; nothing is put in place unless all of it checks out.
-pub async fn receive_spooled<R: AsyncRead + Unpin>(
+pub(crate) async fn receive_spooled<R: AsyncRead + Unpin>(
     reader: &mut BufReader<R>,
     job: &Pull<'_>,
     progress: &dyn Progress,
@@ -767,7 +767,7 @@ fn plan_batches(sizes: impl Iterator<Item = u64>, per_request: u64) -> VecDeque<
 impl Manifest {
     /// --exclude: drop entries whose name or path below its source matches, and
     /// everything under an excluded directory.
-    pub fn exclude(&mut self, set: &globset::GlobSet) {
+    pub(crate) fn exclude(&mut self, set: &globset::GlobSet) {
         let records = std::mem::take(&mut self.records);
         let (kept, listed) = crate::copy::local_source::exclude_listing(records, set);
         self.records = kept;
@@ -782,7 +782,7 @@ impl Manifest {
     }
 
     /// How many connections are worth opening for this download, at most `parallel`.
-    pub fn connections(&self, parallel: usize) -> usize {
+    pub(crate) fn connections(&self, parallel: usize) -> usize {
         let bytes: u64 = self.sizes().sum();
         let worth = bytes.div_ceil(BYTES_PER_EXTRA_CONNECTION).max(1);
         parallel

@@ -12,13 +12,13 @@ use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 const OUT: usize = 64 * 1024;
 
 /// Writes either as is or through one zlib stream (finished by [`Out::finish`]).
-pub struct Out<'a, W> {
+pub(crate) struct Out<'a, W> {
     w: &'a mut W,
     z: Option<(Compress, Vec<u8>)>,
 }
 
 impl<'a, W: AsyncWrite + Unpin> Out<'a, W> {
-    pub fn new(w: &'a mut W, compress: bool) -> Self {
+    pub(crate) fn new(w: &'a mut W, compress: bool) -> Self {
         let z = compress.then(|| {
             (
                 Compress::new(Compression::default(), true),
@@ -28,7 +28,7 @@ impl<'a, W: AsyncWrite + Unpin> Out<'a, W> {
         Out { w, z }
     }
 
-    pub async fn put(&mut self, mut data: &[u8]) -> io::Result<()> {
+    pub(crate) async fn put(&mut self, mut data: &[u8]) -> io::Result<()> {
         let Some((z, buf)) = &mut self.z else {
             return self.w.write_all(data).await;
         };
@@ -44,7 +44,7 @@ impl<'a, W: AsyncWrite + Unpin> Out<'a, W> {
     }
 
     /// End the zlib stream (if any) and flush.
-    pub async fn finish(&mut self) -> io::Result<()> {
+    pub(crate) async fn finish(&mut self) -> io::Result<()> {
         if let Some((z, buf)) = &mut self.z {
             loop {
                 buf.clear();
@@ -62,14 +62,14 @@ impl<'a, W: AsyncWrite + Unpin> Out<'a, W> {
 }
 
 /// Reads one complete zlib stream from a buffered reader, consuming exactly its bytes.
-pub struct Inflate<'a, R> {
+pub(crate) struct Inflate<'a, R> {
     inner: &'a mut R,
     z: Decompress,
     done: bool,
 }
 
 impl<'a, R: AsyncBufRead + Unpin> Inflate<'a, R> {
-    pub fn new(inner: &'a mut R) -> Self {
+    pub(crate) fn new(inner: &'a mut R) -> Self {
         Inflate {
             inner,
             z: Decompress::new(true),
@@ -78,7 +78,7 @@ impl<'a, R: AsyncBufRead + Unpin> Inflate<'a, R> {
     }
 
     /// After the last expected record: the stream must end here.
-    pub async fn finish(&mut self) -> io::Result<()> {
+    pub(crate) async fn finish(&mut self) -> io::Result<()> {
         use tokio::io::AsyncReadExt;
         let mut probe = [0u8; 1];
         match self.read(&mut probe).await? {

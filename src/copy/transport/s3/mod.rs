@@ -7,7 +7,7 @@
 
 mod staging;
 
-pub use staging::{locate, StagingObject};
+pub(crate) use staging::{locate, StagingObject};
 
 use crate::aws;
 use crate::aws::instances;
@@ -37,7 +37,7 @@ const TAIL: usize = 600;
 
 /// A parsed fleet as Run Command targets; Name patterns are looked up now, and
 /// matching instances Systems Manager does not manage are left out with a warning.
-pub async fn fleet_targets(
+pub(crate) async fn fleet_targets(
     fleet: Fleet,
     conf: &aws_config::SdkConfig,
     ssm: &aws_sdk_ssm::Client,
@@ -74,7 +74,7 @@ pub struct S3Options {
 
 /// The S3 transport opened to its instances: the staging object (once the copy has
 /// created it), the Run Command command under way, the spool an instance holds.
-pub struct S3Transport {
+pub(crate) struct S3Transport {
     ssm: aws_sdk_ssm::Client,
     conf: aws_config::SdkConfig,
     targets: Targets,
@@ -88,7 +88,7 @@ pub struct S3Transport {
 }
 
 impl S3Transport {
-    pub fn new(
+    pub(crate) fn new(
         ssm: aws_sdk_ssm::Client,
         conf: aws_config::SdkConfig,
         targets: Targets,

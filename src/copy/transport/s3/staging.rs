@@ -32,7 +32,7 @@ const PARTS_DRAIN: Duration = Duration::from_secs(60);
 
 /// One run's object in S3. What it created is remembered, in memory and in the journal
 /// when there is one, so `remove` (or `ssmcp gc` after a crash) can undo it.
-pub struct StagingObject {
+pub(crate) struct StagingObject {
     s3: aws_sdk_s3::Client,
     pub bucket: String,
     pub key: String,
@@ -66,12 +66,12 @@ fn note_upload(state: &Mutex<State>, id: Option<String>) -> Result<()> {
 }
 
 /// The bundle in S3: how many bytes it has.
-pub struct Uploaded {
+pub(crate) struct Uploaded {
     pub bytes: u64,
 }
 
 impl StagingObject {
-    pub fn new(s3: aws_sdk_s3::Client, bucket: &str, key: &str) -> StagingObject {
+    pub(crate) fn new(s3: aws_sdk_s3::Client, bucket: &str, key: &str) -> StagingObject {
         StagingObject {
             s3,
             bucket: bucket.to_string(),
@@ -82,7 +82,7 @@ impl StagingObject {
     }
 
     /// Store objects encrypted with this KMS key (SSE-KMS).
-    pub fn encrypt_with(mut self, kms_key: Option<String>) -> StagingObject {
+    pub(crate) fn encrypt_with(mut self, kms_key: Option<String>) -> StagingObject {
         self.kms_key = kms_key;
         self
     }
@@ -92,7 +92,7 @@ impl StagingObject {
     }
 
     /// `new`, noted in the journal first so a killed run can be cleaned up by `ssmcp gc`.
-    pub fn journaled(
+    pub(crate) fn journaled(
         s3: aws_sdk_s3::Client,
         bucket: &str,
         key: &str,
@@ -114,7 +114,7 @@ impl StagingObject {
     }
 
     /// The staging a journal entry describes, for `ssmcp gc`.
-    pub fn adopt(s3: aws_sdk_s3::Client, record: journal::EntryFile) -> StagingObject {
+    pub(crate) fn adopt(s3: aws_sdk_s3::Client, record: journal::EntryFile) -> StagingObject {
         let e = record.entry();
         let staging = StagingObject::new(s3, &e.bucket, &e.key);
         {
@@ -156,7 +156,7 @@ impl StagingObject {
     }
 
     /// Write `plan` as one bundle to the object.
-    pub async fn upload(
+    pub(crate) async fn upload(
         &self,
         plan: &Plan,
         compress: bool,
@@ -240,13 +240,13 @@ impl StagingObject {
     /// Start a multipart upload whose parts another party sends through presigned URLs
     /// (an instance, for a download too big for one PUT). It has no checksum algorithm:
     /// that party cannot add per-part checksums, and the payload carries SHA-256s.
-    pub async fn start_presigned_parts(&self) -> Result<String> {
+    pub(crate) async fn start_presigned_parts(&self) -> Result<String> {
         self.create_upload(None).await
     }
 
     /// A URL that lets its holder upload part `number` of `upload_id` for `expires`, and
     /// the headers that PUT must carry.
-    pub async fn presign_part(
+    pub(crate) async fn presign_part(
         &self,
         upload_id: &str,
         number: i32,
@@ -266,7 +266,11 @@ impl StagingObject {
     }
 
     /// Finish a multipart upload from the ETags its parts were answered with, in order.
-    pub async fn complete_presigned_parts(&self, upload_id: &str, etags: &[String]) -> Result<()> {
+    pub(crate) async fn complete_presigned_parts(
+        &self,
+        upload_id: &str,
+        etags: &[String],
+    ) -> Result<()> {
         let parts = etags
             .iter()
             .zip(1..)
@@ -295,7 +299,10 @@ impl StagingObject {
 
     /// A URL that lets its holder write the object (one PUT) for `expires`, and the
     /// headers the PUT must carry (signed into the URL: the SSE-KMS ones).
-    pub async fn presign_put(&self, expires: Duration) -> Result<(String, Vec<(String, String)>)> {
+    pub(crate) async fn presign_put(
+        &self,
+        expires: Duration,
+    ) -> Result<(String, Vec<(String, String)>)> {
         let request = self
             .s3
             .put_object()
@@ -310,7 +317,7 @@ impl StagingObject {
     }
 
     /// The object's bytes as a stream (downloads: what the instance uploaded).
-    pub async fn read(&self) -> Result<impl tokio::io::AsyncBufRead + Unpin> {
+    pub(crate) async fn read(&self) -> Result<impl tokio::io::AsyncBufRead + Unpin> {
         let out = self
             .s3
             .get_object()
@@ -323,7 +330,7 @@ impl StagingObject {
     }
 
     /// Store an object of at most one part in one request.
-    pub async fn put_small(&self, data: Vec<u8>) -> Result<()> {
+    pub(crate) async fn put_small(&self, data: Vec<u8>) -> Result<()> {
         self.s3
             .put_object()
             .bucket(&self.bucket)
@@ -339,7 +346,7 @@ impl StagingObject {
     }
 
     /// A URL that lets its holder read the object for `expires`, and nothing else.
-    pub async fn presign_get(&self, expires: Duration) -> Result<String> {
+    pub(crate) async fn presign_get(&self, expires: Duration) -> Result<String> {
         let request = self
             .s3
             .get_object()
@@ -354,7 +361,7 @@ impl StagingObject {
     /// Abort the multipart uploads S3 lists for this key: a run killed between starting
     /// one and noting its id leaves one nobody knows the id of. Servers without
     /// ListMultipartUploads are skipped quietly; gc then relies on the journal alone.
-    pub async fn abort_listed_uploads(&self) {
+    pub(crate) async fn abort_listed_uploads(&self) {
         let Ok(list) = self
             .s3
             .list_multipart_uploads()
@@ -383,7 +390,7 @@ impl StagingObject {
 
     /// Remove what this run created: an unfinished multipart upload and the object.
     /// Returns what could not be removed, as warnings (never the presigned URL).
-    pub async fn remove(&self) -> Vec<String> {
+    pub(crate) async fn remove(&self) -> Vec<String> {
         let mut warnings = Vec::new();
         let creating = self.lock().creating.take();
         if let Some(task) = creating {
@@ -465,7 +472,7 @@ fn url_and_headers(
 }
 
 /// Where a bucket lives and whether it answered this caller.
-pub struct Located {
+pub(crate) struct Located {
     /// From `--bucket-region`, or as S3 says in `x-amz-bucket-region`; `None` when S3
     /// does not say (the configured region is then used).
     pub region: Option<String>,
@@ -475,7 +482,11 @@ pub struct Located {
 
 /// Ask S3 where `bucket` is. S3 names the region on success and on the redirect or
 /// denial a HEAD from the wrong region gets; a redirect is followed once.
-pub async fn locate(conf: &aws_config::SdkConfig, bucket: &str, given: Option<&str>) -> Located {
+pub(crate) async fn locate(
+    conf: &aws_config::SdkConfig,
+    bucket: &str,
+    given: Option<&str>,
+) -> Located {
     let head = |region: Option<String>| async move {
         let s3 = crate::aws::s3_client(conf, region.as_deref());
         match s3.head_bucket().bucket(bucket).send().await {
