@@ -18,6 +18,8 @@ pub mod cli;
 pub mod commands;
 pub mod copy;
 pub mod error;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub(crate) mod progress;
 pub(crate) mod remote;
 pub(crate) mod session;

@@ -244,17 +244,50 @@ impl Core {
     }
 }
 
-#[cfg(test)]
-mod tests {
+/// Events and promises for testing the core from outside: the property test below and
+/// the fuzz target (fuzz/, through the `fuzzing` feature) drive the same check.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod harness {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
-    use proptest::prelude::*;
     use std::time::Duration;
 
-    fn core(start: Instant) -> Core {
+    #[derive(Debug, Clone)]
+    pub(crate) enum Event {
+        /// An agent data message with this sequence number (payload = the number).
+        Data(i64),
+        Ack(i64),
+        Send,
+        Written,
+        Timeout(u64),
+        Resumed,
+        Pause,
+        Start,
+    }
+
+    impl Event {
+        /// Two bytes (from a fuzzer or the property test) as one event: data and acks
+        /// for the first 40 sequence numbers, timeouts up to ~3 s, weighted towards
+        /// what a session mostly sees.
+        pub(crate) fn from_bytes(kind: u8, arg: u8) -> Event {
+            match kind % 19 {
+                0..=5 => Event::Data(i64::from(arg % 40)),
+                6..=8 => Event::Ack(i64::from(arg % 40)),
+                9..=11 => Event::Send,
+                12 | 13 => Event::Written,
+                14 | 15 => Event::Timeout(u64::from(arg) * 12),
+                16 => Event::Resumed,
+                17 => Event::Pause,
+                _ => Event::Start,
+            }
+        }
+    }
+
+    pub(crate) fn core(start: Instant) -> Core {
         Core::new(4 << 20, WireStats::default(), 7, start, 1_000)
     }
 
-    fn agent(seq: i64, payload: &[u8]) -> Vec<u8> {
+    pub(crate) fn agent(seq: i64, payload: &[u8]) -> Vec<u8> {
         Message::new(
             MessageType::OutputStreamData,
             seq,
@@ -268,7 +301,7 @@ mod tests {
         .unwrap()
     }
 
-    fn agent_ack(seq: i64) -> Vec<u8> {
+    pub(crate) fn agent_ack(seq: i64) -> Vec<u8> {
         let ours = Message::new(
             MessageType::InputStreamData,
             seq,
@@ -283,10 +316,77 @@ mod tests {
             .unwrap()
     }
 
-    fn control(kind: MessageType, payload: &[u8]) -> Vec<u8> {
+    pub(crate) fn control(kind: MessageType, payload: &[u8]) -> Vec<u8> {
         Message::new(kind, 0, 0, 0, payload.to_vec(), Uuid::from_u128(3), 1)
             .encode()
             .unwrap()
+    }
+
+    /// Run `events` against a fresh core and check what it promises, whatever the agent
+    /// and the network do: what is handed up is the agent's stream in order without gaps
+    /// or repeats, and a resend only carries a message of ours that is still
+    /// unacknowledged and was sent.
+    pub(crate) fn check_events(events: &[Event]) -> std::result::Result<(), String> {
+        let t = Instant::now();
+        let mut c = core(t);
+        let mut now = t;
+        let (mut frames, mut sent, mut acked) = (0u64, 0i64, std::collections::BTreeSet::new());
+        let mut next_up = 0i64;
+        for e in events {
+            match *e {
+                Event::Data(seq) => c.on_frame(&agent(seq, &seq.to_be_bytes()), now),
+                Event::Ack(seq) => {
+                    c.on_frame(&agent_ack(seq), now);
+                    if seq < sent {
+                        acked.insert(seq);
+                    }
+                }
+                Event::Send if c.can_send() => {
+                    c.send(PayloadType::Output, vec![0; 100], now);
+                    sent += 1;
+                }
+                Event::Send => {}
+                Event::Written => c.written(frames, now),
+                Event::Timeout(ms) => {
+                    now += Duration::from_millis(ms);
+                    c.handle_timeout(now);
+                }
+                Event::Resumed => c.on_resumed(),
+                Event::Pause => c.on_frame(&control(MessageType::PausePublication, b""), now),
+                Event::Start => c.on_frame(&control(MessageType::StartPublication, b""), now),
+            }
+            while let Some(tx) = c.poll_transmit() {
+                frames += 1;
+                if let Transmit::Data { seq, .. } = tx {
+                    if seq >= sent {
+                        return Err(format!("sent {seq}, which was never handed in"));
+                    }
+                    if acked.contains(&seq) {
+                        return Err(format!("resent {seq} after its ack"));
+                    }
+                    c.queued(frames, seq);
+                }
+            }
+            while let Some(d) = c.poll_deliver() {
+                match d {
+                    Delivery::Data(_, b) if b == next_up.to_be_bytes() => next_up += 1,
+                    other => return Err(format!("handed up {other:?} where {next_up} was due")),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::harness::*;
+    use super::*;
+    use proptest::prelude::*;
+    use std::time::Duration;
+
+    fn core(start: Instant) -> Core {
+        Core::new(4 << 20, WireStats::default(), 7, start, 1_000)
     }
 
     /// Which of our seqs were acknowledged by the frames written, and which data went out.
@@ -458,80 +558,17 @@ mod tests {
         assert_eq!(m.created_date, 1_250);
     }
 
-    #[derive(Debug, Clone)]
-    enum Event {
-        /// An agent data message with this sequence number (payload = the number).
-        Data(i64),
-        Ack(i64),
-        Send,
-        Written,
-        Timeout(u64),
-        Resumed,
-        Pause,
-        Start,
-    }
-
     fn event() -> impl Strategy<Value = Event> {
-        prop_oneof![
-            6 => (0i64..40).prop_map(Event::Data),
-            3 => (0i64..40).prop_map(Event::Ack),
-            3 => Just(Event::Send),
-            2 => Just(Event::Written),
-            2 => (0u64..3000).prop_map(Event::Timeout),
-            1 => Just(Event::Resumed),
-            1 => Just(Event::Pause),
-            1 => Just(Event::Start),
-        ]
+        any::<(u8, u8)>().prop_map(|(kind, arg)| Event::from_bytes(kind, arg))
     }
 
     proptest! {
-        /// Whatever the agent and the network do: what is handed up is the agent's
-        /// stream in order without gaps or repeats, every data message seen is acked
-        /// unless the reorder buffer was full, and a resend only carries a message of
-        /// ours that is still unacknowledged.
+        /// Whatever the agent and the network do, the channel keeps its promises
+        /// (harness::check_events says which).
         #[test]
         fn any_sequence_of_events_keeps_the_channel_s_promises(events in prop::collection::vec(event(), 0..300)) {
-            let t = Instant::now();
-            let mut c = core(t);
-            let mut now = t;
-            let (mut frames, mut sent, mut acked) = (0u64, 0i64, std::collections::BTreeSet::new());
-            let mut next_up = 0i64;
-            for e in events {
-                match e {
-                    Event::Data(seq) => c.on_frame(&agent(seq, &seq.to_be_bytes()), now),
-                    Event::Ack(seq) => {
-                        c.on_frame(&agent_ack(seq), now);
-                        if seq < sent {
-                            acked.insert(seq);
-                        }
-                    }
-                    Event::Send if c.can_send() => {
-                        c.send(PayloadType::Output, vec![0; 100], now);
-                        sent += 1;
-                    }
-                    Event::Send => {}
-                    Event::Written => c.written(frames, now),
-                    Event::Timeout(ms) => {
-                        now += Duration::from_millis(ms);
-                        c.handle_timeout(now);
-                    }
-                    Event::Resumed => c.on_resumed(),
-                    Event::Pause => c.on_frame(&control(MessageType::PausePublication, b""), now),
-                    Event::Start => c.on_frame(&control(MessageType::StartPublication, b""), now),
-                }
-                while let Some(tx) = c.poll_transmit() {
-                    frames += 1;
-                    if let Transmit::Data { seq, .. } = tx {
-                        prop_assert!(seq < sent);
-                        prop_assert!(!acked.contains(&seq), "resent {seq} after its ack");
-                        c.queued(frames, seq);
-                    }
-                }
-                while let Some(d) = c.poll_deliver() {
-                    let Delivery::Data(_, b) = d else { unreachable!("no close sent") };
-                    prop_assert_eq!(b, next_up.to_be_bytes().to_vec());
-                    next_up += 1;
-                }
+            if let Err(broken) = check_events(&events) {
+                prop_assert!(false, "{}", broken);
             }
         }
     }
