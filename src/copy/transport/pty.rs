@@ -1,6 +1,6 @@
 //! The "pty" transport, for instances without python3: everything travels through one
 //! AWS-StartInteractiveCommand session whose terminal is raw and silent. ssmcp sends
-//! shell scripts it generates (run by `sh`, using coreutils: head, base64, sha256sum,
+//! shell scripts (templates in pty/*.sh, run by `sh`, using coreutils: head, base64, sha256sum,
 //! mv, chmod, touch, find) and the file bytes as base64; the instance answers with
 //! marker lines. Same guarantees as the stream transport: SHA-256 per file, temporary
 //! names, everything renamed into place only after every file verified. Slower: base64
@@ -386,90 +386,91 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-/// Shell functions every script starts with: `fail CLASS MESSAGE` undoes what the script
-/// staged (the `cleanup` function each script defines) and reports.
-const PRELUDE: &[u8] = br#"set -u
-fail() { cleanup; printf '\036SSMCP-PTY FAIL %s %s\n' "$1" "$2"; exit 1; }
-trap 'cleanup; exit 1' HUP INT TERM
-"#;
+/// The scripts are shell templates (src/copy/transport/pty/*.sh, linted by shellcheck in
+/// scripts/test). What varies is data, written before the template as assignments and as
+/// functions made only of calls with quoted words (`sq`), so no path is ever code.
+const PRELUDE: &[u8] = include_bytes!("pty/prelude.sh");
+const UPLOAD: &[u8] = include_bytes!("pty/upload.sh");
+const LIST: &[u8] = include_bytes!("pty/list.sh");
+const SEND: &[u8] = include_bytes!("pty/send.sh");
 
-// ------------------------------------------------------------------------- upload
-
-/// One file or link of an upload and the names it goes by on the instance.
-struct Placed {
-    temp: Vec<u8>,
-    final_path: Vec<u8>,
+/// A script: the prelude, the data, the template.
+fn script(data: &[u8], template: &[u8]) -> Vec<u8> {
+    [PRELUDE, data, template].concat()
 }
 
-/// Build the script for an upload: resolve the destination (the same rules as the
-/// python receiver), make directories, decode the data into temporaries, verify every
-/// digest, then rename everything into place.
+/// `NAME() { CALLS :; }`: a function of data calls (`:` keeps an empty body valid).
+fn data_function(s: &mut Vec<u8>, name: &str, calls: &[u8]) {
+    s.extend_from_slice(format!("{name}() {{\n").as_bytes());
+    s.extend_from_slice(calls);
+    s.extend_from_slice(b":\n}\n");
+}
+
+/// A call of a template function: the name, then each argument as one quoted word.
+fn call(s: &mut Vec<u8>, name: &str, args: &[&[u8]]) {
+    s.extend_from_slice(name.as_bytes());
+    for a in args {
+        s.push(b' ');
+        s.extend(sq(a));
+    }
+    s.push(b'\n');
+}
+
+/// `set -- WORD...`: the template's positional parameters.
+fn set_words(s: &mut Vec<u8>, words: impl Iterator<Item = Vec<u8>>) {
+    s.extend_from_slice(b"set --");
+    for w in words {
+        s.push(b' ');
+        s.extend(w);
+    }
+    s.push(b'\n');
+}
+
+fn flag(b: bool) -> &'static str {
+    if b {
+        "1"
+    } else {
+        "0"
+    }
+}
+
+fn mtime_word(m: &Mtime) -> Vec<u8> {
+    format!("{}.{:09}", m.secs, m.nanos).into_bytes()
+}
+
+/// Build the upload script (template pty/upload.sh): the plan, checked against the same
+/// placement rules as a stream from elsewhere (claims.rs), becomes the data the template
+/// acts on phase by phase.
 fn upload_script(plan: &Plan, dest: &[u8], place: &PlaceOptions, tag: &str) -> Result<Vec<u8>> {
-    let mut s = PRELUDE.to_vec();
     let total: u64 = plan.bytes;
-    let b64_len = total.div_ceil(3) * 4;
-    let wants_dir = dest.ends_with(b"/") && dest.len() > 1;
     let n = plan.tops.len();
-    // Roots: R<i> is where top i lands.
-    s.extend_from_slice(b"D=");
-    s.extend(remote_path(
+    let mut data = b"D=".to_vec();
+    data.extend(remote_path(
         dest.strip_suffix(b"/")
             .filter(|d| !d.is_empty())
             .unwrap_or(dest),
     ));
-    s.extend_from_slice(b"\nMADE=\ncleanup() { :; }\n");
-    let mut into_dir = Vec::new();
-    let mut as_dest = Vec::new();
-    for (i, t) in plan.tops.iter().enumerate() {
-        if t.name == b"." {
-            into_dir.extend(format!("R{i}=\"$D\"; ").as_bytes());
-        } else {
-            into_dir.extend(format!("R{i}=\"$D\"/").as_bytes());
-            into_dir.extend(sq(&t.name));
-            into_dir.extend_from_slice(b"; ");
-        }
-        as_dest.extend(format!("R{i}=\"$D\"; ").as_bytes());
-    }
+    let wants_dir = dest.ends_with(b"/") && dest.len() > 1;
     let single_file = n == 1 && !plan.tops[0].is_dir;
-    s.extend_from_slice(b"if [ -d \"$D\" ]; then ");
-    s.extend_from_slice(&into_dir);
-    s.extend_from_slice(b"\nelif [ -e \"$D\" ] || [ -L \"$D\" ]; then ");
-    if single_file && !wants_dir {
-        s.extend_from_slice(&as_dest);
-    } else {
-        s.extend_from_slice(b"fail usage \"$D exists and is not a directory\"");
-    }
-    s.extend_from_slice(b"\nelse [ -d \"$(dirname \"$D\")\" ] || fail usage \"the destination directory $(dirname \"$D\") does not exist\"; ");
-    if n == 1 && !wants_dir {
-        s.extend_from_slice(&as_dest);
-    } else if wants_dir {
-        s.extend_from_slice(
-            b"mkdir \"$D\" || fail permission \"cannot create directory $D\"; MADE=\"$D\"; ",
-        );
-        s.extend_from_slice(&into_dir);
-    } else {
-        s.extend_from_slice(b"fail usage \"$D is not a directory (several sources need one; end it with / to create it)\"");
-    }
-    s.extend_from_slice(b"\nfi\n");
-
-    // Directories, in plan order, each entry's parents before it: `t` makes a top's root
-    // (an existing directory there, or a link to one the destination's owner made, is
-    // used as scp does), `d` anything below it and refuses symlinks. Both record what
-    // they create (C<n>=1 for the n-th directory) so cleanup can remove exactly that,
-    // whatever the names hold. The plan comes from a local walk, but it is
-    // held to the same rules as a stream from elsewhere (claims.rs).
-    s.extend_from_slice(
-        b"t() { if [ -d \"$2\" ]; then :; elif [ -e \"$2\" ] || [ -L \"$2\" ]; then fail usage \"$2 exists and is not a directory\"; \
-else mkdir \"$2\" || fail permission \"cannot create directory $2\"; eval \"C$1=1\"; fi; }\n\
-d() { if [ -L \"$2\" ]; then fail protocol \"refusing to write through the symlink $2\"; fi; t \"$1\" \"$2\"; }\n",
+    data.extend_from_slice(
+        format!(
+            "\nSLASH={} SINGLE_FILE={} TAG={tag} B64={} PRESERVE={}\n",
+            flag(wants_dir),
+            flag(single_file),
+            total.div_ceil(3) * 4,
+            flag(place.preserve),
+        )
+        .as_bytes(),
     );
+    set_words(&mut data, plan.tops.iter().map(|t| sq(&t.name)));
+
     let mut claims = Claims::default();
-    let mut made: Vec<Vec<u8>> = Vec::new();
-    let mut seen: HashSet<Vec<u8>> = HashSet::new();
-    let mut make_dirs = Vec::new();
-    let mut files: Vec<(Placed, u64, &Meta)> = Vec::new();
-    let mut links: Vec<(Placed, &[u8], &Meta)> = Vec::new();
-    let mut dirs: Vec<(Vec<u8>, &Meta)> = Vec::new();
+    let mut seen: HashSet<(usize, Vec<u8>)> = HashSet::new();
+    let mut made: Vec<(usize, Vec<u8>)> = Vec::new();
+    let mut make = Vec::new();
+    let mut entries = Vec::new();
+    let mut dirs: Vec<(usize, Vec<u8>, usize, &Meta)> = Vec::new();
+    let mut files = 0u64;
     for e in &plan.entries {
         let (meta, claim) = match &e.record {
             Record::Dir(m) => (m, Claim::Dir),
@@ -491,163 +492,102 @@ d() { if [ -L \"$2\" ]; then fail protocol \"refusing to write through the symli
         };
         claims.claim(&claim_path(under), claim)?;
         // The directories the entry needs, the top's root first: its parents, and itself
-        // when it is one. `path` ends as the entry's own shell word.
-        let dir_depth = if claim == Claim::Dir {
+        // when it is one; each as its path below the top's root.
+        let below = &parts[1..];
+        let dirs_needed = if claim == Claim::Dir {
             parts.len()
         } else {
             parts.len() - 1
         };
-        let mut path = format!("\"$R{top}\"").into_bytes();
-        for (depth, name) in parts.iter().enumerate().take(dir_depth) {
-            if depth > 0 {
-                path.push(b'/');
-                path.extend(sq(name));
-            }
-            if seen.insert(path.clone()) {
-                let f = if depth == 0 { "t" } else { "d" };
-                make_dirs.extend_from_slice(format!("{f} {} ", made.len()).as_bytes());
-                make_dirs.extend_from_slice(&path);
-                made.push(path.clone());
-                make_dirs.push(b'\n');
+        for depth in 0..dirs_needed {
+            let rel = below[..depth].join(&b'/');
+            if seen.insert((top, rel.clone())) {
+                let kind: &[u8] = if depth == 0 { b"t" } else { b"d" };
+                let number = made.len().to_string();
+                call(
+                    &mut make,
+                    "mk",
+                    &[number.as_bytes(), kind, top.to_string().as_bytes(), &rel],
+                );
+                made.push((top, rel));
             }
         }
-        if claim != Claim::Dir && parts.len() > 1 {
-            path.push(b'/');
-            path.extend(sq(parts[parts.len() - 1]));
-        }
+        // A file or link names its parent below the root and its own name; one that is
+        // a top itself (a single-file source) has neither.
+        let (parent, name) = match below.split_last() {
+            Some((name, parent)) => (parent.join(&b'/'), name.to_vec()),
+            None => (Vec::new(), Vec::new()),
+        };
+        let top_word = top.to_string();
         match &e.record {
-            Record::Dir(_) => dirs.push((path, meta)),
+            Record::Dir(_) if place.preserve => {
+                dirs.push((top, below.join(&b'/'), below.len(), meta));
+            }
             Record::File { size, .. } => {
-                let temp = temp_word(&path, tag, "tmp");
-                files.push((
-                    Placed {
-                        temp,
-                        final_path: path,
-                    },
-                    *size,
-                    meta,
-                ));
+                files += 1;
+                let mode = if place.preserve {
+                    meta.mode & 0o7777
+                } else {
+                    meta.mode & 0o777
+                };
+                call(
+                    &mut entries,
+                    "file",
+                    &[
+                        top_word.as_bytes(),
+                        &parent,
+                        &name,
+                        size.to_string().as_bytes(),
+                        format!("{mode:o}").as_bytes(),
+                        &mtime_word(&meta.mtime),
+                    ],
+                );
             }
-            Record::Link { target, .. } => {
-                let temp = temp_word(&path, tag, "lnk");
-                links.push((
-                    Placed {
-                        temp,
-                        final_path: path,
-                    },
+            Record::Link { target, .. } => call(
+                &mut entries,
+                "link",
+                &[
+                    top_word.as_bytes(),
+                    &parent,
+                    &name,
                     target,
-                    meta,
-                ));
-            }
+                    &mtime_word(&meta.mtime),
+                ],
+            ),
             _ => {}
         }
     }
-    // Cleanup removes temporaries and created directories (deepest first); it is in
-    // force before the first directory is made.
-    s.extend_from_slice(b"cleanup() { rm -f");
-    for (p, _, _) in &files {
-        s.push(b' ');
-        s.extend_from_slice(&p.temp);
+    // Directory metadata deepest first, so setting a child's time leaves its parent's.
+    dirs.sort_by_key(|(_, _, depth, _)| std::cmp::Reverse(*depth));
+    for (top, rel, _, meta) in &dirs {
+        call(
+            &mut entries,
+            "dir",
+            &[
+                top.to_string().as_bytes(),
+                rel,
+                format!("{:o}", meta.mode & 0o7777).as_bytes(),
+                &mtime_word(&meta.mtime),
+            ],
+        );
     }
-    for (p, _, _) in &links {
-        s.push(b' ');
-        s.extend_from_slice(&p.temp);
+    make.extend_from_slice(&entries);
+    data_function(&mut data, "plan", &make);
+    let mut unmake = Vec::new();
+    for (number, (top, rel)) in made.iter().enumerate().rev() {
+        call(
+            &mut unmake,
+            "unmk",
+            &[
+                number.to_string().as_bytes(),
+                top.to_string().as_bytes(),
+                rel,
+            ],
+        );
     }
-    s.extend_from_slice(b";");
-    for (n, path) in made.iter().enumerate().rev() {
-        s.extend_from_slice(format!(" [ -z \"${{C{n}:-}}\" ] || rmdir ").as_bytes());
-        s.extend_from_slice(path);
-        s.extend_from_slice(b" 2>/dev/null;");
-    }
-    s.extend_from_slice(b" [ -z \"$MADE\" ] || rmdir \"$MADE\" 2>/dev/null; :; }\n");
-    s.extend_from_slice(&make_dirs);
-
-    // The data: exactly b64_len characters of base64 on the terminal, decoded and cut
-    // into the files in order. Nothing may write to the terminal meanwhile.
-    s.extend_from_slice(
-        format!("printf '\\036%s\\n' 'SSMCP-PTY SEND'\nhead -c {b64_len} | base64 -d | {{ :")
-            .as_bytes(),
-    );
-    for (p, size, _) in &files {
-        s.extend_from_slice(format!(" && head -c {size} > ").as_bytes());
-        s.extend_from_slice(&p.temp);
-    }
-    s.extend_from_slice(b"; } 2>/dev/null || W=1\n");
-    s.extend_from_slice(b"[ -z \"${W:-}\" ] || fail write \"writing the files failed (disk full or not permitted?)\"\n");
-    // Digests follow the data, one line per file.
-    s.extend_from_slice(b"BAD=\n");
-    for (p, _, _) in &files {
-        s.extend_from_slice(b"IFS= read -r h; [ -f ");
-        s.extend_from_slice(&p.temp);
-        s.extend_from_slice(b" ] && [ \"$(sha256sum < ");
-        s.extend_from_slice(&p.temp);
-        s.extend_from_slice(b" | cut -c1-64)\" = \"$h\" ] || BAD=1\n");
-    }
-    s.extend_from_slice(b"[ -z \"$BAD\" ] || fail integrity \"a SHA-256 did not match\"\n");
-    // Modes and times on the temporaries, links beside their final names.
-    s.extend_from_slice(b"U=$(umask)\n");
-    for (p, _, meta) in &files {
-        let mode = if place.preserve {
-            format!("chmod {:o} ", meta.mode & 0o7777)
-        } else {
-            format!("chmod $(printf %o $((0{:o} & ~0$U))) ", meta.mode & 0o777)
-        };
-        s.extend_from_slice(mode.as_bytes());
-        s.extend_from_slice(&p.temp);
-        s.extend_from_slice(b" || fail permission \"cannot set a mode\"\n");
-        if place.preserve {
-            s.extend_from_slice(touch(&meta.mtime).as_bytes());
-            s.extend_from_slice(&p.temp);
-            s.push(b'\n');
-        }
-    }
-    for (p, target, meta) in &links {
-        s.extend_from_slice(b"ln -s ");
-        s.extend(sq(target));
-        s.push(b' ');
-        s.extend_from_slice(&p.temp);
-        s.extend_from_slice(b" || fail permission \"cannot create a symlink\"\n");
-        if place.preserve {
-            s.extend_from_slice(touch(&meta.mtime).as_bytes());
-            s.extend_from_slice(&p.temp);
-            s.push(b'\n');
-        }
-    }
-    // No directory may sit where a file or link goes: check all before the first rename.
-    for (p, _, _) in &files {
-        check_not_dir(&mut s, &p.final_path);
-    }
-    for (p, _, _) in &links {
-        check_not_dir(&mut s, &p.final_path);
-    }
-    for (p, _, _) in &files {
-        mv(&mut s, &p.temp, &p.final_path);
-    }
-    for (p, _, _) in &links {
-        mv(&mut s, &p.temp, &p.final_path);
-    }
-    s.extend_from_slice(b"cleanup() { :; }\n");
-    // Directory metadata, deepest first.
-    dirs.sort_by_key(|(p, _)| std::cmp::Reverse(p.iter().filter(|&&b| b == b'/').count()));
-    for (path, meta) in &dirs {
-        if place.preserve {
-            s.extend_from_slice(format!("chmod {:o} ", meta.mode & 0o7777).as_bytes());
-            s.extend_from_slice(path);
-            s.extend_from_slice(b"; ");
-            s.extend_from_slice(touch(&meta.mtime).as_bytes());
-            s.extend_from_slice(path);
-            s.push(b'\n');
-        }
-    }
-    s.extend_from_slice(
-        format!(
-            "printf '\\036%s\\n' 'SSMCP-PTY OK {} {}'\n",
-            files.len(),
-            total
-        )
-        .as_bytes(),
-    );
-    Ok(s)
+    data_function(&mut data, "unmade", &unmake);
+    data.extend_from_slice(format!("NFILES={files} TOTAL={total}\n").as_bytes());
+    Ok(script(&data, UPLOAD))
 }
 
 /// A claim's key: the entry's path below the destination directory.
@@ -657,56 +597,6 @@ fn claim_path(parts: &[&[u8]]) -> PathBuf {
         .iter()
         .map(|p| std::ffi::OsStr::from_bytes(p))
         .collect()
-}
-
-fn touch(m: &Mtime) -> String {
-    format!("touch -h -d @{}.{:09} ", m.secs, m.nanos)
-}
-
-fn check_not_dir(s: &mut Vec<u8>, path: &[u8]) {
-    s.extend_from_slice(b"if [ -d ");
-    s.extend_from_slice(path);
-    s.extend_from_slice(b" ] && [ ! -L ");
-    s.extend_from_slice(path);
-    s.extend_from_slice(b" ]; then fail usage \"cannot overwrite a directory with a file\"; fi\n");
-}
-
-fn mv(s: &mut Vec<u8>, from: &[u8], to: &[u8]) {
-    s.extend_from_slice(b"mv -fT ");
-    s.extend_from_slice(from);
-    s.push(b' ');
-    s.extend_from_slice(to);
-    s.extend_from_slice(b" || fail write \"cannot put a file in place\"\n");
-}
-
-/// `"$R0"/'a'/'b'` → `"$R0"/'a'/'.b.ssmcp-TAG.tmp'`: the temporary beside the file.
-fn temp_word(path: &[u8], tag: &str, ext: &str) -> Vec<u8> {
-    // The last word is either `'name'` or the bare root `"$Rn"` (a single file top).
-    if let Some(root) = path
-        .strip_prefix(b"\"$")
-        .and_then(|p| p.strip_suffix(b"\""))
-    {
-        // A single-file top lands at the root path itself: put the temporary beside it,
-        // named for the root, since several tops may land in one directory.
-        let mut t = b"\"$(dirname ".to_vec();
-        t.extend_from_slice(path);
-        t.extend_from_slice(b")\"/.");
-        t.extend_from_slice(root);
-        t.extend_from_slice(format!(".ssmcp-{tag}.{ext}").as_bytes());
-        return t;
-    }
-    let open = path
-        .iter()
-        .rposition(|&b| b == b'/')
-        .map(|i| i + 1)
-        .unwrap_or(0);
-    let mut t = path[..open].to_vec();
-    // Rebuild the quoted last name with a prefix and suffix inside the quotes.
-    let last = &path[open..];
-    t.extend_from_slice(b"'.");
-    t.extend_from_slice(&last[1..last.len() - 1]);
-    t.extend_from_slice(format!(".ssmcp-{tag}.{ext}'").as_bytes());
-    t
 }
 
 /// The pty transport opened on one instance: one terminal session.
@@ -853,48 +743,25 @@ async fn send_data(
 
 // ------------------------------------------------------------------------- download
 
-/// List the sources with find, base64-encoded (terminal output must stay ASCII).
+/// List the sources with find, base64-encoded (template pty/list.sh).
 fn list_script(sources: &[Vec<u8>], recursive: bool) -> Vec<u8> {
-    let mut s = PRELUDE.to_vec();
-    s.extend_from_slice(b"cleanup() { :; }\n");
-    for (i, src) in sources.iter().enumerate() {
+    let mut data = format!("RECURSIVE={}\n", flag(recursive)).into_bytes();
+    let mut calls = Vec::new();
+    for src in sources {
         let contents = src.ends_with(b"/") && src.len() > 1;
-        let word = remote_path(
-            src.strip_suffix(b"/")
-                .filter(|p| !p.is_empty())
-                .unwrap_or(src),
-        );
-        s.extend_from_slice(format!("P{i}=").as_bytes());
-        s.extend_from_slice(&word);
-        s.push(b'\n');
-        s.extend_from_slice(
-            format!("[ -e \"$P{i}\" ] || fail source \"$P{i}: No such file or directory\"\n")
-                .as_bytes(),
-        );
-        if !recursive {
-            s.extend_from_slice(format!("[ ! -d \"$P{i}\" ] || fail usage \"$P{i} is a directory (use -r to copy directories)\"\n").as_bytes());
-        }
-        if contents {
-            s.extend_from_slice(
-                format!("[ -d \"$P{i}\" ] || fail usage \"$P{i} is not a directory\"\n").as_bytes(),
-            );
-        }
+        calls.extend_from_slice(format!("src {} ", flag(contents)).as_bytes());
+        calls.extend(remote_path(trailing_slash_off(src)));
+        calls.push(b'\n');
     }
-    s.extend_from_slice(b"printf '\\036%s\\n' 'SSMCP-PTY LIST'\n{ ");
-    for (i, src) in sources.iter().enumerate() {
-        let contents = src.ends_with(b"/") && src.len() > 1;
-        // Top marker, then entries: type mode mtime size relpath NUL linktarget NUL.
-        s.extend_from_slice(
-            format!("printf 'T%s\\0' {}; ", if contents { "1" } else { "0" }).as_bytes(),
-        );
-        s.extend_from_slice(format!("basename \"$P{i}\" | tr -d '\\n'; printf '\\0'; ").as_bytes());
-        s.extend_from_slice(
-            format!("find -H \"$P{i}\" -printf '%y %m %T@ %s %P\\0%l\\0'; ").as_bytes(),
-        );
-    }
-    s.extend_from_slice(b"} | base64 -w0 || fail source \"listing failed\"\n");
-    s.extend_from_slice(b"printf '\\n\\036%s\\n' 'SSMCP-PTY OK'\n");
-    s
+    data_function(&mut data, "sources", &calls);
+    script(&data, LIST)
+}
+
+/// A source as typed without its trailing `/` (`/` itself stays).
+fn trailing_slash_off(src: &[u8]) -> &[u8] {
+    src.strip_suffix(b"/")
+        .filter(|p| !p.is_empty())
+        .unwrap_or(src)
 }
 
 /// Parse the listing into manifest records (paths relative to the top names).
@@ -991,10 +858,11 @@ async fn pull(shell: &mut Shell, job: &Download<'_>, progress: &dyn Progress) ->
     let (mut stage, files, bytes) =
         DownloadStage::for_listing(dest, &records, preserve, Requested { sources, recursive })?;
     progress.plan(files, bytes);
-    // Which remote file each listed one is: its source's path (P<i> in the script, in
-    // the order the listing named the sources) plus the rest of its path.
+    // Which remote file each listed one is: its source (top I in the script, in the
+    // order the listing named the sources) and its path below it.
     let mut tops: Vec<&[u8]> = Vec::new();
-    let mut listed: Vec<(&[u8], Vec<u8>)> = Vec::new();
+    let mut listed: Vec<&[u8]> = Vec::new();
+    let mut remote: Vec<(usize, Vec<u8>)> = Vec::new();
     for r in &records {
         let path = match r {
             Record::Dir(m) | Record::Listed { meta: m, .. } | Record::Link { meta: m, .. } => {
@@ -1011,18 +879,13 @@ async fn pull(shell: &mut Shell, job: &Download<'_>, progress: &dyn Progress) ->
             }
         };
         if let Record::Listed { .. } = r {
-            let mut word = format!("\"$P{top}\"").into_bytes();
-            for p in &parts[1..] {
-                word.push(b'/');
-                word.extend(sq(p));
-            }
-            listed.push((path, word));
+            listed.push(path);
+            remote.push((top, parts[1..].join(&b'/')));
         }
     }
     if !listed.is_empty() {
-        let words: Vec<Vec<u8>> = listed.iter().map(|(_, w)| w.clone()).collect();
-        shell.run_script(&send_script(sources, &words)).await?;
-        for (i, ((path, _), staged)) in listed.iter().zip(&stage.files).enumerate() {
+        shell.run_script(&send_script(sources, &remote)).await?;
+        for (i, (path, staged)) in listed.iter().zip(&stage.files).enumerate() {
             let m = shell.marker().await?;
             if m.starts_with(b"FAIL ") || m.starts_with(b"DONE") {
                 return Err(Error::transfer(format!(
@@ -1063,30 +926,24 @@ async fn pull(shell: &mut Shell, job: &Download<'_>, progress: &dyn Progress) ->
     })
 }
 
-/// Print each file as `F i`, its base64 on one line, then its SHA-256.
-fn send_script(sources: &[Vec<u8>], paths: &[Vec<u8>]) -> Vec<u8> {
-    let mut s = PRELUDE.to_vec();
-    s.extend_from_slice(b"cleanup() { :; }\n");
-    for (i, src) in sources.iter().enumerate() {
-        s.extend_from_slice(format!("P{i}=").as_bytes());
-        s.extend(remote_path(
-            src.strip_suffix(b"/")
-                .filter(|p| !p.is_empty())
-                .unwrap_or(src),
-        ));
-        s.push(b'\n');
-    }
-    for (i, p) in paths.iter().enumerate() {
-        s.extend_from_slice(
-            format!("printf '\\036%s\\n' 'SSMCP-PTY F {i}'; base64 -w0 < ").as_bytes(),
+/// Print each file as `F i`, its base64 on one line, then its SHA-256 (template
+/// pty/send.sh); `files` are (top, path below the top).
+fn send_script(sources: &[Vec<u8>], files: &[(usize, Vec<u8>)]) -> Vec<u8> {
+    let mut data = Vec::new();
+    set_words(
+        &mut data,
+        sources.iter().map(|s| remote_path(trailing_slash_off(s))),
+    );
+    let mut calls = Vec::new();
+    for (i, (top, rel)) in files.iter().enumerate() {
+        call(
+            &mut calls,
+            "f",
+            &[i.to_string().as_bytes(), top.to_string().as_bytes(), rel],
         );
-        s.extend_from_slice(p);
-        s.extend_from_slice(b" || fail source \"cannot read a file\"; printf '\\n'; sha256sum < ");
-        s.extend_from_slice(p);
-        s.push(b'\n');
     }
-    s.extend_from_slice(b"printf '\\036%s\\n' 'SSMCP-PTY OK'\n");
-    s
+    data_function(&mut data, "files", &calls);
+    script(&data, SEND)
 }
 
 /// A listing is whatever the instance's `find` printed: any bytes at all parse or are
@@ -1118,18 +975,6 @@ mod tests {
         assert_eq!(remote_path(b"~/a b"), b"\"$HOME\"/'a b'");
         assert_eq!(remote_path(b"rel"), b"\"$HOME\"/'rel'");
         assert_eq!(remote_path(b"/abs"), b"'/abs'");
-    }
-
-    #[test]
-    fn temporaries_sit_beside_their_files() {
-        assert_eq!(
-            temp_word(b"\"$R0\"/'a'/'b c'", "t", "tmp"),
-            b"\"$R0\"/'a'/'.b c.ssmcp-t.tmp'"
-        );
-        assert_eq!(
-            temp_word(b"\"$R1\"", "t", "tmp"),
-            b"\"$(dirname \"$R1\")\"/.R1.ssmcp-t.tmp"
-        );
     }
 
     #[test]
