@@ -225,6 +225,33 @@ pub struct ExecArgs {
 mod tests {
     use super::*;
 
+    /// Advice below the command line names flags through `error::Flag`: each must be a
+    /// long flag of some subcommand (or a global one).
+    #[test]
+    fn every_flag_advice_names_exists() {
+        use clap::CommandFactory;
+        fn flags(c: &clap::Command, into: &mut Vec<(Option<String>, Option<char>)>) {
+            into.extend(
+                c.get_arguments()
+                    .map(|a| (a.get_long().map(str::to_string), a.get_short())),
+            );
+            for sub in c.get_subcommands() {
+                flags(sub, into);
+            }
+        }
+        let mut all = Vec::new();
+        flags(&Cli::command(), &mut all);
+        for flag in crate::error::Flag::ALL {
+            let long = Some(flag.long().to_string());
+            assert!(
+                all.iter()
+                    .any(|(l, short)| *l == long && flag.short().is_none_or(|c| *short == Some(c))),
+                "{flag} (--{}) is not a flag of ssmcp",
+                flag.long()
+            );
+        }
+    }
+
     #[test]
     fn global_flags_may_precede_a_subcommand() {
         let cli = Cli::try_parse_from([

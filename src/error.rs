@@ -57,6 +57,87 @@ impl Kind {
 pub const DAMAGED: &str =
     "the bytes were damaged on the way; nothing was put in place, run the copy again";
 
+/// A command-line flag that advice from below the command line may point to. Layers under
+/// `cli` name flags only through this, and a test in cli.rs proves that each one is a
+/// flag clap really accepts, so renaming a flag cannot leave advice naming the old one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flag {
+    Region,
+    Profile,
+    EndpointUrl,
+    Bucket,
+    BucketRegion,
+    Parallel,
+    Transport,
+    Document,
+    Sudo,
+    MaxErrors,
+    MaxConcurrency,
+    Exclude,
+    Sync,
+    Recursive,
+    Compress,
+}
+
+impl Flag {
+    pub const ALL: [Flag; 15] = [
+        Flag::Region,
+        Flag::Profile,
+        Flag::EndpointUrl,
+        Flag::Bucket,
+        Flag::BucketRegion,
+        Flag::Parallel,
+        Flag::Transport,
+        Flag::Document,
+        Flag::Sudo,
+        Flag::MaxErrors,
+        Flag::MaxConcurrency,
+        Flag::Exclude,
+        Flag::Sync,
+        Flag::Recursive,
+        Flag::Compress,
+    ];
+
+    /// The long name, without the dashes.
+    pub fn long(self) -> &'static str {
+        match self {
+            Flag::Region => "region",
+            Flag::Profile => "profile",
+            Flag::EndpointUrl => "endpoint-url",
+            Flag::Bucket => "bucket",
+            Flag::BucketRegion => "bucket-region",
+            Flag::Parallel => "parallel",
+            Flag::Transport => "transport",
+            Flag::Document => "document",
+            Flag::Sudo => "sudo",
+            Flag::MaxErrors => "max-errors",
+            Flag::MaxConcurrency => "max-concurrency",
+            Flag::Exclude => "exclude",
+            Flag::Sync => "sync",
+            Flag::Recursive => "recursive",
+            Flag::Compress => "compress",
+        }
+    }
+
+    /// The one-letter form, for the flags scp users know by it.
+    pub fn short(self) -> Option<char> {
+        match self {
+            Flag::Recursive => Some('r'),
+            Flag::Compress => Some('C'),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Flag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.short() {
+            Some(c) => write!(f, "-{c}"),
+            None => write!(f, "--{}", self.long()),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Error {
     pub kind: Kind,

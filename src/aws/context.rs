@@ -7,7 +7,7 @@ use crate::aws::trust::Trust;
 use crate::aws::{self, AwsOptions};
 use crate::cli::Global;
 use crate::copy::transport::stream::Endpoint;
-use crate::error::Result;
+use crate::error::{Flag, Result};
 use crate::session::channel::ChannelConfig;
 
 pub(crate) struct Context {
@@ -98,5 +98,5 @@ fn check_region(region: &str) -> Result<()> {
     Err(crate::error::Error::usage(format!(
         "{region:?} is not an AWS region name"
     ))
-    .hint("regions look like eu-west-1; check --region, AWS_REGION, the target's .REGION part and the profile's region"))
+    .hint(format!("regions look like eu-west-1; check {}, AWS_REGION, the target's .REGION part and the profile's region", Flag::Region)))
 }

@@ -1,7 +1,7 @@
 //! Translate AWS SDK errors into ssmcp errors with a cause and a remedy. Messages quote
 //! what AWS said (action, resource) but never credentials, tokens or URLs.
 
-use crate::error::{Error, Kind};
+use crate::error::{Error, Flag, Kind};
 use aws_sdk_ssm::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 
 pub(crate) fn from_sdk<E, R>(operation: &str, err: SdkError<E, R>) -> Error
@@ -27,7 +27,7 @@ where
             let text = DisplayErrorContext(&err).to_string();
             if text.contains("credential") || text.contains("Credentials") {
                 Error::new(Kind::Auth, format!("{operation}: no usable AWS credentials were found"))
-                    .hint("configure credentials (aws configure, aws sso login --profile P, or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY), or pass --profile")
+                    .hint(format!("configure credentials (aws configure, aws sso login --profile P, or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY), or pass {}", Flag::Profile))
             } else if text.contains("certificate") {
                 Error::new(
                     Kind::Unavailable,
@@ -35,15 +35,22 @@ where
                 )
                 .hint("if a proxy or firewall inspects TLS, set AWS_CA_BUNDLE to its CA certificate (PEM), as for the AWS CLI")
             } else if text.contains("region") {
-                Error::usage(format!("{operation}: no AWS region is configured")).hint(
-                    "pass --region, set AWS_REGION, or add the region to the target as i-….REGION",
-                )
+                Error::usage(format!("{operation}: no AWS region is configured")).hint(format!(
+                    "pass {}, set AWS_REGION, or add the region to the target as i-….REGION",
+                    Flag::Region
+                ))
             } else {
                 Error::new(
                     Kind::Unavailable,
-                    format!("{operation}: cannot reach the AWS endpoint ({})", first_line(&text)),
+                    format!(
+                        "{operation}: cannot reach the AWS endpoint ({})",
+                        first_line(&text)
+                    ),
                 )
-                .hint("check network access, proxy settings and AWS_ENDPOINT_URL_SSM / --endpoint-url")
+                .hint(format!(
+                    "check network access, proxy settings and AWS_ENDPOINT_URL_SSM / {}",
+                    Flag::EndpointUrl
+                ))
             }
         }
     }
@@ -78,7 +85,7 @@ pub(crate) fn from_code(operation: &str, code: &str, message: &str) -> Error {
             Kind::Unavailable,
             format!("{operation}: AWS throttled the request after retries ({said})"),
         )
-        .hint("wait a little and retry, or lower --parallel"),
+        .hint(format!("wait a little and retry, or lower {}", Flag::Parallel)),
         "ExpiredTokenException" | "ExpiredToken" | "UnrecognizedClientException"
         | "InvalidSignatureException" | "InvalidClientTokenId" | "SignatureDoesNotMatch" => Error::new(
             Kind::Auth,
@@ -94,13 +101,13 @@ pub(crate) fn from_code(operation: &str, code: &str, message: &str) -> Error {
             Kind::Auth,
             format!("{operation} was denied ({said})"),
         )
-        .hint("the S3 transport needs s3:PutObject, s3:GetObject, s3:DeleteObject and s3:AbortMultipartUpload on the staging prefix of --bucket (see docs/transports.md)"),
+        .hint(format!("the S3 transport needs the permissions in docs/policies/s3-transport-caller.json on the bucket and staging prefix given by {} (docs/iam.md)", Flag::Bucket)),
         "NoSuchBucket" | "NotFound" => Error::usage(format!("{operation}: the bucket does not exist ({said})"))
-            .hint("check --bucket / SSMCP_BUCKET; ssmcp does not create buckets"),
+            .hint(format!("check {} / SSMCP_BUCKET; ssmcp does not create buckets", Flag::Bucket)),
         "PermanentRedirect" | "AuthorizationHeaderMalformed" | "IllegalLocationConstraintException" => Error::usage(format!(
             "{operation}: the bucket is in another region ({said})"
         ))
-        .hint("pass the bucket's region with --bucket-region"),
+        .hint(format!("pass the bucket's region with {}", Flag::BucketRegion)),
         "DoesNotExistException" => Error::new(Kind::Transfer, format!("{operation}: {said}")),
         _ => Error::new(Kind::Transfer, format!("{operation} failed: {said}")),
     }

@@ -3,7 +3,7 @@
 //! rate-control numbers (`--max-concurrency`, `--max-errors`) where ssmcp applies them
 //! itself.
 
-use crate::error::{Error, Kind, Result};
+use crate::error::{Error, Flag, Kind, Result};
 use crate::progress::Reporter;
 use serde_json::{json, Value};
 
@@ -110,7 +110,7 @@ pub(crate) fn failure(results: &[Outcome], failed: &[&Outcome]) -> Error {
 
 /// A rate-control value as Run Command takes it: a number, or a percentage of `total`
 /// (rounded up, and at least `floor`).
-pub(crate) fn count_of(spec: &str, total: usize, floor: usize, flag: &str) -> Result<usize> {
+pub(crate) fn count_of(spec: &str, total: usize, floor: usize, flag: Flag) -> Result<usize> {
     let bad = || {
         Error::usage(format!("{flag} '{spec}' is not a number or a percentage"))
             .hint(format!("e.g. {flag} 5 or {flag} 20%"))
@@ -134,11 +134,11 @@ mod tests {
 
     #[test]
     fn rate_control_values() {
-        assert_eq!(count_of("5", 20, 1, "--max-concurrency").unwrap(), 5);
-        assert_eq!(count_of("10%", 15, 1, "--max-concurrency").unwrap(), 2);
-        assert_eq!(count_of("0", 15, 1, "--max-concurrency").unwrap(), 1);
-        assert_eq!(count_of("0", 15, 0, "--max-errors").unwrap(), 0);
-        assert!(count_of("x", 15, 0, "--max-errors").is_err());
-        assert!(count_of("120%", 15, 0, "--max-errors").is_err());
+        assert_eq!(count_of("5", 20, 1, Flag::MaxConcurrency).unwrap(), 5);
+        assert_eq!(count_of("10%", 15, 1, Flag::MaxConcurrency).unwrap(), 2);
+        assert_eq!(count_of("0", 15, 1, Flag::MaxConcurrency).unwrap(), 1);
+        assert_eq!(count_of("0", 15, 0, Flag::MaxErrors).unwrap(), 0);
+        assert!(count_of("x", 15, 0, Flag::MaxErrors).is_err());
+        assert!(count_of("120%", 15, 0, Flag::MaxErrors).is_err());
     }
 }

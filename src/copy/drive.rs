@@ -9,7 +9,7 @@ use crate::copy::transport::pty::{PtyTransport, Shell};
 use crate::copy::transport::s3::S3Transport;
 use crate::copy::transport::stream::{Receiver, StreamTransport};
 use crate::copy::transport::{Closed, Download, Summary, Transport, Upload};
-use crate::error::{Error, Kind, Result};
+use crate::error::{Error, Flag, Kind, Result};
 use crate::progress::{Progress, Reporter};
 use std::future::Future;
 use tokio_util::sync::CancellationToken;
@@ -61,7 +61,10 @@ pub(super) async fn open(
                     Kind::Target,
                     "the instance has no python3, which the stream transport needs",
                 )
-                .hint("install python3 (3.6 or newer) on the instance, or use --transport pty")),
+                .hint(format!(
+                    "install python3 (3.6 or newer) on the instance, or use {} pty",
+                    Flag::Transport
+                ))),
             }
         }
     }
@@ -72,13 +75,19 @@ async fn open_pty(ctx: &Context, run: Run<'_>, fell_back: bool) -> Result<Box<dy
     run.req.check(TransportKind::Pty)?;
     let reporter = run.reporter;
     if run.req.compress {
-        reporter.note("-C is not used by the pty transport (its base64 would hide the savings)");
+        reporter.note(&format!(
+            "{} is not used by the pty transport (its base64 would hide the savings)",
+            Flag::Compress
+        ));
     }
     if fell_back {
         let why = "the instance has no python3: falling back to the pty transport (base64 through one terminal session; slower)";
         reporter.warn(why);
     } else {
-        reporter.note("transport pty (--transport pty): base64 through one terminal session");
+        reporter.note(&format!(
+            "transport pty ({} pty): base64 through one terminal session",
+            Flag::Transport
+        ));
     }
     let shell = Shell::start(&ctx.endpoint(), &run.req.run_as).await?;
     Ok(Box::new(PtyTransport::new(shell)))

@@ -11,7 +11,7 @@ use crate::aws::instances;
 use crate::aws::target::Fleet;
 use crate::commands::fleet::{self, Outcome};
 use crate::copy::transport::Summary;
-use crate::error::{Error, Kind, Result};
+use crate::error::{Error, Flag, Kind, Result};
 use crate::progress::Progress;
 use futures_util::StreamExt;
 use std::ffi::OsString;
@@ -45,9 +45,9 @@ where
     let parallel = if req.dry_run {
         1
     } else {
-        fleet::count_of(&req.max_concurrency, ids.len(), 1, "--max-concurrency")?
+        fleet::count_of(&req.max_concurrency, ids.len(), 1, Flag::MaxConcurrency)?
     };
-    let max_errors = fleet::count_of(&req.max_errors, ids.len(), 0, "--max-errors")?;
+    let max_errors = fleet::count_of(&req.max_errors, ids.len(), 0, Flag::MaxErrors)?;
     reporter.note(&format!(
         "downloading from {} instances, {parallel} at a time, into {}/<instance id>/",
         ids.len(),
@@ -118,7 +118,10 @@ fn not_started(id: String) -> Outcome {
         id,
         Error::new(
             Kind::Transfer,
-            format!("{NOT_STARTED}: the run stopped (--max-errors reached, or interrupted)"),
+            format!(
+                "{NOT_STARTED}: the run stopped ({} reached, or interrupted)",
+                Flag::MaxErrors
+            ),
         ),
     )
 }

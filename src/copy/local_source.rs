@@ -2,7 +2,7 @@
 //! tree) into the ordered list of entries the bundle will carry.
 
 use crate::copy::bundle::{Meta, Mtime, Record};
-use crate::error::{Error, Kind, Result};
+use crate::error::{Error, Flag, Kind, Result};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use std::ffi::OsStr;
 use std::fs::Metadata;
@@ -84,12 +84,16 @@ pub(crate) struct Options<'a> {
 pub(crate) fn exclusions(patterns: &[String]) -> Result<GlobSet> {
     let mut b = GlobSetBuilder::new();
     for p in patterns {
-        let glob = Glob::new(p)
-            .map_err(|e| Error::usage(format!("--exclude '{p}' is not a valid pattern: {e}")))?;
+        let glob = Glob::new(p).map_err(|e| {
+            Error::usage(format!(
+                "{} '{p}' is not a valid pattern: {e}",
+                Flag::Exclude
+            ))
+        })?;
         b.add(glob);
     }
     b.build()
-        .map_err(|e| Error::usage(format!("--exclude patterns: {e}")))
+        .map_err(|e| Error::usage(format!("{} patterns: {e}", Flag::Exclude)))
 }
 
 /// Whether a bundle path (first component: the source's name) is excluded: the glob
@@ -166,7 +170,7 @@ pub(crate) fn local(sources: &[PathBuf], opts: &Options) -> Result<Plan> {
         if meta.is_dir() {
             if !opts.recursive {
                 return Err(Error::usage(format!("{} is a directory", src.display()))
-                    .hint("use -r to copy directories"));
+                    .hint(format!("use {} to copy directories", Flag::Recursive)));
             }
             walk(src, &name, &exclude, &mut plan)?;
         } else if meta.is_file() {

@@ -3,6 +3,7 @@
 
 pub(crate) mod protocol;
 
+use crate::error::Flag;
 use base64::Engine;
 use flate2::write::ZlibEncoder;
 use flate2::Compression;
@@ -89,7 +90,7 @@ pub(crate) fn sudo_refusal(run_as: &RunAs, output: &str) -> Option<crate::error:
             crate::error::Kind::Auth,
             "sudo on the instance needs a password, which ssmcp cannot type",
         )
-        .hint("allow the session user passwordless sudo (NOPASSWD in sudoers) for python3 and sh, or copy without --sudo / user@")
+        .hint(format!("allow the session user passwordless sudo (NOPASSWD in sudoers) for python3 and sh, or copy without {} / user@", Flag::Sudo))
     })
 }
 

@@ -8,7 +8,7 @@
 //! tests/fixtures/receiver-protocol.json holds one golden line per message; the Rust
 //! types and receiver.py's own tests both check themselves against it.
 
-use crate::error::{Error, Kind, Result, DAMAGED};
+use crate::error::{Error, Flag, Kind, Result, DAMAGED};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -188,17 +188,17 @@ pub(crate) fn remote_failure(class: &str, message: &str) -> Error {
     let (kind, hint) = match class {
         "permission" => (
             Kind::Write,
-            Some("the session's user cannot write there; use --sudo or user@ to write as another user"),
+            Some(format!("the session's user cannot write there; use {} or user@ to write as another user", Flag::Sudo)),
         ),
-        "space" => (Kind::Write, Some("free some space on the instance")),
+        "space" => (Kind::Write, Some("free some space on the instance".to_string())),
         "write" => (Kind::Write, None),
         "usage" | "source" => (Kind::Usage, None),
-        "integrity" => (Kind::Transfer, Some(DAMAGED)),
+        "integrity" => (Kind::Transfer, Some(DAMAGED.to_string())),
         "aborted" => (Kind::Transfer, None),
         // Under Run Command: the instance could not reach S3.
         "fetch" => (
             Kind::Target,
-            Some("the instance must reach S3 over HTTPS (a NAT gateway, or a VPC gateway endpoint for S3)"),
+            Some("the instance must reach S3 over HTTPS (a NAT gateway, or a VPC gateway endpoint for S3)".to_string()),
         ),
         _ => (Kind::Protocol, None),
     };

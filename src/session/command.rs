@@ -4,7 +4,7 @@
 //! signal, and the exit status comes back as a marker line the client strips.
 
 use super::channel::{Channel, Inbound};
-use crate::error::{Error, Result};
+use crate::error::{Error, Flag, Result};
 use ssm_proto::PayloadType;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -148,7 +148,7 @@ pub(crate) async fn relay<W: AsyncWrite + Unpin, E: AsyncWrite + Unpin>(
                 return code.ok_or_else(|| {
                     let why = if reason.is_empty() { String::new() } else { format!(" ({reason})") };
                     Error::transfer(format!("the remote command ended without reporting its exit status{why}"))
-                        .hint("the session may have been terminated or timed out on the service side; with --document, the document must set separateOutputStream")
+                        .hint(format!("the session may have been terminated or timed out on the service side; with {}, the document must set separateOutputStream", Flag::Document))
                 });
             }
             Inbound::Failed(e) => return Err(e),

@@ -10,7 +10,7 @@ use crate::copy::bundle::{Record, DIGEST_LEN};
 use crate::copy::local_dest::{DownloadStage, StagedFile, MAX_ENTRIES};
 use crate::copy::local_source::Plan;
 use crate::error::DAMAGED;
-use crate::error::{Error, Kind, Result};
+use crate::error::{Error, Flag, Kind, Result};
 use crate::progress::Reporter;
 use crate::remote::protocol::remote_failure;
 use crate::remote::protocol::{self, Hex, Listed, Pushed, Reading, Request, Source, Top};
@@ -342,7 +342,8 @@ impl Transport for StreamTransport {
         };
         if !unchanged.is_empty() {
             reporter.note(&format!(
-                "--sync: {} unchanged file(s) left alone",
+                "{}: {} unchanged file(s) left alone",
+                Flag::Sync,
                 unchanged.len()
             ));
         }

@@ -17,7 +17,7 @@ use crate::cli::StagingArgs;
 use crate::commands::fleet::{self, Outcome};
 use crate::copy::transport::stream::{self, push_request};
 use crate::copy::transport::{Closed, Download, Progress, Pull, Summary, Transport, Upload};
-use crate::error::{Error, Kind, Result};
+use crate::error::{Error, Flag, Kind, Result};
 use crate::progress::Reporter;
 use crate::remote::protocol::{self, Counted, Exported, PartPlan, Parts, PartsUploaded, Request};
 use crate::remote::{run_command_script, sudo_refusal, RunAs, RunMode};
@@ -301,9 +301,10 @@ impl S3Transport {
                 "the instance reported {} part ETags for {parts} parts",
                 etags.len()
             ))
-            .hint(
-                "nothing was placed; retry, or download over sessions (leave out --transport s3)",
-            ));
+            .hint(format!(
+                "nothing was placed; retry, or download over sessions (leave out {} s3)",
+                Flag::Transport
+            )));
         }
         self.staging(reporter)
             .await?
@@ -404,7 +405,10 @@ fn cut_in_parts(size: u64, put_limit: u64) -> Result<(u64, u64)> {
         return Err(Error::usage(format!(
             "{size} bytes is more than S3 takes in one multipart upload ({MAX_PARTS} parts of {part} bytes)"
         ))
-        .hint("download over sessions instead (leave out --transport s3)"));
+        .hint(format!(
+            "download over sessions instead (leave out {} s3)",
+            Flag::Transport
+        )));
     }
     Ok((part, parts))
 }
@@ -429,8 +433,10 @@ async fn staging(
 ) -> Result<StagingObject> {
     let where_ = &options.staging;
     let bucket = where_.bucket.clone().ok_or_else(|| {
-        Error::usage("the s3 transport needs a bucket to stage the upload in")
-            .hint("pass --bucket NAME or set SSMCP_BUCKET; ssmcp removes what it puts there")
+        Error::usage("the s3 transport needs a bucket to stage the upload in").hint(format!(
+            "pass {} NAME or set SSMCP_BUCKET; ssmcp removes what it puts there",
+            Flag::Bucket
+        ))
     })?;
     let region = match &where_.bucket_region {
         Some(r) => Some(r.clone()),
@@ -491,7 +497,7 @@ fn no_result(status: &CommandInvocationStatus, details: &str, code: i32, stderr:
         .hint("check that it runs and shows as Online (ssmcp doctor TARGET)"),
         (CommandInvocationStatus::Cancelled, _) => Error::new(
             Kind::Transfer,
-            "not started: more instances failed than --max-errors allows, so Run Command stopped starting new ones",
+            format!("not started: more instances failed than {} allows, so Run Command stopped starting new ones", Flag::MaxErrors),
         ),
         (CommandInvocationStatus::TimedOut, _) => {
             Error::new(Kind::Transfer, "the copy timed out on the instance")
@@ -500,7 +506,10 @@ fn no_result(status: &CommandInvocationStatus, details: &str, code: i32, stderr:
             Kind::Target,
             "the instance has no python3, which the s3 transport needs",
         )
-        .hint("install python3 (3.6 or newer) on the instance, or copy with --transport pty"),
+        .hint(format!(
+            "install python3 (3.6 or newer) on the instance, or copy with {} pty",
+            Flag::Transport
+        )),
         _ => Error::new(
             Kind::Transfer,
             format!(
