@@ -1,8 +1,8 @@
 //! The client's reliable data channel: one task that owns the websocket and knows
 //! nothing about files or ports. The protocol's state machine is `channel_core::Core` (no I/O:
 //! numbering, acks, reordering, pause, what to resend and when); this task only moves
-//! frames between it and the socket, hands delivered data to the consumer, ticks its
-//! clock, and after a lost connection calls ResumeSession and dials again
+//! frames between it and the socket, hands delivered data to the consumer, sleeps until
+//! the core's next deadline (no fixed tick), and after a lost connection calls ResumeSession and dials again
 //! (docs/protocol.md, "Reliability" and "Resuming").
 //!
 //! Memory is bounded by configuration: the unacknowledged window (adaptive, at most
@@ -122,7 +122,6 @@ const DELIVERY_QUEUE: usize = 256;
 /// room the task keeps reading the socket — acks must flow even when the consumer is
 /// slow — and beyond it the task stops reading, like a full TCP receive buffer.
 const READY_CAPACITY: usize = 4096;
-const TICK: Duration = Duration::from_millis(20);
 const PING_INTERVAL: Duration = Duration::from_secs(300);
 
 pub(crate) async fn connect(url: &str, tls: Option<Arc<rustls::ClientConfig>>) -> Result<Socket> {
@@ -289,9 +288,15 @@ enum Step {
 
 impl Task {
     async fn run(mut self) {
-        let mut tick = tokio::time::interval(TICK);
         let mut senders_open = true;
         loop {
+            // Sleep until the core next has work on time (an RTO expiry, or a copy that
+            // could not be queued once the writer moves) or the keepalive is due.
+            let ping_at = self.last_ping + PING_INTERVAL;
+            let wake = self
+                .core
+                .poll_timeout()
+                .map_or(ping_at, |d| Instant::from_std(d).min(ping_at));
             let can_send =
                 senders_open && self.core.can_send() && self.frames.capacity() > WRITE_RESERVE;
             // A clone, so that a delivery permit does not borrow the whole task.
@@ -321,7 +326,7 @@ impl Task {
                     self.core.written(n, std::time::Instant::now());
                     Step::Continue
                 }
-                _ = tick.tick() => self.on_tick().await,
+                _ = tokio::time::sleep_until(wake) => self.on_timeout().await,
             };
             match step {
                 Step::Continue => {}
@@ -353,8 +358,8 @@ impl Task {
     }
 
     /// Hand what the core wants written to the writer, without waiting. A full queue
-    /// drops a frame: a data message is then due at the next tick, an ack is repeated
-    /// when the agent resends.
+    /// drops a frame: a data message is then due when the writer next reports progress,
+    /// an ack is repeated when the agent resends.
     fn transmit(&mut self) -> Step {
         while let Some(t) = self.core.poll_transmit() {
             let (frame, seq) = match t {
@@ -388,8 +393,8 @@ impl Task {
         }
     }
 
-    async fn on_tick(&mut self) -> Step {
-        if self.last_ping.elapsed() > PING_INTERVAL {
+    async fn on_timeout(&mut self) -> Step {
+        if self.last_ping.elapsed() >= PING_INTERVAL {
             self.last_ping = Instant::now();
             let step = self.push(Ws::Ping(b"keepalive".to_vec().into()), None);
             if !matches!(step, Step::Continue) {
@@ -436,8 +441,8 @@ impl Task {
                         self.frames_queued = 0;
                         self.written = written;
                         self.reader = reader;
-                        // Everything in flight may be lost: resend at the next tick.
-                        self.core.on_resumed();
+                        // Everything in flight may be lost: resend it now.
+                        self.core.on_resumed(std::time::Instant::now());
                         return Ok(());
                     }
                     Err(e) => tracing::debug!("reconnect failed: {e}"),

@@ -2,8 +2,8 @@
 //! passed in), no randomness (message ids come from a seed the driver picks). The
 //! tokio task in `channel.rs` is a thin driver around it, as quinn is around
 //! quinn-proto: it feeds frames in with `on_frame`, asks for frames to write with
-//! `poll_transmit`, for data to hand up with `poll_deliver`, and calls
-//! `handle_timeout` on its tick and `on_resumed` after a new socket.
+//! `poll_transmit`, for data to hand up with `poll_deliver`, sleeps until
+//! `poll_timeout` to call `handle_timeout`, and calls `on_resumed` after a new socket.
 //!
 //! Rules (docs/protocol.md, "Reliability"): our messages are numbered from 0 and kept
 //! until acknowledged (`reliable::Reliable` decides when to resend and how much may be
@@ -224,6 +224,15 @@ impl Core {
         self.reliable.written(frame_no, now);
     }
 
+    /// When `handle_timeout` next has work: None while paused or with nothing waiting
+    /// on time. Before it, `handle_timeout` does nothing.
+    pub(crate) fn poll_timeout(&mut self) -> Option<Instant> {
+        if self.paused {
+            return None;
+        }
+        self.reliable.next_deadline()
+    }
+
     /// Queue every message whose RTO expired (or that never left); nothing while paused.
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
         if self.paused {
@@ -237,10 +246,10 @@ impl Core {
     /// A new socket after ResumeSession: acks not yet written are moot (the agent
     /// resends), everything unacknowledged is due now, and a pause ended with the old
     /// connection.
-    pub(crate) fn on_resumed(&mut self) {
+    pub(crate) fn on_resumed(&mut self, now: Instant) {
         self.transmit.clear();
         self.paused = false;
-        self.reliable.socket_replaced();
+        self.reliable.socket_replaced(now);
     }
 }
 
@@ -324,8 +333,8 @@ pub(crate) mod harness {
 
     /// Run `events` against a fresh core and check what it promises, whatever the agent
     /// and the network do: what is handed up is the agent's stream in order without gaps
-    /// or repeats, and a resend only carries a message of ours that is still
-    /// unacknowledged and was sent.
+    /// or repeats, a resend only carries a message of ours that is still unacknowledged
+    /// and was sent, and `poll_timeout` is a deadline the driver can sleep until.
     pub(crate) fn check_events(events: &[Event]) -> std::result::Result<(), String> {
         let t = Instant::now();
         let mut c = core(t);
@@ -349,9 +358,26 @@ pub(crate) mod harness {
                 Event::Written => c.written(frames, now),
                 Event::Timeout(ms) => {
                     now += Duration::from_millis(ms);
+                    // The driver sleeps until poll_timeout: nothing may be due before
+                    // it, and handling it must move it into the future (no busy loop).
+                    let deadline = c.poll_timeout();
                     c.handle_timeout(now);
+                    let resent = c
+                        .transmit
+                        .iter()
+                        .any(|t| matches!(t, Transmit::Data { .. }));
+                    if resent && deadline.is_none_or(|d| d > now) {
+                        return Err(format!(
+                            "resent at {now:?} before the deadline {deadline:?}"
+                        ));
+                    }
+                    if let Some(next) = c.poll_timeout().filter(|&d| d <= now) {
+                        return Err(format!(
+                            "after handling {now:?} the deadline is still {next:?}"
+                        ));
+                    }
                 }
-                Event::Resumed => c.on_resumed(),
+                Event::Resumed => c.on_resumed(now),
                 Event::Pause => c.on_frame(&control(MessageType::PausePublication, b""), now),
                 Event::Start => c.on_frame(&control(MessageType::StartPublication, b""), now),
             }
@@ -502,7 +528,7 @@ mod tests {
         c.written(3, t);
         c.on_frame(&agent_ack(1), t);
         c.on_frame(&agent(0, b"a"), t); // its ack is queued, then the socket is lost
-        c.on_resumed();
+        c.on_resumed(t);
         c.handle_timeout(t);
         assert_eq!(drain(&mut c), (vec![], vec![0, 2]));
     }

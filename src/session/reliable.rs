@@ -126,6 +126,14 @@ pub(crate) struct Reliable {
     /// Data messages handed to the socket writer and not yet taken by it, by the
     /// writer's frame number (every frame counts, acks included).
     queued: VecDeque<(u64, i64)>,
+    /// Copies in the order the writer took them, with when: the front one still on the
+    /// wire holds the next RTO deadline. Entries of copies since acked or resent are
+    /// dropped when they reach the front.
+    on_wire: VecDeque<(Instant, i64)>,
+    /// Some copy could not be queued; it goes at the writer's next progress report.
+    unsent: bool,
+    /// When copies that never left or were on a lost socket became due.
+    due_since: Option<Instant>,
     rtt: Rtt,
     window: usize,
     max_window: usize,
@@ -143,6 +151,9 @@ impl Reliable {
             unacked: BTreeMap::new(),
             unacked_bytes: 0,
             queued: VecDeque::new(),
+            on_wire: VecDeque::new(),
+            unsent: false,
+            due_since: None,
             rtt: Rtt {
                 srtt: None,
                 rttvar: 0.0,
@@ -194,10 +205,11 @@ impl Reliable {
     }
 
     /// A copy of `seq` could not be queued (the writer's queue was full): it is due
-    /// at the next check.
+    /// when the writer next reports progress (its queue has room again).
     pub(crate) fn not_queued(&mut self, seq: i64) {
         if let Some(p) = self.unacked.get_mut(&seq) {
             p.copy = Copy::Unsent;
+            self.unsent = true;
         }
     }
 
@@ -212,19 +224,48 @@ impl Reliable {
             if let Some(p) = self.unacked.get_mut(&seq) {
                 if matches!(p.copy, Copy::Queued) {
                     p.copy = Copy::OnWire(now);
+                    self.on_wire.push_back((now, seq));
                 }
             }
+        }
+        if self.unsent {
+            self.due_since.get_or_insert(now);
         }
     }
 
     /// A new socket after a lost one: whatever was in flight may be lost, so every
-    /// unacknowledged message is due at the next check.
-    pub(crate) fn socket_replaced(&mut self) {
+    /// unacknowledged message is due now.
+    pub(crate) fn socket_replaced(&mut self, now: Instant) {
         self.queued.clear();
+        self.on_wire.clear();
         for p in self.unacked.values_mut() {
             if !matches!(p.copy, Copy::Unsent) {
                 p.copy = Copy::Lost;
             }
+        }
+        if !self.unacked.is_empty() {
+            self.due_since.get_or_insert(now);
+        }
+    }
+
+    /// When `due` next has something to send, if anything is waiting for time at all:
+    /// the oldest copy on the wire's RTO expiry, or a copy that is due already. Before
+    /// this instant `due` returns nothing, so the driver may sleep until it.
+    pub(crate) fn next_deadline(&mut self) -> Option<Instant> {
+        while let Some(&(t, seq)) = self.on_wire.front() {
+            let current = self
+                .unacked
+                .get(&seq)
+                .is_some_and(|p| matches!(p.copy, Copy::OnWire(sent) if sent == t));
+            if current {
+                break;
+            }
+            self.on_wire.pop_front();
+        }
+        let expiry = self.on_wire.front().map(|&(t, _)| t + self.rtt.rto);
+        match (self.due_since, expiry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
@@ -271,16 +312,18 @@ impl Reliable {
         self.window = (target as usize).clamp(MIN_WINDOW, self.max_window.max(MIN_WINDOW));
     }
 
-    /// Messages on the wire longer than the RTO without an ack, on a lost socket, or not
-    /// yet sent: (re)send them now (any order is fine for the agent). Each is marked as
-    /// waiting in the queue again.
+    /// Messages on the wire for the RTO or longer without an ack, on a lost socket, or
+    /// not yet sent: (re)send them now (any order is fine for the agent). Each is marked
+    /// as waiting in the queue again.
     pub(crate) fn due(&mut self, now: Instant) -> Vec<(i64, Bytes)> {
         let rto = self.rtt.rto;
+        self.unsent = false;
+        self.due_since = None;
         let mut out = Vec::new();
         for (seq, p) in self.unacked.iter_mut() {
             let resend = match p.copy {
                 Copy::Queued => continue,
-                Copy::OnWire(t) if now.duration_since(t) <= rto => continue,
+                Copy::OnWire(t) if now.saturating_duration_since(t) < rto => continue,
                 Copy::OnWire(_) | Copy::Lost => true,
                 Copy::Unsent => false,
             };
@@ -326,6 +369,10 @@ mod tests {
         let mut r = Reliable::new(4 << 20, WireStats::default());
         r.sent_new(0, frame(), 1024);
         r.not_queued(0);
+        // It waits for the writer to make room, not for a timer.
+        assert_eq!(r.next_deadline(), None);
+        r.written(0, t0);
+        assert_eq!(r.next_deadline(), Some(t0));
         assert_eq!(r.due(t0).len(), 1);
         assert_eq!(r.stats.snapshot().retransmitted, 0);
         r.queued(1, 0);
@@ -336,9 +383,51 @@ mod tests {
         r.sent_new(1, frame(), 1024);
         r.queued(2, 1);
         r.written(2, t0);
-        r.socket_replaced();
-        assert_eq!(r.due(t0).len(), 1);
+        let later = t0 + Duration::from_millis(5);
+        r.socket_replaced(later);
+        assert_eq!(r.next_deadline(), Some(later));
+        assert_eq!(r.due(later).len(), 1);
         assert_eq!(r.stats.snapshot().retransmitted, 1);
+    }
+
+    /// The driver sleeps until `next_deadline`: it is the oldest copy's RTO expiry, it
+    /// moves on when that copy is acknowledged or resent, and `due` finds nothing before
+    /// it and something at it.
+    #[test]
+    fn the_next_deadline_is_the_oldest_copy_on_the_wire() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut r = Reliable::new(4 << 20, WireStats::default());
+        assert_eq!(r.next_deadline(), None);
+        for seq in 0..3 {
+            r.sent_new(seq, frame(), 1024);
+            r.queued(seq as u64 + 1, seq);
+        }
+        assert_eq!(
+            r.next_deadline(),
+            None,
+            "nothing times out in our own queue"
+        );
+        r.written(1, ms(0));
+        r.written(3, ms(10));
+        assert_eq!(r.next_deadline(), Some(ms(0) + INITIAL_RTO));
+        r.acked(0, ms(40));
+        let rto = r.rto();
+        assert_eq!(r.next_deadline(), Some(ms(10) + rto));
+        assert!(r.due(ms(10) + rto - Duration::from_millis(1)).is_empty());
+        assert_eq!(r.due(ms(10) + rto).len(), 2);
+        assert_eq!(
+            r.next_deadline(),
+            None,
+            "both resent copies wait in our queue"
+        );
+        r.queued(4, 1);
+        r.queued(5, 2);
+        r.written(5, ms(500));
+        r.acked(1, ms(520));
+        assert_eq!(r.next_deadline(), Some(ms(500) + r.rto()));
+        r.acked(2, ms(530));
+        assert_eq!(r.next_deadline(), None);
     }
 
     #[test]
