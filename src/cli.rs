@@ -137,13 +137,6 @@ pub struct Global {
     /// Only errors on stderr.
     #[arg(short, long, global = true)]
     pub quiet: bool,
-    /// Not a flag: the session ends `main` waits for before exiting, handed to every
-    /// session this run opens.
-    #[arg(skip)]
-    pub cleanup: crate::session::Cleanup,
-    /// Not a flag: wire counters of every session this run opens (the summaries).
-    #[arg(skip)]
-    pub wire: crate::session::reliable::WireStats,
 }
 
 #[derive(Subcommand, Debug)]

@@ -1,5 +1,8 @@
 //! ssmcp's entry point: parse, dispatch, map the outcome to an exit code.
 
+// The one line main prints is the final error, after every reporter is gone.
+#![allow(clippy::print_stderr)]
+
 use clap::Parser;
 use ssmcp::cli::{Cli, Command};
 use ssmcp::commands;
@@ -42,19 +45,19 @@ fn main() {
             std::process::exit(70);
         }
     };
+    let sessions = commands::Tracking::default();
     let result = runtime.block_on(async {
         match &cli.command {
-            Some(Command::Forward(a)) => commands::forward::run(&cli.global, a).await,
-            Some(Command::Exec(a)) => commands::exec::run(&cli.global, a).await,
-            Some(Command::Doctor(a)) => commands::doctor::run(&cli.global, a).await,
+            Some(Command::Forward(a)) => commands::forward::run(&cli.global, &sessions, a).await,
+            Some(Command::Exec(a)) => commands::exec::run(&cli.global, &sessions, a).await,
+            Some(Command::Doctor(a)) => commands::doctor::run(&cli.global, &sessions, a).await,
             Some(Command::Gc(a)) => commands::gc::run(&cli.global, a).await,
-            None => commands::copy::run(&cli.global, &cli.copy).await,
+            None => commands::copy::run(&cli.global, &sessions, &cli.copy).await,
         }
     });
     // Sessions whose start or use was cancelled (^C) are still being ended: finish that,
     // bounded, so no session outlives the process. Then don't wait for stray tasks.
-    let cleanup = cli.global.cleanup.clone();
-    if !runtime.block_on(cleanup.finish(CLEANUP_BOUND)) {
+    if !runtime.block_on(sessions.cleanup.finish(CLEANUP_BOUND)) {
         tracing::warn!("some sessions may still be open; they end at the service's idle timeout");
     }
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));

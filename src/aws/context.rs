@@ -9,6 +9,7 @@ use crate::cli::Global;
 use crate::copy::transport::stream::Endpoint;
 use crate::error::{Flag, Result};
 use crate::session::channel::ChannelConfig;
+use crate::session::Tracking;
 
 pub(crate) struct Context {
     pub ssm: aws_sdk_ssm::Client,
@@ -22,12 +23,16 @@ pub(crate) struct Context {
 impl Context {
     /// Resolve the target and load AWS configuration; region and profile given in the
     /// target (`i-….REGION.PROFILE`) win over the global flags.
-    pub(crate) async fn new(global: &Global, target: &str) -> Result<Context> {
-        Context::of(global, Target::parse(target)?).await
+    pub(crate) async fn new(global: &Global, sessions: &Tracking, target: &str) -> Result<Context> {
+        Context::of(global, sessions, Target::parse(target)?).await
     }
 
     /// As `new`, for a target already parsed.
-    pub(crate) async fn of(global: &Global, target: Target) -> Result<Context> {
+    pub(crate) async fn of(
+        global: &Global,
+        sessions: &Tracking,
+        target: Target,
+    ) -> Result<Context> {
         let (conf, ssm, trust) = load_aws(
             global,
             target.region.clone().or_else(|| global.region.clone()),
@@ -44,8 +49,8 @@ impl Context {
             target,
             channel: ChannelConfig {
                 tls: trust.websocket_tls()?,
-                cleanup: global.cleanup.clone(),
-                wire: global.wire.clone(),
+                cleanup: sessions.cleanup.clone(),
+                wire: sessions.wire.clone(),
                 ..ChannelConfig::default()
             },
         })

@@ -4,6 +4,7 @@
 //! closes every transport under way before this returns.
 
 use super::Signals;
+use super::Tracking;
 use crate::cli::{CopyArgs, Global};
 use crate::copy::request::CopyRequest;
 use crate::copy::{self, Run};
@@ -13,7 +14,7 @@ use serde_json::json;
 use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-pub async fn run(global: &Global, args: &CopyArgs) -> Result<i32> {
+pub async fn run(global: &Global, sessions: &Tracking, args: &CopyArgs) -> Result<i32> {
     let mut signals = Signals::register();
     let reporter = Reporter::new(args.json, global.quiet, global.verbose > 0);
     let started = Instant::now();
@@ -23,6 +24,7 @@ pub async fn run(global: &Global, args: &CopyArgs) -> Result<i32> {
             let run = Run {
                 req: &req,
                 global,
+                sessions,
                 cancel: &cancel,
                 reporter: &reporter,
             };
@@ -53,7 +55,7 @@ pub async fn run(global: &Global, args: &CopyArgs) -> Result<i32> {
     match outcome {
         Ok((direction, s)) => {
             let secs = started.elapsed().as_secs_f64();
-            let wire = global.wire.snapshot();
+            let wire = sessions.wire.snapshot();
             let on_the_wire = if global.verbose > 0 && wire.sent > 0 {
                 format!(
                     "; {} messages sent, {} retransmitted ({:.2} %), {} duplicate acks",

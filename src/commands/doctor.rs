@@ -2,6 +2,7 @@
 //! say for each failure what is missing and how to fix it.
 
 use super::Context;
+use super::Tracking;
 use crate::aws::error as aws_error;
 use crate::aws::iam_advice::{own_sessions_fix, Caller};
 use crate::aws::run_command::{self, InFlight, Script, Targets};
@@ -97,8 +98,8 @@ const FEATURES: &[(&str, &str)] = &[
     ("separate stdout/stderr streams", "3.1.1511.0"),
 ];
 
-pub async fn run(global: &Global, args: &DoctorArgs) -> Result<i32> {
-    let ctx = Context::new(global, &args.target).await?;
+pub async fn run(global: &Global, sessions: &Tracking, args: &DoctorArgs) -> Result<i32> {
+    let ctx = Context::new(global, sessions, &args.target).await?;
     let mut checks = checks(&ctx, global).await;
     if let Some(bucket) = &args.staging.bucket {
         let instance_ok = checks

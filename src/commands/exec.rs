@@ -1,5 +1,6 @@
 //! `ssmcp exec TARGET -- CMD…`: run a command, stream its output, return its status.
 
+use super::Tracking;
 use super::{Context, Signals};
 use crate::cli::{ExecArgs, Global};
 use crate::error::{Error, Kind, Result};
@@ -9,10 +10,10 @@ use crate::session::handshake::{self, Start};
 use crate::session::{self, SessionSpec};
 use tokio::sync::mpsc;
 
-pub async fn run(global: &Global, args: &ExecArgs) -> Result<i32> {
+pub async fn run(global: &Global, sessions: &Tracking, args: &ExecArgs) -> Result<i32> {
     let mut signals = Signals::register();
     let reporter = Reporter::plain(global.quiet, global.verbose > 0);
-    let ctx = Context::new(global, &args.target).await?;
+    let ctx = Context::new(global, sessions, &args.target).await?;
     let nonce = format!("{:016x}", rand::random::<u64>());
     let line = args.command.join(" ");
     // A NonInteractiveCommands document execs its command without a shell, so give it

@@ -1,6 +1,7 @@
 //! `ssmcp forward TARGET [LOCAL:]REMOTE`: like `aws ssm start-session` with a port
 //! forwarding document, several local connections at once (mux mode).
 
+use super::Tracking;
 use super::{Context, Signals};
 use crate::cli::{ForwardArgs, Global};
 use crate::error::{Error, Result};
@@ -24,11 +25,11 @@ fn parse_ports(spec: &str) -> Result<(u16, u16)> {
     Ok((local, remote))
 }
 
-pub async fn run(global: &Global, args: &ForwardArgs) -> Result<i32> {
+pub async fn run(global: &Global, sessions: &Tracking, args: &ForwardArgs) -> Result<i32> {
     let mut signals = Signals::register();
     let reporter = Reporter::plain(global.quiet, global.verbose > 0);
     let (local, remote) = parse_ports(&args.ports)?;
-    let ctx = Context::new(global, &args.target).await?;
+    let ctx = Context::new(global, sessions, &args.target).await?;
     let listener = TcpListener::bind((args.bind.as_str(), local))
         .await
         .map_err(|e| {

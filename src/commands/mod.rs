@@ -8,6 +8,8 @@ pub mod forward;
 pub mod gc;
 
 pub(crate) use crate::aws::context::{load_aws, Context};
+/// What `main` hands every command for the sessions it opens (their ends, their counters).
+pub use crate::session::Tracking;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 /// SIGINT and SIGTERM, registered the moment this is created. Registering lazily (inside

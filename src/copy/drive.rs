@@ -11,6 +11,7 @@ use crate::copy::transport::stream::{Receiver, StreamTransport};
 use crate::copy::transport::{Closed, Download, Summary, Transport, Upload};
 use crate::error::{Error, Flag, Kind, Result};
 use crate::progress::{Progress, Reporter};
+use crate::session::Tracking;
 use std::future::Future;
 use tokio_util::sync::CancellationToken;
 
@@ -19,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 pub struct Run<'a> {
     pub req: &'a CopyRequest,
     pub global: &'a Global,
+    pub sessions: &'a Tracking,
     /// Cancelled on ^C / SIGTERM: every transport under way closes in a hurry.
     pub cancel: &'a CancellationToken,
     pub reporter: &'a Reporter,

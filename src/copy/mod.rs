@@ -105,7 +105,7 @@ async fn upload(run: Run<'_>, sources: &[std::path::PathBuf], dest: &[u8]) -> Re
             drive(run, opened, Job::Push(job)).await
         }
         Where::One(target) => {
-            let ctx = Context::of(run.global, target.clone()).await?;
+            let ctx = Context::of(run.global, run.sessions, target.clone()).await?;
             for w in &warnings {
                 run.reporter.warn(w);
             }
@@ -128,7 +128,7 @@ async fn download(
     if let Some(asked) = req.asked() {
         req.check(asked)?;
     }
-    let ctx = Context::of(run.global, target).await?;
+    let ctx = Context::of(run.global, run.sessions, target).await?;
     let (choice, _) = req.choose(0);
     let job = Download {
         pull: Pull {

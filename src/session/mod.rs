@@ -40,6 +40,15 @@ impl Cleanup {
     }
 }
 
+/// What every session of one run reports to: the session ends `main` waits for before
+/// exiting, and the wire counters the summaries show. `main` makes one and hands it to
+/// the command.
+#[derive(Clone, Debug, Default)]
+pub struct Tracking {
+    pub cleanup: Cleanup,
+    pub wire: reliable::WireStats,
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct SessionSpec {
     pub target: String,

@@ -5,6 +5,9 @@
 //! unit tests reproduce the official vectors byte for byte. The layout follows
 //! `shared/ssm-protocol.md` §3–§7; section numbers in comments refer to it.
 
+// Unit tests may unwrap (the workspace's [lints] deny it elsewhere).
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod message;
 pub mod payload;
 pub mod smux;

@@ -6,6 +6,9 @@
 //! the agent's reliability rules, pacing, and injectable faults. It depends on
 //! `ssm-proto` only — never on the client — so it cannot share the client's bugs.
 
+// Unit tests may unwrap (the workspace's [lints] deny it elsewhere).
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod agent;
 pub mod api;
 pub mod config;
