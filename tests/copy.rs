@@ -895,3 +895,52 @@ async fn sigint_mid_download_from_several_instances_leaves_nothing() {
     }
     h.assert_no_sessions_left().await;
 }
+
+/// The first port session starts alongside the receiver (#17, start-up): with a current
+/// agent (mux mode, which dials the receiver per stream, after it listens) that session
+/// carries the copy, so a one-file upload still takes exactly two sessions.
+#[tokio::test]
+async fn the_port_session_started_alongside_the_receiver_carries_the_copy() {
+    let h = Harness::new(fast()).await;
+    let src = h.local().join("one.txt");
+    std::fs::write(&src, b"one").unwrap();
+    let (code, _, err) = h.run(&[s(&src), &remote_arg("")]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(std::fs::read(h.remote().join("one.txt")).unwrap(), b"one");
+    assert_eq!(
+        h.sim.stats().sessions_started,
+        2,
+        "receiver + one port session"
+    );
+    h.assert_no_sessions_left().await;
+}
+
+/// An old agent forwards in basic mode and dials at session start, perhaps before the
+/// receiver listens: the session started alongside is ended unused and a new one carries
+/// the copy, both ways.
+#[tokio::test]
+async fn with_an_old_agent_the_early_port_session_is_given_up_and_copies_still_work() {
+    let cfg = ssm_sim::SimConfig {
+        instances: vec![ssm_sim::InstanceConfig::new(INSTANCE).agent_version("3.0.161.0")],
+        ..fast()
+    };
+    let h = Harness::new(cfg).await;
+    let src = h.local().join("old.bin");
+    std::fs::write(&src, pattern(7, 300_000)).unwrap();
+    let (code, _, err) = h.run(&[s(&src), &remote_arg("")]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        std::fs::read(h.remote().join("old.bin")).unwrap(),
+        pattern(7, 300_000)
+    );
+    assert_eq!(
+        h.sim.stats().sessions_started,
+        3,
+        "receiver, the unused early session, the one used"
+    );
+    let back = h.local().join("back.bin");
+    let (code, _, err) = h.run(&[&remote_arg("old.bin"), s(&back)]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(std::fs::read(&back).unwrap(), pattern(7, 300_000));
+    h.assert_no_sessions_left().await;
+}

@@ -56,8 +56,8 @@ pub(super) async fn open(
         Choice::Pty => open_pty(ctx, run, false).await,
         Choice::Stream { fallback } => {
             req.check(TransportKind::Stream)?;
-            match Receiver::start(&ctx.endpoint(), &req.run_as).await? {
-                Some(receiver) => Ok(Box::new(StreamTransport::new(receiver))),
+            match Receiver::start_connected(&ctx.endpoint(), &req.run_as).await? {
+                Some(started) => Ok(Box::new(StreamTransport::new(started))),
                 None if fallback => open_pty(ctx, run, true).await,
                 None => Err(Error::new(
                     Kind::Target,

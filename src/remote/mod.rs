@@ -29,11 +29,13 @@ pub enum RunAs {
 /// The command for AWS-StartInteractiveCommand. The receiver travels compressed and
 /// base64-encoded inside the command (a few KiB), so nothing is written to the instance.
 /// The terminal goes raw and silent first so nothing the pty does can touch our markers.
-pub(crate) fn launch_command(run_as: &RunAs) -> String {
+/// `port`: where the receiver should listen if that port is free (it says where it did).
+pub(crate) fn launch_command(run_as: &RunAs, port: Option<u16>) -> String {
+    let args = port.map(|p| format!(" port {p}")).unwrap_or_default();
     format!(
         "stty raw -echo 2>/dev/null; command -v python3 >/dev/null 2>&1 || {{ printf '\\036%s\\n' SSMCP-NO-PYTHON3; exit 127; }}; \
          exec {}",
-        python_receiver(run_as, "")
+        python_receiver(run_as, &args)
     )
 }
 
@@ -178,10 +180,11 @@ mod tests {
     #[test]
     fn the_command_carries_no_marker_text_of_its_own() {
         // If the shell echoed the command, the markers must still not appear in it.
-        let cmd = launch_command(&RunAs::Sudo(Some("app user".into())));
+        let cmd = launch_command(&RunAs::Sudo(Some("app user".into())), Some(40000));
         assert!(find(cmd.as_bytes(), READY).is_none());
         assert!(find(cmd.as_bytes(), NO_PYTHON).is_none());
         assert!(cmd.contains("sudo -n -u 'app user' python3"));
+        assert!(cmd.ends_with("' port 40000"), "{cmd}");
         // The agent runs it as one `sh -c` argument (Linux caps one at 128 KiB); the
         // guard is far below that, to notice the receiver growing.
         assert!(cmd.len() < 20 * 1024, "{}", cmd.len());

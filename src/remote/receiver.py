@@ -1153,6 +1153,23 @@ def parts(req):
             pass
 
 
+def listen(preferred):
+    """A listening socket on 127.0.0.1: on `preferred` when it is free (the client opened
+    its port session to that port while this started), otherwise on any free port; READY
+    says which, and the client then opens its port session to that one instead."""
+    for port in ([preferred] if preferred else []) + [0]:
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            listener.bind(("127.0.0.1", port))
+        except OSError:
+            listener.close()
+            if port == 0:
+                raise
+            continue
+        listener.listen(16)
+        return listener
+
+
 def main():
     if sys.argv[1:] == ["pull"]:
         exit_cleanly_on_signals()
@@ -1166,9 +1183,10 @@ def main():
         return
     exit_cleanly_on_signals()
     token = binascii.hexlify(os.urandom(24))
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
+    preferred = 0
+    if len(sys.argv) == 3 and sys.argv[1] == "port" and sys.argv[2].isdigit():
+        preferred = int(sys.argv[2])
+    listener = listen(preferred if 0 < preferred < 65536 else 0)
     activity = Activity()
     manifests = Manifests()
     exit_when_told_or_orphaned(activity)

@@ -293,6 +293,30 @@ def over_a_connection(req, body):
     return answer
 
 
+class Listening(unittest.TestCase):
+    """The port the client started its port session to, while the receiver started."""
+
+    def test_the_preferred_port_when_it_is_free_and_another_when_it_is_taken(self):
+        probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        probe.bind(("127.0.0.1", 0))
+        free = probe.getsockname()[1]
+        probe.close()
+        first = receiver.listen(free)
+        try:
+            self.assertEqual(first.getsockname(), ("127.0.0.1", free))
+            second = receiver.listen(free)  # taken by the first: any other port
+            try:
+                self.assertNotEqual(second.getsockname()[1], free)
+                self.assertNotEqual(second.getsockname()[1], 0)
+            finally:
+                second.close()
+        finally:
+            first.close()
+        anywhere = receiver.listen(0)
+        self.assertNotEqual(anywhere.getsockname()[1], 0)
+        anywhere.close()
+
+
 class FakeS3:
     """Presigned URLs in miniature: GET serves, PUT stores and answers with an ETag."""
 

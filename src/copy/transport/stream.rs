@@ -65,14 +65,84 @@ pub(crate) struct Receiver {
     token: String,
 }
 
+/// A receiver just started, and the first port session to it when the one opened
+/// alongside could be used.
+pub(crate) struct Started {
+    pub receiver: Receiver,
+    pub first: Option<Connection>,
+    /// What ending a port session that could not be used left for the user.
+    pub warnings: Vec<String>,
+}
+
+/// The port a copy asks the receiver to listen on, so that its first port session can be
+/// started alongside the receiver instead of after it: one from Linux's ephemeral range.
+/// If it is taken the receiver listens elsewhere and says so, and that session is given
+/// up for one to the port it names.
+fn wanted_port() -> u16 {
+    rand::random_range(32768..=60999)
+}
+
 impl Receiver {
     /// Start the receiver; `None` when the instance has no python3 (the session is
     /// already ended then, and the caller may fall back to the pty transport).
     pub(crate) async fn start(endpoint: &Endpoint, run_as: &RunAs) -> Result<Option<Receiver>> {
+        Receiver::launch(endpoint, run_as, None).await
+    }
+
+    /// As `start`, with the first port session started at the same time rather than
+    /// after the receiver reports in (a StartSession, a websocket and a handshake less
+    /// before the first byte). It is only used when the agent forwards in mux mode,
+    /// where it dials the receiver per stream, after READY; in basic mode the agent dials
+    /// at session start, possibly before the receiver listens, so that session is ended
+    /// and a new one opened as before.
+    pub(crate) async fn start_connected(
+        endpoint: &Endpoint,
+        run_as: &RunAs,
+    ) -> Result<Option<Started>> {
+        let port = wanted_port();
+        let (launched, early) = tokio::join!(
+            Receiver::launch(endpoint, run_as, Some(port)),
+            open_ports(endpoint, port),
+        );
+        let receiver = match launched {
+            Ok(Some(r)) => r,
+            other => {
+                if let Ok(unused) = early {
+                    let _ = give_up(unused).await;
+                }
+                return other.map(|_| None);
+            }
+        };
+        let mut warnings = Vec::new();
+        let first = match early {
+            Ok((session, ports)) if receiver.port == port && ports.mode == port::Mode::Mux => {
+                receiver.attach(session, ports).await.ok()
+            }
+            Ok(unused) => {
+                warnings.extend(give_up(unused).await);
+                None
+            }
+            Err(e) => {
+                tracing::debug!("the port session started alongside the receiver failed: {e}");
+                None
+            }
+        };
+        Ok(Some(Started {
+            receiver,
+            first,
+            warnings,
+        }))
+    }
+
+    async fn launch(
+        endpoint: &Endpoint,
+        run_as: &RunAs,
+        port: Option<u16>,
+    ) -> Result<Option<Receiver>> {
         let spec = SessionSpec {
             target: endpoint.instance.clone(),
             document: command::DOCUMENT.to_string(),
-            parameters: vec![("command".to_string(), launch_command(run_as))],
+            parameters: vec![("command".to_string(), launch_command(run_as, port))],
         };
         let (session, mut channel) =
             session::start(&endpoint.ssm, &spec, endpoint.channel.clone()).await?;
@@ -108,13 +178,13 @@ impl Receiver {
 
     /// A new port session to the receiver, authenticated with its token.
     pub(crate) async fn connect(&self) -> Result<Connection> {
-        let spec = SessionSpec {
-            target: self.endpoint.instance.clone(),
-            document: "AWS-StartPortForwardingSession".to_string(),
-            parameters: vec![("portNumber".to_string(), self.port.to_string())],
-        };
-        let (session, ports, _) =
-            port::open(&self.endpoint.ssm, &spec, self.endpoint.channel.clone()).await?;
+        let (session, ports) = open_ports(&self.endpoint, self.port).await?;
+        self.attach(session, ports).await
+    }
+
+    /// The receiver's connection over a port session to its port: one stream,
+    /// authenticated with the token. On failure the session is ended.
+    async fn attach(&self, session: Session, ports: PortSession) -> Result<Connection> {
         let mut stream = match ports.open_stream().await {
             Ok(s) => s,
             Err(e) => {
@@ -157,6 +227,23 @@ impl Receiver {
             .into_iter()
             .collect()
     }
+}
+
+/// A port session to `port` on the instance, handshaken.
+async fn open_ports(endpoint: &Endpoint, port: u16) -> Result<(Session, PortSession)> {
+    let spec = SessionSpec {
+        target: endpoint.instance.clone(),
+        document: "AWS-StartPortForwardingSession".to_string(),
+        parameters: vec![("portNumber".to_string(), port.to_string())],
+    };
+    let (session, ports, _) = port::open(&endpoint.ssm, &spec, endpoint.channel.clone()).await?;
+    Ok((session, ports))
+}
+
+/// End a port session that will not be used; what the user should hear of it.
+async fn give_up((session, ports): (Session, PortSession)) -> Option<String> {
+    let lost = ports.terminate().await;
+    session.end_after(lost).await.warning
 }
 
 async fn wait_ready(channel: &mut Channel, run_as: &RunAs) -> Result<Option<(u16, String)>> {
@@ -298,13 +385,16 @@ fn lost(e: std::io::Error) -> Error {
 pub(crate) struct StreamTransport {
     receiver: Receiver,
     conns: Vec<Connection>,
+    /// Said by ending what was opened but not used; reported at close.
+    warnings: Vec<String>,
 }
 
 impl StreamTransport {
-    pub(crate) fn new(receiver: Receiver) -> StreamTransport {
+    pub(crate) fn new(started: Started) -> StreamTransport {
         StreamTransport {
-            receiver,
-            conns: Vec::new(),
+            receiver: started.receiver,
+            conns: started.first.into_iter().collect(),
+            warnings: started.warnings,
         }
     }
 
@@ -391,13 +481,18 @@ impl Transport for StreamTransport {
     }
 
     async fn close(self: Box<Self>, interrupted: bool) -> Closed {
-        let StreamTransport { receiver, conns } = *self;
+        let StreamTransport {
+            receiver,
+            conns,
+            mut warnings,
+        } = *self;
         let closing = conns.into_iter().map(Connection::close);
-        let mut warnings: Vec<String> = futures_util::future::join_all(closing)
-            .await
-            .into_iter()
-            .flatten()
-            .collect();
+        warnings.extend(
+            futures_util::future::join_all(closing)
+                .await
+                .into_iter()
+                .flatten(),
+        );
         warnings.extend(receiver.close(interrupted).await);
         Closed::warnings(warnings)
     }
