@@ -167,6 +167,16 @@ async fn profile(config: SimConfig, quick: bool, slot: usize, cases: &mut Vec<Ca
     })
     .await;
     note("`exec -- true` (median)", 0, exec, None);
+    // Start to finish of the smallest copy: what start-up costs (#17, item 2).
+    let one = local.join("one-kib");
+    std::fs::write(&one, vec![7u8; 1024]).unwrap();
+    let upload_one = median(runs, || async {
+        b.ssmcp(vec![one.display().to_string(), remote("")])
+            .await
+            .secs
+    })
+    .await;
+    note("upload, one 1 KiB file (median)", 1024, upload_one, None);
     let mut v: Vec<f64> = (0..runs).map(|_| first_byte(&b)).collect();
     v.sort_by(f64::total_cmp);
     note(
