@@ -5,15 +5,6 @@
 //! Run: `cargo bench --bench copy_throughput` (release build). `SSMCP_BENCH_QUICK=1`
 //! uses small sizes. Prints a Markdown table; docs/benchmarks.md records the figures.
 
-// Test code: a panic is how a test reports a failure, and it prints what it measured.
-#![allow(unreachable_pub)] // helpers shared through `mod common;`
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::print_stdout,
-    clippy::print_stderr
-)]
-
 mod common;
 use common::{row, write_file, Bench, INSTANCE, MIB};
 

@@ -5,15 +5,6 @@
 //! `SSMCP_BENCH_QUICK=1` for small sizes. Results go to stdout as a Markdown table;
 //! docs/benchmarks.md records them.
 
-// Test code: a panic is how a test reports a failure, and it prints what it measured.
-#![allow(unreachable_pub)] // helpers shared through `mod common;`
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::print_stdout,
-    clippy::print_stderr
-)]
-
 use ssm_sim::{Sim, SimConfig};
 use std::process::Stdio;
 use std::time::{Duration, Instant};

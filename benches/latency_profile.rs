@@ -8,15 +8,6 @@
 //! uses small sizes; `SSMCP_BENCH_INPUT_COST_US=N` changes the realistic agent's work
 //! per input message (100 µs by default). Prints a Markdown table; docs/benchmarks.md records the figures.
 
-// Test code: a panic is how a test reports a failure, and it prints what it measured.
-#![allow(unreachable_pub)] // helpers shared through `mod common;`
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::print_stdout,
-    clippy::print_stderr
-)]
-
 mod common;
 use common::{write_file, Bench, INSTANCE, MIB};
 use ssm_sim::SimConfig;

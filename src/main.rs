@@ -1,8 +1,5 @@
 //! ssmcp's entry point: parse, dispatch, map the outcome to an exit code.
 
-// The one line main prints is the final error, after every reporter is gone.
-#![allow(clippy::print_stderr)]
-
 use clap::Parser;
 use ssmcp::cli::{Cli, Command};
 use ssmcp::commands;

@@ -1,15 +1,6 @@
 //! `ssmcp SRC… DEST` end to end: the real binary, the embedded receiver running as a real
 //! python3 process "on the instance" (the simulator's agent), real port sessions.
 
-// Test code: a panic is how a test reports a failure, and it prints what it measured.
-#![allow(unreachable_pub)] // helpers shared through `mod common;`
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::print_stdout,
-    clippy::print_stderr
-)]
-
 mod common;
 use common::*;
 use std::ffi::OsStr;

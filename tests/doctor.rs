@@ -1,15 +1,6 @@
 //! `ssmcp doctor` end to end: every check's pass and fail case against ssm-sim, and the
 //! seed's scenario (an SSO role whose TerminateSession is denied).
 
-// Test code: a panic is how a test reports a failure, and it prints what it measured.
-#![allow(unreachable_pub)] // helpers shared through `mod common;`
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::print_stdout,
-    clippy::print_stderr
-)]
-
 mod common;
 use common::*;
 use ssm_sim::config::{DenyRule, Identity, InstanceConfig};

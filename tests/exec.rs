@@ -1,14 +1,5 @@
 //! `ssmcp exec` end to end: output streamed, exit status returned, ^C delivered.
 
-// Test code: a panic is how a test reports a failure, and it prints what it measured.
-#![allow(unreachable_pub)] // helpers shared through `mod common;`
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::print_stdout,
-    clippy::print_stderr
-)]
-
 mod common;
 use common::*;
 use std::process::Stdio;

@@ -1,15 +1,6 @@
 //! `ssmcp forward` end to end: bytes identical both ways in smux and basic mode, several
 //! connections at once, faults, and no session left behind.
 
-// Test code: a panic is how a test reports a failure, and it prints what it measured.
-#![allow(unreachable_pub)] // helpers shared through `mod common;`
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::print_stdout,
-    clippy::print_stderr
-)]
-
 mod common;
 use common::*;
 use ssm_sim::{DirectionFaults, Faults, InstanceConfig, SimConfig};

@@ -2,15 +2,6 @@
 //! download creates, replaces or deletes nothing the request did not name, on every
 //! transport, and ssmcp's memory and the sessions it opened stay bounded.
 
-// Test code: a panic is how a test reports a failure, and it prints what it measured.
-#![allow(unreachable_pub)] // helpers shared through `mod common;`
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::print_stdout,
-    clippy::print_stderr
-)]
-
 mod common;
 
 use common::*;

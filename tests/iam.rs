@@ -3,15 +3,6 @@
 //! SSO role session and a federated user. The seed's `${aws:username}` policy and the
 //! earlier `${aws:userid}-*` advice (tests/policies) are run too, to show why they fail.
 
-// Test code: a panic is how a test reports a failure, and it prints what it measured.
-#![allow(unreachable_pub)] // helpers shared through `mod common;`
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::print_stdout,
-    clippy::print_stderr
-)]
-
 mod common;
 
 use common::{doctor_check, doctor_json, fast, pattern, Harness, INSTANCE};

@@ -4,15 +4,6 @@
 //! receiver still running, nothing in S3 and no journal entry. SIGKILL cannot clean up;
 //! after it, `ssmcp gc` and the next run do.
 
-// Test code: a panic is how a test reports a failure, and it prints what it measured.
-#![allow(unreachable_pub)] // helpers shared through `mod common;`
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::print_stdout,
-    clippy::print_stderr
-)]
-
 mod common;
 
 use common::*;

@@ -1,15 +1,6 @@
 //! The instance-side receiver on its own: a real python3 process fed hand-made bundles,
 //! including hostile ones a compromised client (or a bug) could send.
 
-// Test code: a panic is how a test reports a failure, and it prints what it measured.
-#![allow(unreachable_pub)] // helpers shared through `mod common;`
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::print_stdout,
-    clippy::print_stderr
-)]
-
 use ssmcp::copy::bundle::{Meta, Mtime, Record};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

@@ -3,15 +3,6 @@
 //! Run Command runs the receiver for real on each simulated instance, and the files
 //! land in each instance's own home.
 
-// Test code: a panic is how a test reports a failure, and it prints what it measured.
-#![allow(unreachable_pub)] // helpers shared through `mod common;`
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::print_stdout,
-    clippy::print_stderr
-)]
-
 mod common;
 use common::*;
 use serde_json::Value;

@@ -2,15 +2,6 @@
 //! ssmcp" is produced here by the real binary against ssm-sim, and every exit code class
 //! ssmcp has is on the page.
 
-// Test code: a panic is how a test reports a failure, and it prints what it measured.
-#![allow(unreachable_pub)] // helpers shared through `mod common;`
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::print_stdout,
-    clippy::print_stderr
-)]
-
 mod common;
 use common::*;
 use ssm_sim::config::{DenyRule, Identity, InstanceConfig};

@@ -2,15 +2,6 @@
 //! AWS call; what the SDK logs stays out of sight unless -vv; sources that change while
 //! they are read are handled as rsync does.
 
-// Test code: a panic is how a test reports a failure, and it prints what it measured.
-#![allow(unreachable_pub)] // helpers shared through `mod common;`
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::print_stdout,
-    clippy::print_stderr
-)]
-
 mod common;
 
 use common::*;

@@ -2,15 +2,6 @@
 //! spends on each input message what the real one does, an upload goes over the wire
 //! once; under injected loss, what is resent stays close to what was dropped.
 
-// Test code: a panic is how a test reports a failure, and it prints what it measured.
-#![allow(unreachable_pub)] // helpers shared through `mod common;`
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::print_stdout,
-    clippy::print_stderr
-)]
-
 mod common;
 
 use common::{pattern, sha, Harness, INSTANCE};

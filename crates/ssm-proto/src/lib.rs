@@ -5,8 +5,12 @@
 //! unit tests reproduce the official vectors byte for byte. The layout follows
 //! `shared/ssm-protocol.md` §3–§7; section numbers in comments refer to it.
 
-// Unit tests may unwrap (the workspace's [lints] deny it elsewhere).
+// The same rules as ssmcp's lib.rs: no panics on what a peer sends, no printing, and
+// crate-private items say so.
+#![deny(clippy::unwrap_used, clippy::expect_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+#![warn(unreachable_pub)]
 
 pub mod message;
 pub mod payload;

@@ -1,14 +1,5 @@
 //! Property tests: any message round-trips; no input makes the decoders panic.
 
-// Test code: a panic is how a test reports a failure, and it prints what it measured.
-#![allow(unreachable_pub)] // helpers shared through `mod common;`
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::print_stdout,
-    clippy::print_stderr
-)]
-
 use proptest::prelude::*;
 use ssm_proto::smux::{Cmd, Frame, FrameDecoder};
 use ssm_proto::{Message, MessageType};

@@ -1,14 +1,5 @@
 //! The byte-exact vectors of shared/ssm-protocol-vectors.md, encoded and decoded.
 
-// Test code: a panic is how a test reports a failure, and it prints what it measured.
-#![allow(unreachable_pub)] // helpers shared through `mod common;`
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::print_stdout,
-    clippy::print_stderr
-)]
-
 use ssm_proto::message::{sha256, ACK_FLAGS, FLAG_SYN};
 use ssm_proto::payload::*;
 use ssm_proto::smux::{Cmd, Frame, FrameDecoder};

@@ -6,8 +6,12 @@
 //! the agent's reliability rules, pacing, and injectable faults. It depends on
 //! `ssm-proto` only — never on the client — so it cannot share the client's bugs.
 
-// Unit tests may unwrap (the workspace's [lints] deny it elsewhere).
+// The same rules as ssmcp's lib.rs: no panics on what a peer sends, no printing, and
+// crate-private items say so.
+#![deny(clippy::unwrap_used, clippy::expect_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+#![warn(unreachable_pub)]
 
 pub mod agent;
 pub mod api;

@@ -1,9 +1,6 @@
 //! `ssm-sim`: run the simulator until SIGINT/SIGTERM and print the environment that
 //! points AWS clients at it.
 
-// The binary's own reporter: the environment on stdout, a failure to start on stderr.
-#![allow(clippy::print_stderr)]
-
 use clap::Parser;
 use ssm_sim::iam::Policy;
 use ssm_sim::{DenyRule, Identity, InstanceConfig, Sim, SimConfig};

@@ -1,14 +1,5 @@
 //! The SSM JSON API through the real AWS SDK: shapes, SigV4, deny rules, throttling.
 
-// Test code: a panic is how a test reports a failure, and it prints what it measured.
-#![allow(unreachable_pub)] // helpers shared through `mod common;`
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::print_stdout,
-    clippy::print_stderr
-)]
-
 mod common;
 use common::*;
 use ssm_sim::{DenyRule, Identity, InstanceConfig, Sim, SimConfig};

@@ -2,15 +2,6 @@
 //! at start with the reason (never silently ignored), and `--identity` decides who STS
 //! says the caller is.
 
-// Test code: a panic is how a test reports a failure, and it prints what it measured.
-#![allow(unreachable_pub)] // helpers shared through `mod common;`
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::print_stdout,
-    clippy::print_stderr
-)]
-
 use std::process::Command;
 
 fn sim() -> Command {

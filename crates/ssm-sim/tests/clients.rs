@@ -2,15 +2,6 @@
 //! scripts/test into target/pyenv), configured only by the variables `Sim::env()`
 //! exports, calls SSM (sessions, Run Command, errors), STS, the tagging API and S3.
 
-// Test code: a panic is how a test reports a failure, and it prints what it measured.
-#![allow(unreachable_pub)] // helpers shared through `mod common;`
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::print_stdout,
-    clippy::print_stderr
-)]
-
 use ssm_sim::config::{InstanceConfig, DEFAULT_BUCKET, DEFAULT_INSTANCE};
 use ssm_sim::{Sim, SimConfig};
 use std::path::Path;

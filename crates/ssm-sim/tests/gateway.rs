@@ -1,14 +1,5 @@
 //! The gateway's door: OpenDataChannel first, one use per token, resume with a new one.
 
-// Test code: a panic is how a test reports a failure, and it prints what it measured.
-#![allow(unreachable_pub)] // helpers shared through `mod common;`
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::print_stdout,
-    clippy::print_stderr
-)]
-
 mod common;
 use common::*;
 use futures_util::{SinkExt, StreamExt};

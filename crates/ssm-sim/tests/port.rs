@@ -1,15 +1,6 @@
 //! Port sessions against real local TCP servers: mode selection from the client's
 //! version, basic and smux data paths, dial refusal, flags, keepalive.
 
-// Test code: a panic is how a test reports a failure, and it prints what it measured.
-#![allow(unreachable_pub)] // helpers shared through `mod common;`
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::print_stdout,
-    clippy::print_stderr
-)]
-
 mod common;
 use common::*;
 use ssm_proto::smux::{Cmd, Frame, FrameDecoder};

@@ -1,14 +1,5 @@
 //! The agent's reliability rules (§5) and the fault layer, seen from a raw client.
 
-// Test code: a panic is how a test reports a failure, and it prints what it measured.
-#![allow(unreachable_pub)] // helpers shared through `mod common;`
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::print_stdout,
-    clippy::print_stderr
-)]
-
 mod common;
 use common::*;
 use ssm_proto::{Message, MessageType, PayloadType};

@@ -1,15 +1,6 @@
 //! Run Command through the real SDK: commands run for real in each instance's home, with
 //! MaxConcurrency, MaxErrors, statuses, truncation and cancellation as the service has.
 
-// Test code: a panic is how a test reports a failure, and it prints what it measured.
-#![allow(unreachable_pub)] // helpers shared through `mod common;`
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::print_stdout,
-    clippy::print_stderr
-)]
-
 mod common;
 use aws_sdk_ssm::types::{CommandInvocationStatus, Target};
 use common::ssm;

@@ -1,15 +1,6 @@
 //! Shell-type sessions with real processes: a pty for Standard_Stream and
 //! InteractiveCommands, direct exec for NonInteractiveCommands.
 
-// Test code: a panic is how a test reports a failure, and it prints what it measured.
-#![allow(unreachable_pub)] // helpers shared through `mod common;`
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::print_stdout,
-    clippy::print_stderr
-)]
-
 mod common;
 use common::*;
 use ssm_proto::PayloadType;
