@@ -289,6 +289,11 @@ enum Step {
 impl Task {
     async fn run(mut self) {
         let mut senders_open = true;
+        // One timer for the task, moved only when the wake-up instant changes: most loop
+        // turns (a message sent, an ack read) leave the oldest copy on the wire as it was,
+        // and registering a new timer for each would cost on every message.
+        let timer = tokio::time::sleep_until(self.last_ping + PING_INTERVAL);
+        tokio::pin!(timer);
         loop {
             // Sleep until the core next has work on time (an RTO expiry, or a copy that
             // could not be queued once the writer moves) or the keepalive is due.
@@ -297,6 +302,9 @@ impl Task {
                 .core
                 .poll_timeout()
                 .map_or(ping_at, |d| Instant::from_std(d).min(ping_at));
+            if timer.is_elapsed() || timer.deadline() != wake {
+                timer.as_mut().reset(wake);
+            }
             let can_send =
                 senders_open && self.core.can_send() && self.frames.capacity() > WRITE_RESERVE;
             // A clone, so that a delivery permit does not borrow the whole task.
@@ -326,7 +334,7 @@ impl Task {
                     self.core.written(n, std::time::Instant::now());
                     Step::Continue
                 }
-                _ = tokio::time::sleep_until(wake) => self.on_timeout().await,
+                _ = &mut timer => self.on_timeout().await,
             };
             match step {
                 Step::Continue => {}
