@@ -5,13 +5,13 @@
 //! `SSMCP_BENCH_QUICK=1` for small sizes. Results go to stdout as a Markdown table;
 //! docs/benchmarks.md records them.
 
+mod common;
+use common::{vm_hwm_kib, MIB};
 use ssm_sim::{Sim, SimConfig};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
-
-const MIB: u64 = 1 << 20;
 
 #[derive(Clone, Copy)]
 enum Dir {
@@ -55,17 +55,6 @@ async fn destination(dir: Dir, n: u64) -> u16 {
         }
     });
     port
-}
-
-fn peak_rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 async fn run_case(pacing: bool, dir: Dir, n: u64) -> (f64, u64) {
@@ -125,7 +114,7 @@ async fn run_case(pacing: bool, dir: Dir, n: u64) -> (f64, u64) {
         }
     }
     let secs = t.elapsed().as_secs_f64();
-    let rss = peak_rss_kib(pid);
+    let rss = vm_hwm_kib(pid);
     drop(s);
     let _ = std::process::Command::new("kill")
         .args(["-INT", &pid.to_string()])

@@ -94,55 +94,66 @@ async fn profile(config: SimConfig, quick: bool, slot: usize, cases: &mut Vec<Ca
         }
     };
 
-    let n = if quick { 16 * MIB } else { 64 * MIB };
-    let f = local.join("big");
-    write_file(&f, n);
-    let run = b
-        .ssmcp(vec!["--json".into(), f.display().to_string(), remote("")])
-        .await;
-    note("upload, one file", n, run.secs, Some(&run));
-
-    let count = 2_000;
-    let tree = local.join("small");
-    for i in 0..count {
-        let d = tree.join(format!("{:03}", i % 100));
-        std::fs::create_dir_all(&d).unwrap();
-        std::fs::write(d.join(format!("f{i}")), vec![(i % 251) as u8; 1024]).unwrap();
-    }
-    let run = b
-        .ssmcp(vec![
-            "--json".into(),
-            "-r".into(),
-            tree.display().to_string(),
-            remote(""),
-        ])
-        .await;
-    note(
-        "upload, 2,000 × 1 KiB files",
-        count * 1024,
-        run.secs,
-        Some(&run),
-    );
-
-    let n = if quick { 4 * MIB } else { 16 * MIB };
-    write_file(&b.remote().join("dl"), n);
-    for parallel in [1, 4, 8] {
-        let out = local.join(format!("dl{parallel}"));
+    let sizes = if quick {
+        vec![16 * MIB]
+    } else {
+        vec![64 * MIB, 1024 * MIB]
+    };
+    for n in sizes {
+        let f = local.join("big");
+        write_file(&f, n);
         let run = b
-            .ssmcp(vec![
-                "--json".into(),
-                "--parallel".into(),
-                parallel.to_string(),
-                remote("dl"),
-                out.display().to_string(),
-            ])
+            .ssmcp(vec!["--json".into(), f.display().to_string(), remote("")])
             .await;
         note(
-            &format!("download, --parallel {parallel}"),
+            &format!("upload, one file of {} MiB", n / MIB),
             n,
             run.secs,
             Some(&run),
         );
+        std::fs::remove_file(&f).unwrap();
+        std::fs::remove_file(b.remote().join("big")).unwrap();
+    }
+
+    let counts: &[u64] = if quick { &[2_000] } else { &[2_000, 10_000] };
+    for &count in counts {
+        let tree = local.join(format!("small-{count}"));
+        for i in 0..count {
+            let d = tree.join(format!("{:03}", i % 100));
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join(format!("f{i}")), vec![(i % 251) as u8; 1024]).unwrap();
+        }
+        let run = b
+            .ssmcp(vec![
+                "--json".into(),
+                "-r".into(),
+                tree.display().to_string(),
+                remote(""),
+            ])
+            .await;
+        note(
+            &format!("upload, {count} × 1 KiB files"),
+            count * 1024,
+            run.secs,
+            Some(&run),
+        );
+    }
+
+    let n = if quick { 4 * MIB } else { 16 * MIB };
+    write_file(&b.remote().join("dl"), n);
+    for parallel in [Some(1), Some(4), Some(8), None] {
+        let out = local.join(format!("dl{parallel:?}"));
+        let mut args = vec!["--json".to_string()];
+        if let Some(p) = parallel {
+            args.extend(["--parallel".to_string(), p.to_string()]);
+        }
+        args.extend([remote("dl"), out.display().to_string()]);
+        let run = b.ssmcp(args).await;
+        let what = match parallel {
+            Some(p) => format!("download, --parallel {p}"),
+            None => "download, default sessions (8 for 16 MiB)".to_string(),
+        };
+        note(&what, n, run.secs, Some(&run));
     }
 
     let runs = if quick { 3 } else { 5 };

@@ -61,9 +61,10 @@ pub struct CopyArgs {
     /// On the instance, read and write as root through `sudo -n` (user@TARGET:PATH picks another user).
     #[arg(long)]
     pub sudo: bool,
-    /// Port sessions to stripe downloads over (the agent paces each one to ~1 MB/s).
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=16))]
-    pub parallel: u16,
+    /// Port sessions to stripe a download over, at most (the agent paces each one to
+    /// ~1 MB/s). Default: one per 512 KiB of data, up to 8.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=16))]
+    pub parallel: Option<u16>,
     /// One JSON event per line on stdout: plan, progress, file, summary, error.
     #[arg(long)]
     pub json: bool,

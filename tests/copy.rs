@@ -935,3 +935,70 @@ async fn with_an_old_agent_the_early_port_session_is_given_up_and_copies_still_w
     assert_eq!(std::fs::read(&back).unwrap(), pattern(7, 300_000));
     h.assert_no_sessions_left().await;
 }
+
+/// The `-v` note naming how many port sessions carried a download.
+fn download_sessions(err: &str) -> usize {
+    let note = err
+        .lines()
+        .find(|l| l.contains("port session(s) for the download"))
+        .unwrap_or_else(|| panic!("no session note in: {err}"));
+    let words: Vec<&str> = note.split_whitespace().collect();
+    let at = words.iter().position(|w| *w == "port").unwrap();
+    words[at - 1].parse().unwrap()
+}
+
+/// Without --parallel a download takes one session per 512 KiB, up to 8; --parallel N
+/// caps it; a small download takes one.
+#[tokio::test]
+async fn download_sessions_grow_with_the_size_unless_parallel_caps_them() {
+    let h = Harness::new(fast()).await;
+    std::fs::write(h.remote().join("three"), pattern(3, 3 << 20)).unwrap();
+    std::fs::write(h.remote().join("huge"), pattern(5, 9 << 20)).unwrap();
+    std::fs::write(h.remote().join("small"), pattern(4, 100_000)).unwrap();
+    for (name, flags, want) in [
+        ("three", vec![], 6),
+        ("huge", vec![], 8),
+        ("three", vec!["--parallel", "2"], 2),
+        ("small", vec![], 1),
+    ] {
+        let back = h.local().join(format!("{name}-{want}"));
+        let from = remote_arg(name);
+        let mut args = vec!["-v"];
+        args.extend(flags);
+        args.extend([from.as_str(), s(&back)]);
+        let (code, _, err) = h.run(&args).await;
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(download_sessions(&err), want, "{name}: {err}");
+        assert_eq!(
+            std::fs::read(&back).unwrap(),
+            std::fs::read(h.remote().join(name)).unwrap()
+        );
+    }
+    h.assert_no_sessions_left().await;
+}
+
+/// AWS throttles StartSession beyond what the SDK's retries absorb once three sessions
+/// have started (the receiver's, the first port session and, if the port ssmcp picked
+/// was taken, its replacement; else one extra): the download goes on over the sessions
+/// it has, says so on stderr, and leaves none behind.
+#[tokio::test]
+async fn download_sessions_that_will_not_start_cost_speed_not_the_copy() {
+    let h = Harness::new(ssm_sim::SimConfig {
+        throttle: vec![ssm_sim::Throttle::after("StartSession", 3, 1000)],
+        ..fast()
+    })
+    .await;
+    std::fs::write(h.remote().join("big"), pattern(9, 4 << 20)).unwrap();
+    let back = h.local().join("big");
+    let (code, _, err) = h.run(&["-v", &remote_arg("big"), s(&back)]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(std::fs::read(&back).unwrap(), pattern(9, 4 << 20));
+    let used = download_sessions(&err);
+    assert!(used == 1 || used == 2, "{err}");
+    let warning = format!(
+        "{} of 8 download sessions could not start, continuing with {used}",
+        8 - used
+    );
+    assert!(err.contains(&warning) && err.contains("throttled"), "{err}");
+    h.assert_no_sessions_left().await;
+}

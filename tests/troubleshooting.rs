@@ -171,12 +171,23 @@ async fn produce(heading: &str) -> (i32, String) {
         }
         k if k.starts_with("StartSession: AWS throttled") => {
             let h = with(SimConfig {
-                throttle: vec![("StartSession".into(), 20)],
+                throttle: vec![ssm_sim::Throttle::first("StartSession", 20)],
                 ..fast()
             })
             .await;
             let f = file(&h, "f", b"x");
             let (c, _, e) = h.run(&[&f, &remote("")]).await;
+            (c, e)
+        }
+        k if k.starts_with("warning: … of … download sessions could not start") => {
+            let h = with(SimConfig {
+                throttle: vec![ssm_sim::Throttle::after("StartSession", 3, 1000)],
+                ..fast()
+            })
+            .await;
+            std::fs::write(h.remote().join("big"), vec![5u8; 4 << 20]).unwrap();
+            let out = h.local().join("big");
+            let (c, _, e) = h.run(&[&remote("big"), out.to_str().unwrap()]).await;
             (c, e)
         }
         k if k.starts_with("StartSession: cannot reach the AWS endpoint") => {

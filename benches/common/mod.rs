@@ -1,5 +1,5 @@
 //! What the benchmarks share: a simulator, the release ssmcp run to completion with its
-//! own peak RSS (wait4), test data and Markdown rows.
+//! own peak RSS (sampled from /proc), test data and Markdown rows.
 
 #![allow(dead_code)]
 
@@ -18,7 +18,7 @@ pub struct Bench {
 
 pub struct Run {
     pub secs: f64,
-    pub peak_rss_kib: i64,
+    pub peak_rss_kib: u64,
     /// What ssmcp printed on stdout (the `--json` events when asked for).
     pub stdout: String,
 }
@@ -59,8 +59,13 @@ impl Bench {
         self.instances.path().join(INSTANCE)
     }
 
-    /// Run the release ssmcp to completion on a blocking thread; wait4 gives its own
-    /// peak RSS (not the simulator's or the receiver's).
+    /// Run the release ssmcp to completion on a blocking thread, sampling its peak RSS.
+    ///
+    /// Not wait4's `ru_maxrss`: a child spawned from this process starts with a maximum
+    /// RSS of this process's (the simulator's) at the moment of exec, so it reports
+    /// whichever is bigger. `VmHWM` in /proc belongs to the new program's memory only;
+    /// it is read every 2 ms until the process exits, so growth in its last 2 ms could
+    /// be missed (copies reach their peak while data flows, not while exiting).
     pub async fn ssmcp(&self, args: Vec<String>) -> Run {
         self.ssmcp_env(Vec::new(), args).await
     }
@@ -72,8 +77,7 @@ impl Bench {
         let home = self.home.path().to_path_buf();
         tokio::task::spawn_blocking(move || {
             let mut out = tempfile::tempfile().unwrap();
-            #[allow(clippy::zombie_processes)] // reaped with wait4 for its rusage
-            let child = std::process::Command::new(env!("CARGO_BIN_EXE_ssmcp"))
+            let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ssmcp"))
                 .env_clear()
                 .env("PATH", std::env::var("PATH").unwrap_or_default())
                 .env("HOME", &home)
@@ -84,18 +88,15 @@ impl Bench {
                 .spawn()
                 .unwrap();
             let t = Instant::now();
-            let mut status = 0;
-            // SAFETY: plain wait4 on our own child; rusage is fully written by the kernel.
-            let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-            let pid = child.id() as libc::pid_t;
-            let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-            assert_eq!(r, pid);
-            // Reaped by wait4 above; dropping the handle does not wait again.
-            drop(child);
-            assert!(
-                libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-                "ssmcp {args:?} failed"
-            );
+            let mut peak = 0;
+            let status = loop {
+                peak = peak.max(vm_hwm_kib(child.id()));
+                if let Some(status) = child.try_wait().unwrap() {
+                    break status;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            };
+            assert!(status.success(), "ssmcp {args:?} failed");
             let secs = t.elapsed().as_secs_f64();
             let mut stdout = String::new();
             use std::io::{Read, Seek};
@@ -103,13 +104,25 @@ impl Bench {
             out.read_to_string(&mut stdout).unwrap();
             Run {
                 secs,
-                peak_rss_kib: usage.ru_maxrss,
+                peak_rss_kib: peak,
                 stdout,
             }
         })
         .await
         .unwrap()
     }
+}
+
+/// The high-water mark of a running process's resident memory, 0 once it has exited.
+pub fn vm_hwm_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 pub fn write_file(path: &Path, n: u64) {

@@ -140,7 +140,7 @@ async fn download(
         },
         exclude: &req.exclude,
         dry_run: req.dry_run,
-        parallel: req.parallel,
+        sessions: req.sessions,
     };
     drive(run, open(&ctx, run, choice), Job::Pull(job)).await
 }

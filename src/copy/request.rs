@@ -6,7 +6,7 @@
 use crate::aws::target::{Fleet, Target};
 use crate::cli::{CopyArgs, TransportChoice};
 use crate::copy::transport::s3::S3Options;
-use crate::copy::transport::PlaceOptions;
+use crate::copy::transport::{DownloadSessions, PlaceOptions};
 use crate::error::{Error, Result};
 use crate::remote::RunAs;
 use globset::GlobSet;
@@ -116,7 +116,7 @@ pub struct CopyRequest {
     pub delete: bool,
     pub dry_run: bool,
     /// --parallel: sessions for a download's bytes.
-    pub parallel: usize,
+    pub sessions: DownloadSessions,
     /// Rate control for fleets (ssmcp's own for downloads, Run Command's for S3).
     pub max_concurrency: String,
     pub max_errors: String,
@@ -154,7 +154,9 @@ impl CopyRequest {
             sync: args.sync,
             delete: args.delete,
             dry_run: args.dry_run,
-            parallel: usize::from(args.parallel),
+            sessions: args.parallel.map_or(DownloadSessions::Auto, |n| {
+                DownloadSessions::AtMost(usize::from(n))
+            }),
             max_concurrency: args.max_concurrency.clone(),
             max_errors: args.max_errors.clone(),
             s3: S3Options {

@@ -196,6 +196,32 @@ impl DenyRule {
     }
 }
 
+/// Answer calls of one API action with ThrottlingException, as AWS does when an
+/// account calls too fast: the first `skip` calls pass, the next `count` are throttled,
+/// later ones pass again.
+#[derive(Debug, Clone)]
+pub struct Throttle {
+    pub action: String,
+    pub skip: u32,
+    pub count: u32,
+}
+
+impl Throttle {
+    /// The first `count` calls are throttled.
+    pub fn first(action: &str, count: u32) -> Throttle {
+        Throttle::after(action, 0, count)
+    }
+
+    /// `skip` calls pass, then `count` are throttled.
+    pub fn after(action: &str, skip: u32, count: u32) -> Throttle {
+        Throttle {
+            action: action.into(),
+            skip,
+            count,
+        }
+    }
+}
+
 /// Faults on one direction of the data channel. Probabilities are in percent and apply to
 /// stream data and acknowledgements only: dropping `channel_closed` would model a
 /// different failure (a lost connection), which `cut_after_bytes` covers.
@@ -247,8 +273,7 @@ pub struct SimConfig {
     pub policies: Vec<crate::policy::Policy>,
     /// A shortcut: these actions are refused as if no policy allowed them.
     pub deny: Vec<DenyRule>,
-    /// Answer this many calls of the named action with ThrottlingException first.
-    pub throttle: Vec<(String, u32)>,
+    pub throttle: Vec<Throttle>,
     pub faults: Faults,
     /// Pace output as the real agent does (§12): one message per `pace_interval`.
     pub pacing: bool,

@@ -26,7 +26,9 @@ pub mod state;
 pub mod stats;
 pub mod tls;
 
-pub use config::{DenyRule, DirectionFaults, Faults, Identity, InstanceConfig, SimConfig};
+pub use config::{
+    DenyRule, DirectionFaults, Faults, Identity, InstanceConfig, SimConfig, Throttle,
+};
 pub use stats::StatsSnapshot;
 
 use state::{lock, SimState};

@@ -32,7 +32,7 @@ pub struct SimState {
     pub instances: Mutex<Vec<InstanceConfig>>,
     pub sessions: Mutex<HashMap<String, Arc<Session>>>,
     pub gateway_base: Mutex<String>,
-    pub throttled: Mutex<HashMap<String, u32>>,
+    pub calls_per_action: Mutex<HashMap<String, u32>>,
     /// Run Command commands by id.
     pub commands: crate::api::run::Commands,
 }
@@ -51,7 +51,7 @@ impl SimState {
             stats: Stats::default(),
             sessions: Mutex::new(HashMap::new()),
             gateway_base: Mutex::new(String::new()),
-            throttled: Mutex::new(HashMap::new()),
+            calls_per_action: Mutex::new(HashMap::new()),
             commands: Default::default(),
         }
     }

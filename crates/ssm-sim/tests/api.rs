@@ -193,7 +193,7 @@ async fn deny_rule_answers_in_aws_wording() {
 #[tokio::test]
 async fn throttling_is_injected_then_clears() {
     let cfg = SimConfig {
-        throttle: vec![("DescribeInstanceInformation".into(), 1)],
+        throttle: vec![ssm_sim::Throttle::first("DescribeInstanceInformation", 1)],
         ..SimConfig::default()
     };
     let sim = Sim::start(cfg).await.unwrap();

@@ -55,8 +55,17 @@ pub(crate) struct Download<'a> {
     pub exclude: &'a globset::GlobSet,
     /// --dry-run: list, do not fetch.
     pub dry_run: bool,
-    /// --parallel: at most this many sessions for the bytes.
-    pub parallel: usize,
+    /// --parallel: how many sessions may carry the bytes.
+    pub sessions: DownloadSessions,
+}
+
+/// How many port sessions a download's bytes may use (`--parallel`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DownloadSessions {
+    /// No `--parallel`: grow with the size of the download (`stream::Manifest::connections`).
+    Auto,
+    /// `--parallel N`: at most N.
+    AtMost(usize),
 }
 
 /// The sources of a download and how they land.

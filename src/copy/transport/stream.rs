@@ -5,7 +5,10 @@
 
 use super::send::send_bundle;
 use super::zlib::{Inflate, Out};
-use super::{Closed, Download, Limiter, PlaceOptions, Progress, Pull, Summary, Transport, Upload};
+use super::{
+    Closed, Download, DownloadSessions, Limiter, PlaceOptions, Progress, Pull, Summary, Transport,
+    Upload,
+};
 use crate::copy::bundle::{Record, DIGEST_LEN};
 use crate::copy::local_dest::{DownloadStage, StagedFile, MAX_ENTRIES};
 use crate::copy::local_source::Plan;
@@ -42,8 +45,17 @@ const REQUEST_BYTES: u64 = 1024 * 1024;
 const REQUEST_MIN_BYTES: u64 = 64 * 1024;
 /// Requests per connection we aim for, so the connections finish close together.
 const REQUESTS_PER_CONNECTION: u64 = 4;
-/// Less data than this per connection is not worth another session.
+/// With `--parallel N`, less data than this per connection is not worth another session.
 const BYTES_PER_EXTRA_CONNECTION: u64 = 256 * 1024;
+/// Without `--parallel`: one session per this much data ... A paced session carries it
+/// in about 0.55 s, more than an extra session costs to start (about 0.35 s through a
+/// region, all of them at once), so every session opened pays for itself.
+const AUTO_BYTES_PER_SESSION: u64 = 512 * 1024;
+/// ... and at most this many. No AWS quota on concurrent sessions is documented and the
+/// agent runs up to 1,000 at once, but every session is a StartSession call (throttled
+/// per account) and a websocket; 8 brought 16 MiB down 1.6 times as fast as 4, and 16
+/// (measured in docs/benchmarks.md) adds little more. docs/transports.md has the evidence.
+const AUTO_MAX_SESSIONS: usize = 8;
 const REQUEST_RANGES: usize = 2000;
 /// Longest status line we accept from the receiver.
 const MAX_LINE: u64 = 64 * 1024;
@@ -468,10 +480,24 @@ impl Transport for StreamTransport {
                 ..Summary::default()
             });
         }
-        let wanted = manifest.connections(job.parallel);
+        let wanted = manifest.connections(job.sessions);
         let extra = (self.conns.len()..wanted).map(|_| self.receiver.connect());
+        let mut refused = Vec::new();
         for c in futures_util::future::join_all(extra).await {
-            self.conns.push(c?);
+            match c {
+                Ok(c) => self.conns.push(c),
+                Err(e) => refused.push(e),
+            }
+        }
+        // The first connection works, so a session that would not start (throttled,
+        // the agent out of workers) costs speed, not the copy.
+        if let Some(first) = refused.first() {
+            reporter.warn(&format!(
+                "{} of {wanted} download sessions could not start, continuing with {} ({})",
+                refused.len(),
+                self.conns.len(),
+                first.message
+            ));
         }
         reporter.note(&format!(
             "transport stream: a python3 receiver on the instance, {} port session(s) for the download",
@@ -877,14 +903,19 @@ impl Manifest {
         })
     }
 
-    /// How many connections are worth opening for this download, at most `parallel`.
-    pub(crate) fn connections(&self, parallel: usize) -> usize {
-        let bytes: u64 = self.sizes().sum();
-        let worth = bytes.div_ceil(BYTES_PER_EXTRA_CONNECTION).max(1);
-        parallel
-            .min(usize::try_from(worth).unwrap_or(usize::MAX))
-            .max(1)
+    /// How many connections are worth opening for this download.
+    pub(crate) fn connections(&self, sessions: DownloadSessions) -> usize {
+        connections_for(self.sizes().sum(), sessions)
     }
+}
+
+fn connections_for(bytes: u64, sessions: DownloadSessions) -> usize {
+    let (per, most) = match sessions {
+        DownloadSessions::Auto => (AUTO_BYTES_PER_SESSION, AUTO_MAX_SESSIONS),
+        DownloadSessions::AtMost(n) => (BYTES_PER_EXTRA_CONNECTION, n),
+    };
+    let worth = usize::try_from(bytes.div_ceil(per)).unwrap_or(usize::MAX);
+    worth.min(most).max(1)
 }
 
 struct Shared<'a> {
@@ -1028,4 +1059,33 @@ async fn receive_range<R: AsyncRead + Unpin>(
             .file_done(staged.final_path.as_os_str().as_encoded_bytes(), got);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KIB: u64 = 1024;
+    const MIB: u64 = 1024 * KIB;
+
+    #[test]
+    fn by_default_sessions_grow_with_the_download_up_to_eight() {
+        let auto = |bytes| connections_for(bytes, DownloadSessions::Auto);
+        assert_eq!(auto(0), 1);
+        assert_eq!(auto(512 * KIB), 1);
+        assert_eq!(auto(512 * KIB + 1), 2);
+        assert_eq!(auto(2 * MIB), 4);
+        assert_eq!(auto(4 * MIB), 8);
+        assert_eq!(auto(64 * MIB), 8);
+        assert_eq!(auto(u64::MAX), 8);
+    }
+
+    #[test]
+    fn parallel_caps_the_sessions_and_small_downloads_still_take_few() {
+        let at_most = |bytes, n| connections_for(bytes, DownloadSessions::AtMost(n));
+        assert_eq!(at_most(64 * MIB, 16), 16);
+        assert_eq!(at_most(64 * MIB, 3), 3);
+        assert_eq!(at_most(MIB, 16), 4);
+        assert_eq!(at_most(0, 16), 1);
+    }
 }

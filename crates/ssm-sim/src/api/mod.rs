@@ -213,13 +213,13 @@ async fn dispatch(state: &Arc<SimState>, caller: &Identity, op: &str, input: &Va
 }
 
 fn throttle(state: &SimState, op: &str) -> Result<(), ApiError> {
-    let Some((_, limit)) = state.config.throttle.iter().find(|(a, _)| a == op) else {
+    let Some(rule) = state.config.throttle.iter().find(|t| t.action == op) else {
         return Ok(());
     };
-    let mut counts = lock(&state.throttled);
-    let n = counts.entry(op.to_string()).or_default();
-    if *n < *limit {
-        *n += 1;
+    let mut calls = lock(&state.calls_per_action);
+    let n = calls.entry(op.to_string()).or_default();
+    *n += 1;
+    if *n > rule.skip && *n <= rule.skip.saturating_add(rule.count) {
         return Err(ApiError::new("ThrottlingException", "Rate exceeded"));
     }
     Ok(())
