@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
     name = "ssmcp",
     version,
     about = "Copy files and forward ports to EC2 and hybrid instances through AWS Systems Manager, without SSH",
-    override_usage = "ssmcp [OPTIONS] SRC... DEST\n       ssmcp forward TARGET [LOCAL:]REMOTE_PORT\n       ssmcp exec TARGET -- COMMAND...\n       ssmcp doctor TARGET [--bucket BUCKET]\n       ssmcp gc [--dry-run]",
+    override_usage = "ssmcp [OPTIONS] SRC... DEST\n       ssmcp forward TARGET [LOCAL:]REMOTE_PORT\n       ssmcp exec TARGET -- COMMAND...\n       ssmcp doctor TARGET [--bucket BUCKET]\n       ssmcp proxy TARGET [PORT]   (an ssh ProxyCommand)\n       ssmcp ssh-config\n       ssmcp gc [--dry-run]",
     after_help = "Remote paths are [user@]TARGET:PATH, TARGET being i-…, mi-…, i-….REGION[.PROFILE] or name:NAME (the Name tag).\nAn upload can go to several instances at once (s3 transport): i-a,i-b:PATH or tag:KEY=VALUE:PATH.\nRelative remote paths and ~ are under the remote user's home. A source directory written with a trailing / copies its contents.",
     propagate_version = true,
     subcommand_precedence_over_arg = true,
@@ -146,6 +146,11 @@ pub enum Command {
     Forward(ForwardArgs),
     /// Run a command on the instance, stream its output and exit with its status.
     Exec(ExecArgs),
+    /// An ssh ProxyCommand: join stdin and stdout to PORT on the instance
+    /// (`ssh -o ProxyCommand='ssmcp proxy %h %p' ec2-user@i-…`).
+    Proxy(ProxyArgs),
+    /// Print a ~/.ssh/config block that reaches instances through `ssmcp proxy`.
+    SshConfig(SshConfigArgs),
     /// Check credentials, IAM, the instance, its agent and sessions before a copy needs them.
     Doctor(DoctorArgs),
     /// Remove what S3 copies that were killed left in their bucket (from ssmcp's journal).
@@ -199,6 +204,26 @@ pub struct ForwardArgs {
     /// Local address to listen on.
     #[arg(long, default_value = "127.0.0.1")]
     pub bind: String,
+}
+
+#[derive(Args, Debug)]
+pub struct ProxyArgs {
+    /// i-…, mi-…, i-….REGION[.PROFILE] or name:NAME
+    pub target: String,
+    /// The port on the instance.
+    #[arg(default_value_t = 22)]
+    pub port: u16,
+    /// The session document: AWS-StartSSHSession (what most IAM policies grant for
+    /// ssh) or another port-forwarding document such as AWS-StartPortForwardingSession.
+    #[arg(long, default_value = "AWS-StartSSHSession")]
+    pub document: String,
+}
+
+#[derive(Args, Debug)]
+pub struct SshConfigArgs {
+    /// The ssmcp to run from the ProxyCommand (default: this one's full path).
+    #[arg(long, value_name = "PATH")]
+    pub ssmcp: Option<std::path::PathBuf>,
 }
 
 #[derive(Args, Debug)]

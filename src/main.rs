@@ -47,6 +47,8 @@ fn main() {
         match &cli.command {
             Some(Command::Forward(a)) => commands::forward::run(&cli.global, &sessions, a).await,
             Some(Command::Exec(a)) => commands::exec::run(&cli.global, &sessions, a).await,
+            Some(Command::Proxy(a)) => commands::proxy::run(&cli.global, &sessions, a).await,
+            Some(Command::SshConfig(a)) => commands::proxy::ssh_config(&cli.global, a),
             Some(Command::Doctor(a)) => commands::doctor::run(&cli.global, &sessions, a).await,
             Some(Command::Gc(a)) => commands::gc::run(&cli.global, a).await,
             None => commands::copy::run(&cli.global, &sessions, &cli.copy).await,
@@ -60,6 +62,11 @@ fn main() {
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     match result {
         Ok(code) => std::process::exit(code),
+        // ssh prints a ProxyCommand's stderr before its own error: one line each.
+        Err(e) if matches!(cli.command, Some(Command::Proxy(_))) => {
+            eprintln!("ssmcp: {}", commands::proxy::one_line(&e.to_string()));
+            std::process::exit(e.kind.exit_code());
+        }
         Err(e) => {
             eprintln!("ssmcp: {e}");
             std::process::exit(e.kind.exit_code());
