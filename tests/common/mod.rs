@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod sshd;
+
 use sha2::{Digest, Sha256};
 use ssm_sim::{Sim, SimConfig};
 use std::collections::BTreeMap;
