@@ -151,6 +151,10 @@ pub enum Command {
     Proxy(ProxyArgs),
     /// Print a ~/.ssh/config block that reaches instances through `ssmcp proxy`.
     SshConfig(SshConfigArgs),
+    /// Print shell completions: `ssmcp completions bash > /etc/bash_completion.d/ssmcp`.
+    Completions(CompletionsArgs),
+    /// Print the man page (roff): `ssmcp man > ~/.local/share/man/man1/ssmcp.1`.
+    Man,
     /// Check credentials, IAM, the instance, its agent and sessions before a copy needs them.
     Doctor(DoctorArgs),
     /// Remove what S3 copies that were killed left in their bucket (from ssmcp's journal).
@@ -204,6 +208,13 @@ pub struct ForwardArgs {
     /// Local address to listen on.
     #[arg(long, default_value = "127.0.0.1")]
     pub bind: String,
+}
+
+#[derive(Args, Debug)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Args, Debug)]

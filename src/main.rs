@@ -49,6 +49,8 @@ fn main() {
             Some(Command::Exec(a)) => commands::exec::run(&cli.global, &sessions, a).await,
             Some(Command::Proxy(a)) => commands::proxy::run(&cli.global, &sessions, a).await,
             Some(Command::SshConfig(a)) => commands::proxy::ssh_config(&cli.global, a),
+            Some(Command::Completions(a)) => commands::docs::completions(a),
+            Some(Command::Man) => commands::docs::man(),
             Some(Command::Doctor(a)) => commands::doctor::run(&cli.global, &sessions, a).await,
             Some(Command::Gc(a)) => commands::gc::run(&cli.global, a).await,
             None => commands::copy::run(&cli.global, &sessions, &cli.copy).await,

@@ -1,6 +1,7 @@
 //! One module per subcommand, each a short orchestration over session/ and friends.
 
 pub mod copy;
+pub mod docs;
 pub mod doctor;
 pub mod exec;
 pub(crate) mod fleet;
