@@ -22,72 +22,79 @@ pub struct Cli {
     pub command: Option<Command>,
 }
 
-/// `ssmcp [OPTIONS] SRC… DEST`, scp's flags where scp has them.
+/// `ssmcp [OPTIONS] SRC… DEST`, scp's flags where scp has them. Every flag can also
+/// come from an `SSMCP_*` variable (a flag on the command line wins); switches read
+/// what CI systems write: true/false, 1/0, yes/no, on/off.
 #[derive(Args, Debug, Default)]
 pub struct CopyArgs {
     /// Sources then the destination; either side may be remote ([user@]TARGET:PATH).
     #[arg(value_name = "SRC... DEST", num_args = 2.., required = true)]
     pub paths: Vec<std::ffi::OsString>,
     /// Copy directories recursively.
-    #[arg(short = 'r', long)]
+    #[arg(short = 'r', long, env = "SSMCP_RECURSIVE", value_parser = clap::builder::BoolishValueParser::new())]
     pub recursive: bool,
     /// Preserve modes and modification times.
-    #[arg(short = 'p', long)]
+    #[arg(short = 'p', long, env = "SSMCP_PRESERVE", value_parser = clap::builder::BoolishValueParser::new())]
     pub preserve: bool,
     /// Compress the data on the wire (zlib; stream transport).
-    #[arg(short = 'C', long)]
+    #[arg(short = 'C', long, env = "SSMCP_COMPRESS", value_parser = clap::builder::BoolishValueParser::new())]
     pub compress: bool,
     /// Limit the bandwidth, in Kbit/s (as scp's -l).
-    #[arg(short = 'l', long, value_name = "KBITS", value_parser = clap::value_parser!(u64).range(1..=MAX_LIMIT_KBITS))]
+    #[arg(short = 'l', long, value_name = "KBITS", value_parser = clap::value_parser!(u64).range(1..=MAX_LIMIT_KBITS), env = "SSMCP_LIMIT")]
     pub limit: Option<u64>,
     /// Leave out files and directories matching this glob (name or relative path); repeatable.
-    #[arg(long, value_name = "PATTERN")]
+    #[arg(
+        long,
+        value_name = "PATTERN",
+        env = "SSMCP_EXCLUDE",
+        value_delimiter = '\n'
+    )]
     pub exclude: Vec<String>,
     /// Send only files whose content differs from the destination's (SHA-256 of
     /// same-size files compared on both sides); nothing is removed unless --delete.
-    #[arg(long)]
+    #[arg(long, env = "SSMCP_SYNC", value_parser = clap::builder::BoolishValueParser::new())]
     pub sync: bool,
     /// Remove from the destination trees what the sources do not have (as rsync
     /// --delete); only inside directories this copy writes.
-    #[arg(long)]
+    #[arg(long, env = "SSMCP_DELETE", value_parser = clap::builder::BoolishValueParser::new())]
     pub delete: bool,
     /// Print what would be copied, copy nothing.
-    #[arg(long)]
+    #[arg(long, env = "SSMCP_DRY_RUN", value_parser = clap::builder::BoolishValueParser::new())]
     pub dry_run: bool,
     /// Build each copied directory tree beside its destination and swap it in at the end,
     /// so the tree appears at once (replacing what was there).
-    #[arg(long)]
+    #[arg(long, env = "SSMCP_ATOMIC", value_parser = clap::builder::BoolishValueParser::new())]
     pub atomic: bool,
     /// On the instance, read and write as root through `sudo -n` (user@TARGET:PATH picks another user).
-    #[arg(long)]
+    #[arg(long, env = "SSMCP_SUDO", value_parser = clap::builder::BoolishValueParser::new())]
     pub sudo: bool,
     /// Port sessions to stripe a download over, at most (the agent paces each one to
     /// ~1 MB/s). Default: one per 512 KiB of data, up to 8.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=16))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=16), env = "SSMCP_PARALLEL")]
     pub parallel: Option<u16>,
     /// One JSON event per line on stdout: plan, progress, file, summary, error.
-    #[arg(long)]
+    #[arg(long, env = "SSMCP_JSON", value_parser = clap::builder::BoolishValueParser::new())]
     pub json: bool,
     /// How the bytes travel: `stream` (python3 receiver + port sessions), `pty` (base64
     /// through a terminal; slower, needs no python3), `s3` (staged in --bucket, pulled by
     /// the instances through Run Command), or `auto`: s3 for several targets or, with a
     /// bucket configured, a large upload; otherwise stream, falling back to pty when the
     /// instance has no python3.
-    #[arg(long, value_enum, default_value_t = TransportChoice::Auto)]
+    #[arg(long, value_enum, default_value_t = TransportChoice::Auto, env = "SSMCP_TRANSPORT")]
     pub transport: TransportChoice,
     #[command(flatten)]
     pub staging: StagingArgs,
     /// Instances copying at once, a number or a percentage such as 10%: Run Command's
     /// rate control for uploads through S3, ssmcp's own for downloads from several.
-    #[arg(long, default_value = "10", value_name = "N|P%", value_parser = rate(1))]
+    #[arg(long, default_value = "10", value_name = "N|P%", value_parser = rate(1), env = "SSMCP_MAX_CONCURRENCY")]
     pub max_concurrency: String,
     /// Failed instances tolerated before the rest are not started, a number or a
     /// percentage (several targets). The copy still exits non-zero if any failed.
-    #[arg(long, default_value = "0", value_name = "N|P%", value_parser = rate(0))]
+    #[arg(long, default_value = "0", value_name = "N|P%", value_parser = rate(0), env = "SSMCP_MAX_ERRORS")]
     pub max_errors: String,
     /// Encrypt staged objects with this KMS key (id, ARN or alias/NAME): SSE-KMS. The
     /// caller needs kms:GenerateDataKey and kms:Decrypt on it; instances need nothing.
-    #[arg(long, value_name = "KEY")]
+    #[arg(long, value_name = "KEY", env = "SSMCP_SSE_KMS_KEY")]
     pub sse_kms_key: Option<String>,
 }
 
@@ -136,7 +143,7 @@ pub struct Global {
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
     /// Only errors on stderr.
-    #[arg(short, long, global = true)]
+    #[arg(short, long, global = true, env = "SSMCP_QUIET", value_parser = clap::builder::BoolishValueParser::new())]
     pub quiet: bool,
 }
 
@@ -191,7 +198,7 @@ pub struct StagingArgs {
     #[arg(long, env = "SSMCP_PREFIX", value_name = "PREFIX", default_value = "")]
     pub prefix: String,
     /// The bucket's region; found by asking S3 when not given.
-    #[arg(long, value_name = "REGION")]
+    #[arg(long, value_name = "REGION", env = "SSMCP_BUCKET_REGION")]
     pub bucket_region: Option<String>,
 }
 
@@ -206,7 +213,7 @@ pub struct ForwardArgs {
     #[arg(long)]
     pub remote_host: Option<String>,
     /// Local address to listen on.
-    #[arg(long, default_value = "127.0.0.1")]
+    #[arg(long, default_value = "127.0.0.1", env = "SSMCP_FORWARD_BIND")]
     pub bind: String,
 }
 
@@ -226,7 +233,11 @@ pub struct ProxyArgs {
     pub port: u16,
     /// The session document: AWS-StartSSHSession (what most IAM policies grant for
     /// ssh) or another port-forwarding document such as AWS-StartPortForwardingSession.
-    #[arg(long, default_value = "AWS-StartSSHSession")]
+    #[arg(
+        long,
+        default_value = "AWS-StartSSHSession",
+        env = "SSMCP_PROXY_DOCUMENT"
+    )]
     pub document: String,
 }
 
@@ -244,7 +255,7 @@ pub struct ExecArgs {
     /// Use your own NonInteractiveCommands session document that sets
     /// separateOutputStream: stderr stays separate and the agent reports the exit code.
     /// Default: AWS-StartInteractiveCommand (a pty; stderr merged into stdout).
-    #[arg(long)]
+    #[arg(long, env = "SSMCP_EXEC_DOCUMENT")]
     pub document: Option<String>,
     /// The command and its arguments, joined by spaces and run by sh, as ssh does.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
@@ -301,5 +312,51 @@ mod tests {
         assert!(cli.copy.recursive && cli.copy.preserve);
         assert_eq!(cli.copy.paths.len(), 2);
         assert!(Cli::try_parse_from(["ssmcp", "only-one"]).is_err());
+    }
+
+    /// Every flag a copy takes can come from the environment, named after the flag
+    /// (`--max-errors` → `SSMCP_MAX_ERRORS`); subcommands' flags carry the subcommand's
+    /// name. AWS's own settings keep AWS's names (the SDK reads AWS_PROFILE and
+    /// AWS_ENDPOINT_URL_SSM itself); -v counts and has none.
+    #[test]
+    fn flags_are_named_alike_in_the_environment() {
+        use clap::CommandFactory;
+        let root = Cli::command();
+        let aws_named = [
+            "region",
+            "profile",
+            "endpoint-url",
+            "verbose",
+            "help",
+            "version",
+        ];
+        let mut checked = 0;
+        for a in root.get_arguments() {
+            let Some(long) = a.get_long() else { continue };
+            if aws_named.contains(&long) {
+                continue;
+            }
+            let want = format!("SSMCP_{}", long.replace('-', "_").to_uppercase());
+            assert_eq!(
+                a.get_env().and_then(|e| e.to_str()),
+                Some(want.as_str()),
+                "--{long}"
+            );
+            checked += 1;
+        }
+        assert!(checked >= 17, "{checked}");
+        for (sub, long) in [
+            ("exec", "document"),
+            ("proxy", "document"),
+            ("forward", "bind"),
+        ] {
+            let cmd = root.find_subcommand(sub).unwrap();
+            let a = cmd
+                .get_arguments()
+                .find(|a| a.get_long() == Some(long))
+                .unwrap();
+            let want = format!("SSMCP_{}_{}", sub.to_uppercase(), long.to_uppercase());
+            assert_eq!(a.get_env().and_then(|e| e.to_str()), Some(want.as_str()));
+        }
     }
 }

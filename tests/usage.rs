@@ -138,3 +138,66 @@ async fn the_journal_is_private() {
     let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o700, "{dir:?}");
 }
+
+/// A CI job sets flags once in its environment: SSMCP_* as the flag, the command line
+/// winning where both say something.
+#[tokio::test]
+async fn flags_come_from_the_environment_and_the_command_line_wins() {
+    let h = Harness::new(fast()).await;
+    let tree = h.local().join("site");
+    std::fs::create_dir_all(&tree).unwrap();
+    for name in ["index.html", "debug.log", "scratch.tmp"] {
+        std::fs::write(tree.join(name), name).unwrap();
+    }
+    let dest = format!("{INSTANCE}:");
+    let (code, _, err) = h
+        .run_env(
+            &[
+                ("SSMCP_RECURSIVE", Some("1")),
+                ("SSMCP_EXCLUDE", Some("*.log\n*.tmp")),
+            ],
+            &[tree.to_str().unwrap(), &dest],
+        )
+        .await;
+    assert_eq!(code, 0, "{err}");
+    let landed = h.remote().join("site");
+    assert!(landed.join("index.html").exists());
+    assert!(!landed.join("debug.log").exists() && !landed.join("scratch.tmp").exists());
+
+    std::fs::write(h.remote().join("dl"), pattern(1, 4 << 20)).unwrap();
+    let sessions = |err: &str| {
+        err.lines()
+            .find(|l| l.contains("port session(s) for the download"))
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("{err}"))
+    };
+    let back = h.local().join("dl");
+    let from = format!("{INSTANCE}:dl");
+    let (code, _, err) = h
+        .run_env(
+            &[("SSMCP_PARALLEL", Some("2"))],
+            &["-v", &from, back.to_str().unwrap()],
+        )
+        .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(sessions(&err).contains(" 2 port session(s)"), "{err}");
+    let (code, _, err) = h
+        .run_env(
+            &[("SSMCP_PARALLEL", Some("2"))],
+            &["-v", "--parallel", "3", &from, back.to_str().unwrap()],
+        )
+        .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(sessions(&err).contains(" 3 port session(s)"), "{err}");
+
+    // A bad value names the variable's flag, as a bad flag would: usage class.
+    let (code, _, err) = h
+        .run_env(
+            &[("SSMCP_PARALLEL", Some("lots"))],
+            &[&from, back.to_str().unwrap()],
+        )
+        .await;
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("--parallel"), "{err}");
+    h.assert_no_sessions_left().await;
+}
