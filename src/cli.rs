@@ -252,12 +252,22 @@ pub struct SshConfigArgs {
 pub struct ExecArgs {
     /// i-…, mi-…, or i-….REGION[.PROFILE]
     pub target: String,
+    /// Run it in a terminal (for commands that need one): stderr merged into stdout,
+    /// ^C as a keystroke, stdin not forwarded. Without -t, as `ssh host cmd`: stdout and
+    /// stderr apart and byte-exact, stdin forwarded (python3 on the instance runs it;
+    /// without python3 ssmcp falls back to -t with a warning).
+    #[arg(short = 't', long = "tty", env = "SSMCP_EXEC_TTY", value_parser = clap::builder::BoolishValueParser::new())]
+    pub tty: bool,
+    /// Do not read stdin: the command gets end-of-file at once (as ssh -n).
+    #[arg(short = 'n', long = "no-stdin", env = "SSMCP_EXEC_NO_STDIN", value_parser = clap::builder::BoolishValueParser::new())]
+    pub no_stdin: bool,
     /// Use your own NonInteractiveCommands session document that sets
-    /// separateOutputStream: stderr stays separate and the agent reports the exit code.
-    /// Default: AWS-StartInteractiveCommand (a pty; stderr merged into stdout).
+    /// separateOutputStream: stderr stays separate and the agent reports the exit code
+    /// (no stdin). Default: AWS-StartInteractiveCommand.
     #[arg(long, env = "SSMCP_EXEC_DOCUMENT")]
     pub document: Option<String>,
-    /// The command and its arguments, joined by spaces and run by sh, as ssh does.
+    /// The command and its arguments, joined by spaces and run by the remote sh, as ssh
+    /// does: quote what the remote shell should see, e.g. -- 'grep "a b" /etc/hosts'.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
     pub command: Vec<String>,
 }

@@ -18,7 +18,25 @@ async fn returns_output_and_exit_status() {
         ])
         .await;
     assert_eq!(code, 3, "{err}");
-    assert_eq!(out, "out\nerr\nno newline");
+    assert_eq!((out.as_str(), err.as_str()), ("out\nno newline", "err\n"));
+    h.assert_no_sessions_left().await;
+}
+
+/// -t: today's terminal, stderr merged into stdout, for commands that need a tty.
+#[tokio::test]
+async fn with_t_the_command_runs_in_a_terminal() {
+    let h = Harness::new(fast()).await;
+    let (code, out, err) = h
+        .run(&[
+            "exec",
+            "-t",
+            INSTANCE,
+            "--",
+            "echo out; echo err >&2; test -t 0 && echo tty; exit 3",
+        ])
+        .await;
+    assert_eq!(code, 3, "{err}");
+    assert_eq!(out, "out\nerr\ntty\n");
     h.assert_no_sessions_left().await;
 }
 
@@ -34,18 +52,31 @@ async fn arguments_are_joined_like_ssh() {
 
 #[tokio::test]
 async fn ctrl_c_reaches_the_remote_command() {
+    for tty in [true, false] {
+        ctrl_c_reaches(tty).await;
+    }
+}
+
+/// In a terminal ^C is a keystroke; without one the helper signals the command's
+/// process group, so the race described below cannot happen there.
+async fn ctrl_c_reaches(tty: bool) {
     let h = Harness::new(fast()).await;
     let mut child = h
         .ssmcp()
         .args([
             "exec",
+            if tty { "-t" } else { "-n" },
             INSTANCE,
             "--",
             // `read` is a builtin, so the shell that printed "started" is the one the
             // ^C must stop. With `sleep` a ^C landing between the shell's fork and the
             // exec is caught by the forked shell and lost — a race every terminal has,
             // which made this test flaky on a loaded machine.
-            "echo started; read line; echo not-reached",
+            if tty {
+                "echo started; read line; echo not-reached"
+            } else {
+                "echo started; sleep 30; echo not-reached"
+            },
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -205,4 +236,100 @@ async fn tls_endpoints_work_with_aws_ca_bundle_and_fail_clearly_without() {
         .await;
     assert_eq!(code, 64, "{err}");
     assert!(err.contains("AWS_CA_BUNDLE"), "{err}");
+}
+
+/// Run `ssmcp exec` with `stdin` fed in: (exit code, stdout, stderr) as bytes.
+async fn exec_with_stdin(h: &Harness, args: &[&str], stdin: Vec<u8>) -> (i32, Vec<u8>, Vec<u8>) {
+    use tokio::io::AsyncWriteExt;
+    let mut child = h
+        .ssmcp()
+        .arg("exec")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let feed = tokio::spawn(async move {
+        let _ = input.write_all(&stdin).await;
+    });
+    let out = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+        .await
+        .expect("exec finished in time")
+        .unwrap();
+    feed.await.unwrap();
+    (out.status.code().unwrap_or(-1), out.stdout, out.stderr)
+}
+
+/// As `ssh host cmd`: binary stdout and stderr apart and byte-exact (bytes a terminal or
+/// the agent's UTF-8 handling would change included: CR LF, NUL, EF BF BD, a lone 0xff).
+#[tokio::test]
+async fn streams_stay_apart_and_byte_exact() {
+    let h = Harness::new(fast()).await;
+    let cmd = r"printf 'a\r\nb\000\357\277\275\377' ; printf 'e\r\n\033[31m' >&2";
+    let (code, out, err) = exec_with_stdin(&h, &[INSTANCE, "--", cmd], Vec::new()).await;
+    assert_eq!(code, 0, "{}", String::from_utf8_lossy(&err));
+    assert_eq!(out, b"a\r\nb\x00\xef\xbf\xbd\xff");
+    assert_eq!(err, b"e\r\n\x1b[31m");
+    h.assert_no_sessions_left().await;
+}
+
+/// stdin is forwarded until its end, which the command then sees: 16 MiB through cat
+/// and sha256sum come back identical.
+#[tokio::test]
+async fn stdin_reaches_the_command_until_its_end() {
+    let h = Harness::new(fast()).await;
+    let data = pattern(21, 16 << 20);
+    let (code, out, err) = exec_with_stdin(&h, &[INSTANCE, "--", "cat"], data.clone()).await;
+    assert_eq!(code, 0, "{}", String::from_utf8_lossy(&err));
+    assert!(out == data, "16 MiB through cat came back changed");
+    let (code, out, _) = exec_with_stdin(&h, &[INSTANCE, "--", "sha256sum"], data.clone()).await;
+    assert_eq!(code, 0);
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        format!("{}  -\n", sha(&data))
+    );
+    // -n: the command sees end-of-file at once, whatever stdin holds.
+    let (code, out, _) = exec_with_stdin(&h, &["-n", INSTANCE, "--", "wc -c"], data).await;
+    assert_eq!((code, String::from_utf8(out).unwrap().trim()), (0, "0"));
+    h.assert_no_sessions_left().await;
+}
+
+/// The status is the command's; a signal death is 128+N, as ssh reports it.
+#[tokio::test]
+async fn exit_statuses_are_the_commands() {
+    let h = Harness::new(fast()).await;
+    for (cmd, want) in [
+        ("true", 0),
+        ("false", 1),
+        ("exit 3", 3),
+        ("kill -INT $$", 130),
+        ("kill -TERM $$", 143),
+    ] {
+        let (code, _, err) = exec_with_stdin(&h, &["-n", INSTANCE, "--", cmd], Vec::new()).await;
+        assert_eq!(code, want, "{cmd}: {}", String::from_utf8_lossy(&err));
+    }
+    h.assert_no_sessions_left().await;
+}
+
+/// No python3 on the instance: a warning saying what is lost, then the terminal way.
+#[tokio::test]
+async fn without_python_exec_falls_back_to_a_terminal_with_a_warning() {
+    let h = Harness::new(ssm_sim::SimConfig {
+        instances: vec![ssm_sim::InstanceConfig::new(INSTANCE).without(&["python3"])],
+        ..fast()
+    })
+    .await;
+    let (code, out, err) = h
+        .run(&["exec", INSTANCE, "--", "echo out; echo err >&2; exit 4"])
+        .await;
+    assert_eq!(code, 4, "{err}");
+    assert_eq!(out, "out\nerr\n");
+    assert!(
+        err.contains("the instance has no python3")
+            && err.contains("stderr merged into stdout, stdin not forwarded"),
+        "{err}"
+    );
+    h.assert_no_sessions_left().await;
 }

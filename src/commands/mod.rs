@@ -8,6 +8,7 @@ pub(crate) mod fleet;
 pub mod forward;
 pub mod gc;
 pub mod proxy;
+mod stdin;
 
 pub(crate) use crate::aws::context::{load_aws, Context};
 /// What `main` hands every command for the sessions it opens (their ends, their counters).

@@ -49,7 +49,7 @@ pub async fn run(global: &Global, sessions: &Tracking, args: &ProxyArgs) -> Resu
                     Ended::Failed(e) => Err(e),
                     _ => Ok(0),
                 },
-                r = relay(stdin_chunks(), to_instance) => r.map(|()| 0),
+                r = relay(super::stdin::chunks(64 * 1024), to_instance) => r.map(|()| 0),
                 r = relay_out(from_instance, tokio::io::stdout()) => r.map(|()| 0),
             }
         }
@@ -60,33 +60,6 @@ pub async fn run(global: &Global, sessions: &Tracking, args: &ProxyArgs) -> Resu
         reporter.warn(&one_line(&w));
     }
     outcome
-}
-
-/// stdin, read on a thread of its own. tokio's stdin reads on the runtime's blocking
-/// pool, and a read that never returns (the destination closed first, stdin still open)
-/// would hold up the runtime's shutdown; this thread dies with the process instead.
-/// Bounded: at most 4 chunks of 64 KiB wait for the session.
-fn stdin_chunks() -> mpsc::Receiver<std::io::Result<Vec<u8>>> {
-    let (tx, rx) = mpsc::channel(4);
-    std::thread::spawn(move || {
-        let mut stdin = std::io::stdin().lock();
-        loop {
-            let mut buf = vec![0u8; 64 * 1024];
-            let sent = match std::io::Read::read(&mut stdin, &mut buf) {
-                Ok(0) => return,
-                Ok(n) => {
-                    buf.truncate(n);
-                    tx.blocking_send(Ok(buf))
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => tx.blocking_send(Err(e)),
-            };
-            if sent.is_err() {
-                return;
-            }
-        }
-    });
-    rx
 }
 
 /// Chunks into the session until their sender ends (stdin's EOF).

@@ -1,6 +1,7 @@
 //! The instance-side receiver, embedded in the binary, and the command line that starts it
 //! in a Session Manager command session.
 
+pub(crate) mod piped;
 pub(crate) mod protocol;
 
 use crate::error::Flag;
@@ -11,6 +12,13 @@ use std::io::Write;
 
 /// The receiver's source (Python 3.6+, standard library only).
 pub(crate) const RECEIVER: &str = include_str!("receiver.py");
+
+/// A raw, silent terminal first (nothing the pty does can touch the markers), then
+/// python3, or the NO_PYTHON marker and exit 127.
+const RAW_PYTHON3_OR_SAY_SO: &str = "stty raw -echo 2>/dev/null; command -v python3 >/dev/null 2>&1 || { printf '\\036%s\\n' SSMCP-NO-PYTHON3; exit 127; }; ";
+
+/// The exec helper's source (same rules as the receiver's).
+pub(crate) const EXEC_HELPER: &str = include_str!("exec_helper.py");
 
 /// Printed by the receiver once it listens: `<RS>SSMCP-READY <port> <token>`.
 const READY: &[u8] = b"\x1eSSMCP-READY ";
@@ -33,8 +41,7 @@ pub enum RunAs {
 pub(crate) fn launch_command(run_as: &RunAs, port: Option<u16>) -> String {
     let args = port.map(|p| format!(" port {p}")).unwrap_or_default();
     format!(
-        "stty raw -echo 2>/dev/null; command -v python3 >/dev/null 2>&1 || {{ printf '\\036%s\\n' SSMCP-NO-PYTHON3; exit 127; }}; \
-         exec {}",
+        "{RAW_PYTHON3_OR_SAY_SO}exec {}",
         python_receiver(run_as, &args)
     )
 }
@@ -68,9 +75,30 @@ pub(crate) fn run_command_script(run_as: &RunAs, mode: RunMode, request: &str) -
 
 /// `[sudo -n [-u USER]] python3 -c '<receiver>'ARGS`.
 fn python_receiver(run_as: &RunAs, args: &str) -> String {
+    python_program(RECEIVER, "ssmcp-receiver", run_as, args)
+}
+
+/// The command for AWS-StartInteractiveCommand that runs `command` through the exec
+/// helper (stdin, stdout and stderr apart; `piped`), or says the instance has no python3.
+pub(crate) fn exec_helper_command(command: &str) -> String {
+    let arg = base64::engine::general_purpose::STANDARD.encode(command.as_bytes());
+    format!(
+        "{RAW_PYTHON3_OR_SAY_SO}exec {}",
+        python_program(
+            EXEC_HELPER,
+            "ssmcp-exec",
+            &RunAs::SessionUser,
+            &format!(" {arg}")
+        )
+    )
+}
+
+/// `[sudo -n [-u USER]] python3 -c '<source, compressed>'ARGS`: nothing is written to
+/// the instance.
+fn python_program(source: &str, name: &str, run_as: &RunAs, args: &str) -> String {
     let mut z = ZlibEncoder::new(Vec::new(), Compression::best());
     // Writing into a Vec cannot fail.
-    let _ = z.write_all(RECEIVER.as_bytes());
+    let _ = z.write_all(source.as_bytes());
     let packed = base64::engine::general_purpose::STANDARD.encode(z.finish().unwrap_or_default());
     let sudo = match run_as {
         RunAs::SessionUser => String::new(),
@@ -78,7 +106,7 @@ fn python_receiver(run_as: &RunAs, args: &str) -> String {
         RunAs::Sudo(Some(u)) => format!("sudo -n -u {} ", crate::session::command::shell_quote(u)),
     };
     format!(
-        "{sudo}python3 -c 'import base64,zlib;exec(compile(zlib.decompress(base64.b64decode(\"{packed}\")),\"ssmcp-receiver\",\"exec\"))'{args}"
+        "{sudo}python3 -c 'import base64,zlib;exec(compile(zlib.decompress(base64.b64decode(\"{packed}\")),\"{name}\",\"exec\"))'{args}"
     )
 }
 

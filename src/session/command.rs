@@ -102,7 +102,7 @@ pub(crate) async fn relay<W: AsyncWrite + Unpin, E: AsyncWrite + Unpin>(
     mut status: StatusSource,
     out: &mut W,
     err: &mut E,
-    mut interrupts: mpsc::Receiver<()>,
+    interrupts: &mut mpsc::Receiver<()>,
 ) -> Result<i32> {
     let mut reported = None;
     let mut next = first;

@@ -1,0 +1,128 @@
+# ssmcp's exec helper: runs one command with pipes, as `ssh host cmd` does, inside an
+# AWS-StartInteractiveCommand session, whose only path is a terminal. Standard library
+# only, Python 3.6 grammar (the receiver's rules).
+#
+# The terminal is put in raw mode, then everything crosses it as lines of printable
+# ASCII, which neither the terminal nor the agent's UTF-8 handling can alter:
+#   to ssmcp:   RS "SSMCP-EXEC-READY" LF once raw mode is on, then
+#               "O" base64 LF (stdout), "E" base64 LF (stderr), "X" status LF (last)
+#   from ssmcp: "I" base64 LF (stdin bytes), "Z" LF (stdin ends), "S" number LF (signal)
+# The status is the command's exit code, or 128+N when signal N killed it.
+import base64
+import os
+import queue
+import subprocess
+import sys
+import threading
+import tty
+
+CHUNK = 765  # 1020 base64 characters: one frame fits the agent's 1 KiB reads
+
+
+def write_all(fd, data, lock):
+    with lock:
+        while data:
+            n = os.write(fd, data)
+            data = data[n:]
+
+
+def pump(src, kind, out, lock):
+    while True:
+        data = os.read(src, CHUNK)
+        if not data:
+            return
+        write_all(out, kind + base64.b64encode(data) + b"\n", lock)
+
+
+def feed_stdin(child, pending):
+    while True:
+        item = pending.get()
+        if item is None:
+            break
+        try:
+            child.stdin.write(item)
+            child.stdin.flush()
+        except OSError:
+            # The command stopped reading (as with ssh, the rest is dropped).
+            while pending.get() is not None:
+                pass
+            break
+    try:
+        child.stdin.close()
+    except OSError:
+        pass
+
+
+def read_requests(fd, child, pending):
+    buf = b""
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:
+            chunk = b""
+        if not chunk:
+            pending.put(None)
+            return
+        buf += chunk
+        while b"\n" in buf:
+            line, buf = buf.split(b"\n", 1)
+            line = line.strip(b"\r")
+            kind, rest = line[:1], line[1:]
+            if kind == b"I":
+                pending.put(base64.b64decode(rest))
+            elif kind == b"Z":
+                pending.put(None)
+            elif kind == b"S":
+                try:
+                    os.killpg(child.pid, int(rest))
+                except (OSError, ValueError):
+                    pass
+        if len(buf) > 1 << 20:
+            return
+
+
+def main():
+    command = base64.b64decode(sys.argv[1]).decode("utf-8", "surrogateescape")
+    tty_in, out = sys.stdin.fileno(), sys.stdout.fileno()
+    try:
+        tty.setraw(tty_in)
+    except Exception:
+        pass
+    lock = threading.Lock()
+    try:
+        child = subprocess.Popen(
+            ["/bin/sh", "-c", command],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+    except OSError as e:
+        write_all(out, b"\x1eSSMCP-EXEC-READY\n", lock)
+        msg = ("ssmcp: cannot run /bin/sh: %s\n" % e.strerror).encode()
+        write_all(out, b"E" + base64.b64encode(msg) + b"\nX127\n", lock)
+        return
+    write_all(out, b"\x1eSSMCP-EXEC-READY\n", lock)
+    pending = queue.Queue(64)
+    threads = [
+        threading.Thread(target=pump, args=(child.stdout.fileno(), b"O", out, lock)),
+        threading.Thread(target=pump, args=(child.stderr.fileno(), b"E", out, lock)),
+    ]
+    for t in threads:
+        t.start()
+    for target, args in ((feed_stdin, (child, pending)), (read_requests, (tty_in, child, pending))):
+        t = threading.Thread(target=target, args=args)
+        t.daemon = True
+        t.start()
+    code = child.wait()
+    for t in threads:
+        t.join()
+    if code < 0:
+        code = 128 - code
+    write_all(out, b"X%d\n" % code, lock)
+
+
+if __name__ == "__main__":
+    # SIGINT is left as it is: an ignored signal would be inherited by the command. The
+    # raw terminal sends the helper none; ssmcp's ^C arrives as an "S" line.
+    main()
