@@ -91,9 +91,13 @@ async fn ctrl_c_reaches(tty: bool) {
     interrupt(&child);
     let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
         .await
-        .unwrap()
+        .unwrap_or_else(|_| panic!("-t {tty}: no exit 20 s after ^C"))
         .unwrap();
-    assert_eq!(status.code(), Some(130), "the command died of SIGINT");
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "-t {tty}: the command died of SIGINT"
+    );
     assert_eq!(lines.next_line().await.unwrap(), None);
     h.assert_no_sessions_left().await;
 }

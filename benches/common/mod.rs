@@ -98,10 +98,12 @@ impl Bench {
             };
             assert!(status.success(), "ssmcp {args:?} failed");
             let secs = t.elapsed().as_secs_f64();
-            let mut stdout = String::new();
+            // Lossy: a command's output (exec) need not be text.
+            let mut bytes = Vec::new();
             use std::io::{Read, Seek};
             out.rewind().unwrap();
-            out.read_to_string(&mut stdout).unwrap();
+            out.read_to_end(&mut bytes).unwrap();
+            let stdout = String::from_utf8_lossy(&bytes).into_owned();
             Run {
                 secs,
                 peak_rss_kib: peak,
