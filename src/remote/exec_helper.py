@@ -53,7 +53,7 @@ def feed_stdin(child, pending):
         pass
 
 
-def read_requests(fd, child, pending):
+def read_requests(fd, child, pending, signalled):
     buf = b""
     while True:
         try:
@@ -74,7 +74,8 @@ def read_requests(fd, child, pending):
                 pending.put(None)
             elif kind == b"S":
                 try:
-                    os.killpg(child.pid, int(rest))
+                    signalled.append(int(rest))
+                    os.killpg(child.pid, signalled[-1])
                 except (OSError, ValueError):
                     pass
         if len(buf) > 1 << 20:
@@ -110,11 +111,20 @@ def main():
     ]
     for t in threads:
         t.start()
-    for target, args in ((feed_stdin, (child, pending)), (read_requests, (tty_in, child, pending))):
+    signalled = []
+    requests = (read_requests, (tty_in, child, pending, signalled))
+    for target, args in ((feed_stdin, (child, pending)), requests):
         t = threading.Thread(target=target, args=args)
         t.daemon = True
         t.start()
     code = child.wait()
+    if signalled:
+        # A process the shell was forking when the signal came missed it, and would keep
+        # the output pipes open: the group gets the signal again (as a second ^C would).
+        try:
+            os.killpg(child.pid, signalled[-1])
+        except OSError:
+            pass
     for t in threads:
         t.join()
     if code < 0:
