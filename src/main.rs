@@ -48,7 +48,7 @@ fn main() {
             Some(Command::Forward(a)) => commands::forward::run(&cli.global, &sessions, a).await,
             Some(Command::Exec(a)) => commands::exec::run(&cli.global, &sessions, a).await,
             Some(Command::Proxy(a)) => commands::proxy::run(&cli.global, &sessions, a).await,
-            Some(Command::SshConfig(a)) => commands::proxy::ssh_config(&cli.global, a),
+            Some(Command::SshConfig(a)) => commands::proxy::ssh_config(a),
             Some(Command::Completions(a)) => commands::docs::completions(a),
             Some(Command::Man) => commands::docs::man(),
             Some(Command::Doctor(a)) => commands::doctor::run(&cli.global, &sessions, a).await,

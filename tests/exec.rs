@@ -339,3 +339,52 @@ async fn without_python_exec_falls_back_to_a_terminal_with_a_warning() {
     );
     h.assert_no_sessions_left().await;
 }
+
+/// A second ^C gives up on a command that ignores the first: the session ends, and the
+/// command (in a process group of its own under the helper) is hung up, not left
+/// running unseen on the instance.
+#[tokio::test]
+async fn giving_up_leaves_no_command_running() {
+    let h = Harness::new(fast()).await;
+    let pid_file = h.remote().join("pid");
+    let cmd = format!(
+        "echo $$ > {}; trap '' INT; echo started; exec sleep 300",
+        pid_file.display()
+    );
+    let mut child = h
+        .ssmcp()
+        .args(["exec", "-n", INSTANCE, "--", &cmd])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.as_deref(), Some("started"));
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    interrupt(&child);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    interrupt(&child);
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .expect("ssmcp gave up in time")
+        .unwrap();
+    assert_eq!(status.code(), Some(130));
+    h.assert_no_sessions_left().await;
+    let gone = async {
+        // SAFETY: kill with signal 0 only checks that the process exists.
+        while unsafe { libc::kill(pid, 0) } == 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), gone)
+        .await
+        .expect("the remote command was hung up");
+}

@@ -32,7 +32,8 @@ pub fn man() -> Result<i32> {
     emit(&out)
 }
 
-fn emit(bytes: &[u8]) -> Result<i32> {
+/// Write generated text to stdout (`man`, `completions`, `ssh-config`).
+pub(crate) fn emit(bytes: &[u8]) -> Result<i32> {
     let mut stdout = std::io::stdout().lock();
     match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
         Ok(()) => Ok(0),

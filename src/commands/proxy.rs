@@ -106,8 +106,7 @@ const SSH_CONFIG: &str = include_str!("../../docs/ssh/config");
 
 /// `ssmcp ssh-config`: docs/ssh/config with this ssmcp's path (or `--ssmcp`) in the
 /// ProxyCommands.
-pub fn ssh_config(global: &Global, args: &SshConfigArgs) -> Result<i32> {
-    let reporter = Reporter::plain(global.quiet, false);
+pub fn ssh_config(args: &SshConfigArgs) -> Result<i32> {
     let path = match &args.ssmcp {
         Some(p) => p.clone(),
         None => std::env::current_exe().map_err(|e| {
@@ -124,10 +123,7 @@ pub fn ssh_config(global: &Global, args: &SshConfigArgs) -> Result<i32> {
             ))
             .hint("pass --ssmcp with a path without spaces, quotes or %, e.g. ~/.cargo/bin/ssmcp")
         })?;
-    for line in SSH_CONFIG.lines() {
-        reporter.out(&line.replace("SSMCP", path));
-    }
-    Ok(0)
+    super::docs::emit(SSH_CONFIG.replace("SSMCP", path).as_bytes())
 }
 
 /// ssh shows a ProxyCommand's stderr as is; one line per message keeps it readable

@@ -11,6 +11,7 @@
 import base64
 import os
 import queue
+import signal
 import subprocess
 import sys
 import threading
@@ -53,6 +54,24 @@ def feed_stdin(child, pending):
         pass
 
 
+HUNG_UP = []
+
+
+def ignore(*_):
+    pass
+
+
+def hang_up(*_):
+    # The terminal is gone (ssmcp gave up, the session was ended): the command hears
+    # of it as it would in a terminal. Once: the helper is in the group too.
+    if not HUNG_UP:
+        HUNG_UP.append(True)
+        try:
+            os.killpg(os.getpgrp(), signal.SIGHUP)
+        except OSError:
+            pass
+
+
 def read_requests(fd, child, pending, signalled):
     buf = b""
     while True:
@@ -61,6 +80,7 @@ def read_requests(fd, child, pending, signalled):
         except OSError:
             chunk = b""
         if not chunk:
+            hang_up()
             pending.put(None)
             return
         buf += chunk
@@ -75,7 +95,7 @@ def read_requests(fd, child, pending, signalled):
             elif kind == b"S":
                 try:
                     signalled.append(int(rest))
-                    os.killpg(child.pid, signalled[-1])
+                    os.killpg(os.getpgrp(), signalled[-1])
                 except (OSError, ValueError):
                     pass
         if len(buf) > 1 << 20:
@@ -96,13 +116,17 @@ def main():
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            start_new_session=True,
         )
     except OSError as e:
         write_all(out, b"\x1eSSMCP-EXEC-READY\n", lock)
         msg = ("ssmcp: cannot run /bin/sh: %s\n" % e.strerror).encode()
         write_all(out, b"E" + base64.b64encode(msg) + b"\nX127\n", lock)
         return
+    # The command stays in the terminal's foreground group, with the helper: when the
+    # session's process goes, the kernel hangs the group up, and the "S" requests signal
+    # the group. The helper itself survives those signals through handlers (an ignored
+    # signal would be inherited by the command; a handler is not).
+    signal.signal(signal.SIGHUP, hang_up)
     write_all(out, b"\x1eSSMCP-EXEC-READY\n", lock)
     pending = queue.Queue(64)
     threads = [
@@ -122,7 +146,7 @@ def main():
         # A process the shell was forking when the signal came missed it, and would keep
         # the output pipes open: the group gets the signal again (as a second ^C would).
         try:
-            os.killpg(child.pid, signalled[-1])
+            os.killpg(os.getpgrp(), signalled[-1])
         except OSError:
             pass
     for t in threads:
@@ -133,6 +157,6 @@ def main():
 
 
 if __name__ == "__main__":
-    # SIGINT is left as it is: an ignored signal would be inherited by the command. The
-    # raw terminal sends the helper none; ssmcp's ^C arrives as an "S" line.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT):
+        signal.signal(sig, ignore)
     main()
