@@ -136,11 +136,15 @@ impl Outgoing {
     }
 
     /// Apply an acknowledgement: drop the first buffered message with that sequence
-    /// number and fold the RTT sample into the RTO (§5.5). False if nothing matched.
+    /// number and fold the RTT sample into the RTO (§5.5). False only for a sequence
+    /// number never sent.
     pub fn acknowledge(&self, seq: i64) -> bool {
         let mut st = lock(&self.inner);
         let Some(pos) = st.buffer.iter().position(|p| p.seq == seq) else {
-            return false;
+            // Already acknowledged: a client acks every copy of a message this side
+            // resent, so the second ack crossing the first is correct. Only a number
+            // never sent is the client's mistake.
+            return seq < st.next_seq;
         };
         let Some(p) = st.buffer.remove(pos) else {
             return false;
