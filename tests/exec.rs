@@ -153,19 +153,6 @@ async fn region_and_profile_ride_along_with_the_target() {
 }
 
 #[tokio::test]
-async fn kms_required_sessions_are_refused_with_a_clear_error() {
-    let cfg = ssm_sim::SimConfig {
-        kms_key_id: Some("arn:aws:kms:us-east-1:123456789012:key/abc".into()),
-        ..fast()
-    };
-    let h = Harness::new(cfg).await;
-    let (code, _, err) = h.run(&["exec", INSTANCE, "--", "true"]).await;
-    assert_eq!(code, 76, "{err}");
-    assert!(err.contains("require KMS encryption"), "{err}");
-    h.assert_no_sessions_left().await;
-}
-
-#[tokio::test]
 async fn separate_streams_document_keeps_stderr_apart_and_reports_the_status() {
     let cfg = ssm_sim::SimConfig {
         documents: vec![ssm_sim::config::CommandDocument {

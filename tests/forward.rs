@@ -76,6 +76,7 @@ async fn survives_loss_duplication_reordering_and_two_cuts() {
             to_agent: dir,
             cut_after_bytes: vec![400_000, 1_200_000],
             connection_max_age: None,
+            tamper_sealed_output: None,
         },
         ..fast()
     };

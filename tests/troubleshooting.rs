@@ -216,14 +216,50 @@ async fn produce(heading: &str) -> (i32, String) {
                 .await;
             (c, e)
         }
-        k if k.starts_with("Session Manager preferences in this account require KMS") => {
+        k if k.starts_with("KMS refused to make this session's encryption key") => {
             let h = with(SimConfig {
-                kms_key_id: Some("arn:aws:kms:us-east-1:123456789012:key/abc".into()),
+                deny: vec![DenyRule::action("kms:GenerateDataKey")],
+                ..fast().with_kms_sessions("ssm")
+            })
+            .await;
+            let (c, _, e) = h.run(&["exec", INSTANCE, "--", "true"]).await;
+            (c, e)
+        }
+        k if k.contains("that this account's sessions must be encrypted with cannot be used") => {
+            let mut cfg = fast().with_kms_sessions("ssm");
+            cfg.kms_keys[0].enabled = false;
+            let h = with(cfg).await;
+            let (c, _, e) = h.run(&["exec", INSTANCE, "--", "true"]).await;
+            (c, e)
+        }
+        k if k.contains("that this account's sessions must be encrypted with was not found") => {
+            let h = with(SimConfig {
+                kms_key_id: Some("alias/missing".into()),
                 ..fast()
             })
             .await;
-            let f = file(&h, "f", b"x");
-            let (c, _, e) = h.run(&[&f, &remote("")]).await;
+            let (c, _, e) = h.run(&["exec", INSTANCE, "--", "true"]).await;
+            (c, e)
+        }
+        k if k.starts_with("the instance ended the session while setting up KMS") => {
+            let no_decrypt = ssm_sim::policy::Policy::parse(
+                "core",
+                r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"ssm:UpdateInstanceInformation","Resource":"*"}]}"#,
+            )
+            .unwrap();
+            let h = with(SimConfig {
+                instance_policies: vec![no_decrypt],
+                ..fast().with_kms_sessions("ssm")
+            })
+            .await;
+            let (c, _, e) = h.run(&["exec", INSTANCE, "--", "true"]).await;
+            (c, e)
+        }
+        k if k.starts_with("a message from the instance failed its integrity check") => {
+            let mut cfg = fast().with_kms_sessions("ssm");
+            cfg.faults.tamper_sealed_output = Some(1);
+            let h = with(cfg).await;
+            let (c, _, e) = h.run(&["exec", INSTANCE, "--", "echo hello"]).await;
             (c, e)
         }
         "… is a directory" => {

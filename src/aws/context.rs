@@ -43,6 +43,7 @@ impl Context {
         if let Some(name) = &target.name {
             target.instance_id = crate::aws::instances::by_name(&ssm, name).await?;
         }
+        let kms = crate::aws::kms_client(&conf);
         Ok(Context {
             ssm,
             aws: conf,
@@ -51,6 +52,7 @@ impl Context {
                 tls: trust.websocket_tls()?,
                 cleanup: sessions.cleanup.clone(),
                 wire: sessions.wire.clone(),
+                kms: Some(kms),
                 ..ChannelConfig::default()
             },
         })

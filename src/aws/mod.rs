@@ -52,6 +52,12 @@ pub(crate) fn ssm_client(
     aws_sdk_ssm::Client::from_conf(b.build())
 }
 
+/// KMS, for sessions that Session Manager preferences require to be encrypted;
+/// `AWS_ENDPOINT_URL_KMS` reaches a VPC endpoint.
+pub(crate) fn kms_client(conf: &aws_config::SdkConfig) -> aws_sdk_kms::Client {
+    aws_sdk_kms::Client::new(conf)
+}
+
 pub(crate) fn sts_client(conf: &aws_config::SdkConfig) -> aws_sdk_sts::Client {
     aws_sdk_sts::Client::new(conf)
 }

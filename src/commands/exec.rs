@@ -148,7 +148,7 @@ async fn relay_piped(
         let m = match next.take() {
             Some(m) => m,
             None => tokio::select! {
-                m = channel.inbound.recv() => m.unwrap_or(Inbound::Closed(String::new())),
+                m = channel.recv() => m.unwrap_or(Inbound::Closed(String::new())),
                 i = interrupts.recv(), if interrupts_open => {
                     match i {
                         Some(()) => channel.sender.send_output(&piped::signal_frame(2)).await?,

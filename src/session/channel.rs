@@ -10,6 +10,7 @@
 //! delivery queue.
 
 use super::channel_core::{Core, Delivery, Transmit};
+use super::encryption::{Encryption, KeyRequest};
 use super::reliable::WireStats;
 use crate::error::{Error, Kind, Result};
 use futures_util::{SinkExt, StreamExt};
@@ -49,6 +50,8 @@ pub(crate) struct ChannelConfig {
     pub cleanup: super::Cleanup,
     /// Messages sent, retransmitted and duplicate acks, over all of a command's sessions.
     pub wire: WireStats,
+    /// For sessions whose agent demands KMS encryption (None: such sessions are refused).
+    pub kms: Option<aws_sdk_kms::Client>,
 }
 
 impl Default for ChannelConfig {
@@ -60,6 +63,7 @@ impl Default for ChannelConfig {
             tls: None,
             cleanup: super::Cleanup::default(),
             wire: WireStats::default(),
+            kms: None,
         }
     }
 }
@@ -79,11 +83,14 @@ pub(crate) enum Inbound {
 pub(crate) struct ChannelSender {
     tx: mpsc::Sender<(PayloadType, Vec<u8>)>,
     max_payload: usize,
+    encryption: Encryption,
 }
 
 impl ChannelSender {
-    /// Queue one message; waits while the window is full.
+    /// Queue one message (sealed if the session is KMS-encrypted); waits while the
+    /// window is full.
     pub(crate) async fn send(&self, payload_type: PayloadType, payload: Vec<u8>) -> Result<()> {
+        let payload = self.encryption.outgoing(payload_type, payload);
         self.tx
             .send((payload_type, payload))
             .await
@@ -105,7 +112,31 @@ impl ChannelSender {
 
 pub(crate) struct Channel {
     pub sender: ChannelSender,
+    /// What the agent sent, as it arrived: read it through [`Channel::recv`], which
+    /// opens sealed payloads (port sessions, never encrypted, may take it whole).
     pub inbound: mpsc::Receiver<Inbound>,
+    /// The session's KMS keys once the handshake set them.
+    pub encryption: Encryption,
+    /// How to ask KMS for this session's data key, if the agent wants one.
+    pub keys: Option<KeyRequest>,
+}
+
+impl Channel {
+    /// The next message from the agent, opened if it travelled sealed. A payload that
+    /// fails its integrity check ends the channel for the caller.
+    pub(crate) async fn recv(&mut self) -> Option<Inbound> {
+        let m = self.inbound.recv().await?;
+        Some(match m {
+            Inbound::Data(pt, payload) => match self.encryption.incoming(pt, payload) {
+                Ok(p) => Inbound::Data(pt, p),
+                Err(e) => {
+                    self.inbound.close();
+                    Inbound::Failed(e)
+                }
+            },
+            other => other,
+        })
+    }
 }
 
 /// Messages queued from senders before the task takes them.
@@ -181,9 +212,16 @@ pub(crate) async fn open(
         last_ping: Instant::now(),
     };
     tokio::spawn(task.run());
+    let encryption = Encryption::default();
     Ok(Channel {
-        sender: ChannelSender { tx, max_payload },
+        sender: ChannelSender {
+            tx,
+            max_payload,
+            encryption: encryption.clone(),
+        },
         inbound: in_rx,
+        encryption,
+        keys: None,
     })
 }
 

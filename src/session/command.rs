@@ -111,7 +111,7 @@ pub(crate) async fn relay<W: AsyncWrite + Unpin, E: AsyncWrite + Unpin>(
         let m = match next.take() {
             Some(m) => m,
             None => tokio::select! {
-                m = channel.inbound.recv() => match m {
+                m = channel.recv() => match m {
                     Some(m) => m,
                     None => Inbound::Closed(String::new()),
                 },

@@ -5,6 +5,7 @@
 pub(crate) mod channel;
 pub(crate) mod channel_core;
 pub(crate) mod command;
+pub(crate) mod encryption;
 pub(crate) mod handshake;
 pub(crate) mod port;
 pub(crate) mod reliable;
@@ -115,7 +116,13 @@ pub(crate) async fn start(
         cleanup: config.cleanup.clone(),
     };
     let resumer = resumer(ssm.clone(), id.to_string());
-    let channel = channel::open(url.to_string(), token.to_string(), resumer, config).await?;
+    let kms = config.kms.clone();
+    let mut channel = channel::open(url.to_string(), token.to_string(), resumer, config).await?;
+    channel.keys = kms.map(|kms| encryption::KeyRequest {
+        kms,
+        session_id: id.to_string(),
+        target: spec.target.clone(),
+    });
     tracing::debug!(session = %session.id, "session started");
     Ok((session, channel))
 }
@@ -181,7 +188,7 @@ impl Session {
                 .is_ok()
             {
                 let _ = tokio::time::timeout(wait, async {
-                    while let Some(m) = ch.inbound.recv().await {
+                    while let Some(m) = ch.recv().await {
                         match m {
                             Inbound::Closed(_) => break,
                             Inbound::Failed(_) => {

@@ -12,6 +12,7 @@
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 #![warn(unreachable_pub)]
 
+pub mod kms;
 pub mod message;
 pub mod payload;
 pub mod smux;

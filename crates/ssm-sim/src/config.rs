@@ -35,6 +35,9 @@ pub struct InstanceConfig {
     /// A slow instance: Run Command invocations wait this long (InProgress) before the
     /// command starts, as a busy or distant agent does.
     pub command_delay: std::time::Duration,
+    /// Sessions to this instance demand KMS encryption with this key, whatever the
+    /// account's preference (`SimConfig::kms_key_id`) says.
+    pub kms_key_id: Option<String>,
 }
 
 impl InstanceConfig {
@@ -50,7 +53,13 @@ impl InstanceConfig {
             file_size_limit: None,
             own_commands: Vec::new(),
             command_delay: std::time::Duration::ZERO,
+            kms_key_id: None,
         }
+    }
+
+    pub fn kms_key(mut self, key: &str) -> Self {
+        self.kms_key_id = Some(key.into());
+        self
     }
 
     pub fn slow(mut self, delay: std::time::Duration) -> Self {
@@ -248,10 +257,51 @@ pub struct Faults {
     /// Close every client websocket this long after it opened, like the service's
     /// connection lifetime limit.
     pub connection_max_age: Option<Duration>,
+    /// Flip one bit in the ciphertext of the Nth (from 1) sealed agent message, its
+    /// digest recomputed: what only the encryption's integrity check can catch.
+    pub tamper_sealed_output: Option<u64>,
 }
 
 /// A customer-owned NonInteractiveCommands document, as made with CreateDocument:
 /// `command` parameter, and optionally `separateOutputStream` (§8.1).
+/// A symmetric KMS key of the account (`crate::kms`).
+#[derive(Debug, Clone)]
+pub struct KmsKey {
+    /// The key id (a UUID), derived from the first alias so that ARNs are stable.
+    pub id: String,
+    /// Names without the `alias/` prefix.
+    pub aliases: Vec<String>,
+    pub enabled: bool,
+    /// The key's region when it is not the simulator's: calls in this region do not
+    /// find it, as KMS keys are regional.
+    pub region: Option<String>,
+}
+
+impl KmsKey {
+    /// An enabled key known as `alias/NAME` (`name` may carry the prefix).
+    pub fn new(name: &str) -> KmsKey {
+        let name = name.strip_prefix("alias/").unwrap_or(name);
+        let h = <sha2::Sha256 as sha2::Digest>::digest(name.as_bytes());
+        let id = uuid::Uuid::from_slice(&h[..16]).unwrap_or_default();
+        KmsKey {
+            id: id.to_string(),
+            aliases: vec![name.to_string()],
+            enabled: true,
+            region: None,
+        }
+    }
+
+    pub fn disabled(mut self) -> Self {
+        self.enabled = false;
+        self
+    }
+
+    pub fn in_region(mut self, region: &str) -> Self {
+        self.region = Some(region.into());
+        self
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct CommandDocument {
     pub name: String,
@@ -296,6 +346,16 @@ pub struct SimConfig {
     /// Session Manager preferences demand KMS encryption with this key: shell and
     /// command sessions then handshake with a KMSEncryption action (§6.1, §6.4).
     pub kms_key_id: Option<String>,
+    /// Customer documents whose own `kmsKeyId` input demands KMS: (name, key).
+    pub document_kms_keys: Vec<(String, String)>,
+    /// The account's KMS keys (GenerateDataKey, Decrypt).
+    pub kms_keys: Vec<KmsKey>,
+    /// Identity policies of every instance's role, which the agent's KMS Decrypt is
+    /// checked against. Empty: the role may do everything.
+    pub instance_policies: Vec<crate::policy::Policy>,
+    /// The agent sends the encryption challenge after a KMS handshake, as agents since
+    /// the challenge's introduction do; off models older agents.
+    pub kms_challenge: bool,
     /// Delay before a basic-mode port session's destination is connected; input
     /// arriving meanwhile is refused (not acknowledged), forcing client resends.
     pub port_ready_delay: Duration,
@@ -342,6 +402,10 @@ impl Default for SimConfig {
             home_root: None,
             port_ready_delay: Duration::ZERO,
             kms_key_id: None,
+            document_kms_keys: Vec::new(),
+            kms_keys: Vec::new(),
+            instance_policies: Vec::new(),
+            kms_challenge: true,
             documents: Vec::new(),
             tls: false,
             s3_buckets: vec![DEFAULT_BUCKET.into()],
@@ -366,6 +430,15 @@ pub const REALISTIC_COMMAND_DELIVERY: Duration = Duration::from_millis(500);
 pub const REALISTIC_INPUT_COST: Duration = Duration::from_micros(100);
 
 impl SimConfig {
+    /// Session Manager preferences that demand KMS encryption with a new, enabled key
+    /// `alias/NAME`.
+    pub fn with_kms_sessions(mut self, name: &str) -> SimConfig {
+        let key = KmsKey::new(name);
+        self.kms_key_id = Some(format!("alias/{}", key.aliases[0]));
+        self.kms_keys.push(key);
+        self
+    }
+
     /// The default simulator with the timing of a real region (pacing on).
     pub fn realistic() -> SimConfig {
         SimConfig::default().with_realistic_timing()

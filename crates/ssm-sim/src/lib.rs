@@ -20,6 +20,7 @@ pub mod documents;
 pub mod faults;
 pub mod gateway;
 pub mod iam;
+pub mod kms;
 pub mod policy;
 pub mod s3;
 pub mod state;
@@ -149,6 +150,7 @@ impl Sim {
         let mut env = vec![
             ("AWS_ENDPOINT_URL_SSM".into(), self.api_url.clone()),
             ("AWS_ENDPOINT_URL_STS".into(), self.api_url.clone()),
+            ("AWS_ENDPOINT_URL_KMS".into(), self.api_url.clone()),
             ("AWS_ENDPOINT_URL_S3".into(), self.s3_url.clone()),
             (
                 "AWS_ENDPOINT_URL_RESOURCE_GROUPS_TAGGING_API".into(),

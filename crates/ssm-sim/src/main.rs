@@ -58,6 +58,13 @@ struct Args {
     /// (repeatable), e.g. for `ssmcp exec --document NAME`.
     #[arg(long = "separate-streams-document", value_name = "NAME")]
     separate_streams_documents: Vec<String>,
+    /// Session Manager preferences demand KMS encryption with the key alias/NAME, which
+    /// the simulator's KMS creates (shell and command sessions become encrypted).
+    #[arg(long, value_name = "NAME")]
+    kms_key: Option<String>,
+    /// Agents skip the encryption challenge after a KMS handshake, as older ones do.
+    #[arg(long)]
+    no_kms_challenge: bool,
 }
 
 #[tokio::main]
@@ -106,6 +113,10 @@ async fn main() {
     for i in &mut config.instances {
         i.agent_version = args.agent_version.clone();
     }
+    if let Some(name) = &args.kms_key {
+        config = config.with_kms_sessions(name);
+    }
+    config.kms_challenge = !args.no_kms_challenge;
     if args.realistic {
         config = config.with_realistic_timing();
     }

@@ -137,9 +137,13 @@ fn known_key(key: &str) -> bool {
         "ssm:sessiondocumentaccesscheck",
     ];
     EXACT.contains(&key)
-        || ["ssm:resourcetag/", "aws:resourcetag/"]
-            .iter()
-            .any(|p| key.strip_prefix(p).is_some_and(|rest| !rest.is_empty()))
+        || [
+            "ssm:resourcetag/",
+            "aws:resourcetag/",
+            "kms:encryptioncontext:",
+        ]
+        .iter()
+        .any(|p| key.strip_prefix(p).is_some_and(|rest| !rest.is_empty()))
 }
 
 /// Policy variables that may appear in Resource and in condition values.

@@ -35,6 +35,8 @@ pub struct SimState {
     pub calls_per_action: Mutex<HashMap<String, u32>>,
     /// Run Command commands by id.
     pub commands: crate::api::run::Commands,
+    /// What this simulator's KMS key material derives from.
+    pub kms_secret: [u8; 32],
 }
 
 /// Lock a std mutex, recovering the data if a panicking thread poisoned it: the state
@@ -53,6 +55,14 @@ impl SimState {
             gateway_base: Mutex::new(String::new()),
             calls_per_action: Mutex::new(HashMap::new()),
             commands: Default::default(),
+            kms_secret: rand::random(),
+        }
+    }
+
+    pub fn kms(&self) -> crate::kms::Kms<'_> {
+        crate::kms::Kms {
+            config: &self.config,
+            secret: &self.kms_secret,
         }
     }
 

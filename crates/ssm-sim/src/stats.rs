@@ -29,6 +29,10 @@ counters! {
     ended_by_idle_timeout,
     /// The remote side finished: process exited, destination closed, handshake failed.
     ended_by_agent,
+    /// Sessions whose handshake set up KMS encryption (the agent decrypted the key).
+    kms_sessions,
+    /// Encryption challenges the client answered correctly.
+    kms_challenges_passed,
     websocket_connections,
     rejected_tokens,
     resumes,
@@ -54,6 +58,8 @@ counters! {
     data_before_handshake_complete,
     unsolicited_handshake_response,
     ack_for_unknown_sequence,
+    /// Client Output on a KMS session that did not open with the session's key.
+    undecryptable_client_messages,
     /// Agent output still unacknowledged when the session ended.
     unacked_at_end,
 }
@@ -79,6 +85,7 @@ impl StatsSnapshot {
             + self.text_frame_after_open
             + self.data_before_handshake_complete
             + self.unsolicited_handshake_response
+            + self.undecryptable_client_messages
             + self.unacked_at_end
     }
 }

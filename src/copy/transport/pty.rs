@@ -184,7 +184,7 @@ impl Shell {
     /// More output from the instance; an error once the session has ended.
     async fn fill(&mut self) -> Result<()> {
         loop {
-            match self.channel.inbound.recv().await {
+            match self.channel.recv().await {
                 Some(Inbound::Data(PayloadType::Output, b)) => {
                     self.said.extend_from_slice(&b);
                     if self.said.len() > KEEP {

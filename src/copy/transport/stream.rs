@@ -268,7 +268,6 @@ async fn wait_ready(channel: &mut Channel, run_as: &RunAs) -> Result<Option<(u16
         let m = match next.take() {
             Some(m) => m,
             None => channel
-                .inbound
                 .recv()
                 .await
                 .unwrap_or(Inbound::Closed(String::new())),

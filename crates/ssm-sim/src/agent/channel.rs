@@ -5,11 +5,12 @@
 
 use crate::state::{lock, now_millis, Session, SimState};
 use crate::stats::Stats;
+use ssm_proto::kms::{is_sealed, Nonces, SessionKeys, Side, NONCE_LEN};
 use ssm_proto::message::FLAG_SYN;
 use ssm_proto::{Message, MessageType, PayloadType};
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -46,6 +47,31 @@ pub struct Outgoing {
     /// One schedule per session, shared by its output readers (the agent paces each
     /// session, not each reader).
     pacer: Mutex<super::pace::Pacer>,
+    /// The session's keys once a KMS handshake set them; from then on Output, StdErr
+    /// and ExitCode leave sealed (§6.4).
+    cipher: OnceLock<Sealer>,
+    /// Sealed messages sent, for `Faults::tamper_sealed_output`.
+    sealed_sent: AtomicU64,
+}
+
+/// The agent's half of a session's keys and its nonce counter.
+pub struct Sealer {
+    pub keys: SessionKeys,
+    nonces: Mutex<Nonces>,
+}
+
+impl Sealer {
+    pub fn new(keys: SessionKeys) -> Sealer {
+        Sealer {
+            keys,
+            nonces: Mutex::new(Nonces::starting_at(rand::random())),
+        }
+    }
+
+    pub fn seal(&self, plaintext: &[u8]) -> Vec<u8> {
+        let nonce = lock(&self.nonces).next_nonce();
+        self.keys.seal(nonce, plaintext)
+    }
 }
 
 impl Outgoing {
@@ -64,7 +90,37 @@ impl Outgoing {
             paused: AtomicBool::new(false),
             resumed: Notify::new(),
             pacer: Mutex::new(super::pace::Pacer::new(interval)),
+            cipher: OnceLock::new(),
+            sealed_sent: AtomicU64::new(0),
         }
+    }
+
+    /// Seal data payloads from now on.
+    pub fn encrypt_with(&self, sealer: Sealer) {
+        let _ = self.cipher.set(sealer);
+    }
+
+    pub fn sealer(&self) -> Option<&Sealer> {
+        self.cipher.get()
+    }
+
+    /// The payload as it goes on the wire: sealed when the session is encrypted and the
+    /// type is one the agent seals, with one bit flipped if a fault says so.
+    fn wire_payload(&self, payload_type: PayloadType, payload: Vec<u8>) -> Vec<u8> {
+        let Some(sealer) = self.cipher.get() else {
+            return payload;
+        };
+        if !is_sealed(payload_type, Side::Agent) {
+            return payload;
+        }
+        let mut sealed = sealer.seal(&payload);
+        let n = self.sealed_sent.fetch_add(1, Ordering::SeqCst) + 1;
+        if self.state.config.faults.tamper_sealed_output == Some(n) {
+            // A ciphertext bit past the nonce: only the tag can tell.
+            let i = NONCE_LEN.min(sealed.len().saturating_sub(1));
+            sealed[i] ^= 0x01;
+        }
+        sealed
     }
 
     pub fn set_paused(&self, paused: bool) {
@@ -104,6 +160,7 @@ impl Outgoing {
         if payload.is_empty() && payload_type == PayloadType::Output {
             return; // the agent never sends empty output (§8.3)
         }
+        let payload = self.wire_payload(payload_type, payload);
         let frame = {
             let mut st = lock(&self.inner);
             let seq = st.next_seq;

@@ -10,7 +10,10 @@ use crate::documents::SessionType;
 use crate::state::{lock, now_millis, EndReason, Session, SimState};
 use crate::stats::Stats;
 use channel::{Outgoing, RESEND_TICK};
-use ssm_proto::payload::ACTION_SESSION_TYPE;
+use ssm_proto::kms::{
+    self, EncryptionChallenge, KmsEncryptionRequest, KmsEncryptionResponse, SessionKeys, Side,
+};
+use ssm_proto::payload::{ACTION_KMS_ENCRYPTION, ACTION_SESSION_TYPE};
 use ssm_proto::version::agent_compare;
 use ssm_proto::{
     AcknowledgeContent, Flag, HandshakeComplete, HandshakeRequest, HandshakeResponse, Message,
@@ -48,6 +51,14 @@ enum Phase {
     Handshaking {
         deadline: Instant,
         started: Instant,
+    },
+    /// A KMS handshake's challenge is out: the client must return these bytes sealed
+    /// with its own key (§6.4).
+    Challenging {
+        deadline: Instant,
+        started: Instant,
+        challenge: Vec<u8>,
+        client_version: String,
     },
     Running(Plugin),
     /// The plugin finished; waiting up to 2 s for the client's last acks.
@@ -116,7 +127,9 @@ pub async fn run(state: Arc<SimState>, session: Arc<Session>) {
                 }
             }
             output = done_rx.recv() => {
-                if let Phase::Running(_) | Phase::Handshaking { .. } = agent.phase {
+                if let Phase::Running(_) | Phase::Handshaking { .. } | Phase::Challenging { .. } =
+                    agent.phase
+                {
                     agent.phase = Phase::Closing {
                         deadline: Instant::now() + CLOSE_DRAIN,
                         output: output.unwrap_or_default(),
@@ -125,7 +138,9 @@ pub async fn run(state: Arc<SimState>, session: Arc<Session>) {
             }
             _ = tick.tick() => {
                 match &agent.phase {
-                    Phase::Handshaking { deadline, .. } if Instant::now() > *deadline => {
+                    Phase::Handshaking { deadline, .. } | Phase::Challenging { deadline, .. }
+                        if Instant::now() > *deadline =>
+                    {
                         session.end(&state, EndReason::Agent, "Handshake timed out.").await;
                         break;
                     }
@@ -178,12 +193,24 @@ async fn idle_watchdog(state: Arc<SimState>, session: Arc<Session>) {
 }
 
 impl Agent {
-    /// KMS applies to every type but Port (§6.1).
+    /// KMS applies to every type but Port (§6.1). The most specific setting wins: the
+    /// instance's, the document's own `kmsKeyId`, then the account's preferences.
     fn kms_key(&self) -> Option<&str> {
-        match self.session.document.session_type {
-            SessionType::Port => None,
-            _ => self.state.config.kms_key_id.as_deref(),
+        if self.session.document.session_type == SessionType::Port {
+            return None;
         }
+        let cfg = &self.state.config;
+        self.session
+            .instance
+            .kms_key_id
+            .as_deref()
+            .or_else(|| {
+                cfg.document_kms_keys
+                    .iter()
+                    .find(|(d, _)| *d == self.session.document.name)
+                    .map(|(_, k)| k.as_str())
+            })
+            .or(cfg.kms_key_id.as_deref())
     }
 
     fn handshakes(&self) -> bool {
@@ -203,7 +230,11 @@ impl Agent {
         if let Some(key) = self.kms_key() {
             actions.push(RequestedClientAction {
                 action_type: ssm_proto::payload::ACTION_KMS_ENCRYPTION.into(),
-                action_parameters: serde_json::json!({"KMSKeyId": key, "Challenge": "c2ltdWxhdGVkY2hhbGxlbmdl"}),
+                action_parameters: serde_json::to_value(KmsEncryptionRequest {
+                    kms_key_id: key.to_string(),
+                    challenge: Some(kms::b64(&rand::random::<[u8; 16]>())),
+                })
+                .unwrap_or_default(),
             });
         }
         let req = HandshakeRequest {
@@ -344,24 +375,50 @@ impl Agent {
 
     async fn process(&mut self, msg: &Message) -> InputResult {
         let pt = PayloadType::from_u32(msg.payload_type);
-        if let Phase::Handshaking { started, .. } = self.phase {
-            if pt != PayloadType::HandshakeResponse {
+        match (&self.phase, pt) {
+            (Phase::Handshaking { started, .. }, PayloadType::HandshakeResponse) => {
+                let started = *started;
+                return self.on_handshake_response(&msg.payload, started).await;
+            }
+            (Phase::Challenging { .. }, PayloadType::EncChallengeResponse) => {
+                return self.on_challenge_response(&msg.payload).await;
+            }
+            (Phase::Handshaking { .. } | Phase::Challenging { .. }, _) => {
                 // Acked and silently discarded until HandshakeComplete is sent (§6.2).
                 Stats::add(&self.state.stats.data_before_handshake_complete);
                 return InputResult::Ok;
             }
-            return self.on_handshake_response(&msg.payload, started).await;
+            _ => {}
         }
         let Phase::Running(plugin) = &mut self.phase else {
             return InputResult::Ok;
         };
         match pt {
-            PayloadType::Output => match plugin {
-                Plugin::Basic(p) => p.input(&msg.payload).await,
-                Plugin::Mux(p) => p.input(&msg.payload).await,
-                Plugin::Pty(p) => p.input(&msg.payload).await,
-                Plugin::Exec(p) => p.input(&msg.payload),
-            },
+            PayloadType::Output => {
+                let opened;
+                let input = match self.out.sealer() {
+                    None => &msg.payload,
+                    Some(s) => match s.keys.open(&msg.payload) {
+                        Ok(plain) => {
+                            opened = plain;
+                            &opened
+                        }
+                        Err(e) => {
+                            // The agent cannot go on with a stream it cannot read.
+                            Stats::add(&self.state.stats.undecryptable_client_messages);
+                            let why = format!("Error decrypting encrypted text, {e}");
+                            let _ = self.done_tx.try_send(why.clone());
+                            return InputResult::Failed(why);
+                        }
+                    },
+                };
+                match plugin {
+                    Plugin::Basic(p) => p.input(input).await,
+                    Plugin::Mux(p) => p.input(input).await,
+                    Plugin::Pty(p) => p.input(input).await,
+                    Plugin::Exec(p) => p.input(input),
+                }
+            }
             PayloadType::Size => {
                 if let (Plugin::Pty(p), Ok(size)) =
                     (plugin, serde_json::from_slice::<SizeData>(&msg.payload))
@@ -405,25 +462,117 @@ impl Agent {
                 .fail_handshake("Client failed the SessionType handshake action.")
                 .await;
         }
-        if self.kms_key().is_some() {
-            // The simulator has no KMS: a client claiming success cannot have a key the
-            // agent could decrypt, so only a refusal is modelled, and it fails the session.
-            let why = if succeeded(ssm_proto::payload::ACTION_KMS_ENCRYPTION) {
-                "The simulator does not implement KMS session encryption."
-            } else {
-                "Client failed the KMSEncryption handshake action."
-            };
-            return self.fail_handshake(why).await;
+        if let Some(key) = self.kms_key().map(str::to_string) {
+            if let Err(why) = self.set_up_encryption(&resp, &key) {
+                return self.fail_handshake(&why).await;
+            }
+            if self.state.config.kms_challenge {
+                return self.send_challenge(started, resp.client_version).await;
+            }
         }
+        self.complete_handshake(started, &resp.client_version).await
+    }
+
+    /// The agent's side of the KMSEncryption action: Decrypt the client's data key as
+    /// the instance role, with the session's encryption context (§6.4).
+    fn set_up_encryption(&self, resp: &HandshakeResponse, key: &str) -> Result<(), String> {
+        let action = resp
+            .processed_client_actions
+            .iter()
+            .find(|a| a.action_type == ACTION_KMS_ENCRYPTION && a.action_status == 1)
+            .ok_or("Client failed the KMSEncryption handshake action.")?;
+        let result: KmsEncryptionResponse = serde_json::from_value(action.action_result.clone())
+            .map_err(|e| format!("Fetching data key failed: {e}"))?;
+        let context = vec![
+            (kms::CONTEXT_SESSION_ID.to_string(), self.session.id.clone()),
+            (
+                kms::CONTEXT_TARGET_ID.to_string(),
+                self.session.target.clone(),
+            ),
+        ];
+        let plain = self
+            .state
+            .kms()
+            .decrypt_as_instance(&self.session.target, &result.cipher_text_key, &context)
+            .map_err(|e| {
+                format!("Fetching data key failed: Unable to retrieve data key, Error when decrypting data key {}: {} (key {key})", e.code, e.message)
+            })?;
+        let keys = SessionKeys::new(&plain, Side::Agent)
+            .map_err(|e| format!("Fetching data key failed: {e}"))?;
+        self.out.encrypt_with(channel::Sealer::new(keys));
+        Stats::add(&self.state.stats.kms_sessions);
+        Ok(())
+    }
+
+    /// 64 random bytes sealed with the agent's key; the client must open them and seal
+    /// them again with its own.
+    async fn send_challenge(&mut self, started: Instant, client_version: String) -> InputResult {
+        let challenge: Vec<u8> = (0..64).map(|_| rand::random::<u8>()).collect();
+        let Some(sealer) = self.out.sealer() else {
+            return self.fail_handshake("Encryption is not set up.").await;
+        };
+        let request = EncryptionChallenge {
+            challenge: sealer.seal(&challenge),
+        };
+        self.phase = Phase::Challenging {
+            deadline: Instant::now() + self.state.config.handshake_timeout,
+            started,
+            challenge,
+            client_version,
+        };
+        self.out
+            .send(PayloadType::EncChallengeRequest, request.to_json())
+            .await;
+        InputResult::Ok
+    }
+
+    async fn on_challenge_response(&mut self, payload: &[u8]) -> InputResult {
+        let Phase::Challenging {
+            started,
+            challenge,
+            client_version,
+            ..
+        } = std::mem::replace(
+            &mut self.phase,
+            Phase::Closing {
+                deadline: Instant::now() + CLOSE_DRAIN,
+                output: String::new(),
+            },
+        )
+        else {
+            return InputResult::Ok;
+        };
+        let answered = serde_json::from_slice::<EncryptionChallenge>(payload)
+            .ok()
+            .and_then(|r| {
+                self.out
+                    .sealer()
+                    .and_then(|s| s.keys.open(&r.challenge).ok())
+            });
+        if answered.as_deref() != Some(challenge.as_slice()) {
+            return self
+                .fail_handshake("Encryption challenge does not match!")
+                .await;
+        }
+        Stats::add(&self.state.stats.kms_challenges_passed);
+        self.complete_handshake(started, &client_version).await
+    }
+
+    async fn complete_handshake(&mut self, started: Instant, client_version: &str) -> InputResult {
+        let customer_message = if self.out.sealer().is_some() {
+            "This session is encrypted using AWS KMS.".to_string()
+        } else {
+            String::new()
+        };
         let complete = HandshakeComplete {
             handshake_time_to_complete: started.elapsed().as_nanos() as i64,
-            customer_message: String::new(),
+            customer_message,
         };
         self.out
             .send(PayloadType::HandshakeComplete, complete.to_json())
             .await;
         // The plugin starts at once: data may follow HandshakeComplete immediately.
-        match self.start_plugin(Some(&resp.client_version)).await {
+        match self.start_plugin(Some(client_version)).await {
             Ok(()) => InputResult::Ok,
             Err(e) => {
                 let _ = self.done_tx.try_send(e.clone());

@@ -1,6 +1,7 @@
 //! The SSM JSON 1.1 API over HTTP: SigV4-checked, dispatched on `X-Amz-Target`, answered
 //! in AWS's shapes (errors as `{"__type", "message"}` with status 400).
 
+pub mod kms;
 pub mod run;
 pub mod sigv4;
 pub mod ssm;
@@ -122,9 +123,11 @@ async fn answer(
     let (service, op) = match (
         target.strip_prefix("AmazonSSM."),
         target.strip_prefix(tagging::TARGET_PREFIX),
+        target.strip_prefix(kms::TARGET_PREFIX),
     ) {
-        (Some(op), _) => ("ssm", op),
-        (_, Some(op)) => ("tagging", op),
+        (Some(op), _, _) => ("ssm", op),
+        (_, Some(op), _) => ("tagging", op),
+        (_, _, Some(op)) => ("kms", op),
         _ => ("ssm", ""),
     };
     let result = match verify(state, &parts, &body, service) {
@@ -136,6 +139,7 @@ async fn answer(
         Ok(caller) => match parse_input(&body).and_then(|i| throttle(state, op).map(|()| i)) {
             Err(e) => Err(e),
             Ok(input) if service == "tagging" => tagging::dispatch(state, caller, op, &input).await,
+            Ok(input) if service == "kms" => kms::dispatch(state, caller, op, &input),
             Ok(input) => dispatch(state, caller, op, &input).await,
         },
     };
