@@ -18,6 +18,7 @@ async fn a_healthy_target_passes_every_check() {
         "platform",
         "agent features",
         "start and end a session",
+        "session encryption",
         "python3 on the instance",
     ] {
         let line = out

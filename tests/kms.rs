@@ -228,3 +228,32 @@ async fn the_shipped_kms_policies_are_enough_and_each_is_needed() {
         h.assert_no_sessions_left().await;
     }
 }
+
+/// doctor says whether the instance's sessions are encrypted and with which key, and
+/// which end cannot use the key.
+#[tokio::test]
+async fn doctor_reports_session_encryption() {
+    let cases = [
+        (fast(), 0, "ok", "not KMS-encrypted"),
+        (kms(true), 0, "ok", "KMS-encrypted with alias/ssm-sessions"),
+        (
+            SimConfig {
+                deny: vec![ssm_sim::config::DenyRule::action("kms:GenerateDataKey")],
+                ..kms(true)
+            },
+            77,
+            "fail",
+            "allow kms:GenerateDataKey",
+        ),
+    ];
+    for (cfg, want, status, says) in cases {
+        let h = Harness::new(cfg).await;
+        let (code, out, err) = h.run(&["doctor", "--json", INSTANCE]).await;
+        assert_eq!(code, want, "{out}{err}");
+        let report = doctor_json(&out);
+        let check = doctor_check(&report, "session encryption");
+        assert_eq!(check["status"], status, "{check}");
+        assert!(check.to_string().contains(says), "{check}");
+        h.assert_no_sessions_left().await;
+    }
+}

@@ -11,6 +11,7 @@ use crate::copy::transport::stream::{Endpoint, Receiver};
 use crate::error::{Error, Kind, Result};
 use crate::progress::Reporter;
 use crate::remote::RunAs;
+use crate::session::handshake::{self, HandshakeInfo, Start};
 use crate::session::{port, SessionSpec};
 use aws_sdk_ssm::types::CommandInvocationStatus;
 use serde_json::json;
@@ -263,8 +264,40 @@ async fn checks(ctx: &Context, global: &Global) -> Vec<Check> {
     }
 
     out.push(session_check(ctx, is_role).await);
+    out.push(encryption_check(ctx).await);
     out.push(python_check(ctx).await);
     out
+}
+
+/// Whether this instance's shell and command sessions are KMS-encrypted, and if so that
+/// both ends can use the key: a command session's handshake does it for real (our
+/// GenerateDataKey with the session's context, the agent's Decrypt), which also says
+/// which end is refused when one is.
+async fn encryption_check(ctx: &Context) -> Check {
+    const NAME: &str = "session encryption";
+    let spec = SessionSpec {
+        target: ctx.target.instance_id.clone(),
+        document: crate::session::command::DOCUMENT.to_string(),
+        // Output, so that a session without a handshake still says so before it ends.
+        parameters: vec![("command".to_string(), "echo ssmcp-doctor".to_string())],
+    };
+    let (session, mut channel) =
+        match crate::session::start(&ctx.ssm, &spec, ctx.channel.clone()).await {
+            Ok(s) => s,
+            Err(e) => return Check::fail(NAME, &e),
+        };
+    let started = handshake::perform(&mut channel).await;
+    let _ = session.end(Some(&mut channel)).await;
+    match started {
+        Ok(Start::Handshaken(HandshakeInfo {
+            kms_key: Some(key), ..
+        })) => Check::ok(
+            NAME,
+            format!("KMS-encrypted with {key}: you may make its data keys (kms:GenerateDataKey) and the instance's role opens them (kms:Decrypt)"),
+        ),
+        Ok(_) => Check::ok(NAME, "not KMS-encrypted (Session Manager preferences ask for no KMS key)"),
+        Err(e) => Check::fail(NAME, &e),
+    }
 }
 
 /// Start a port session and end it the way copies do: in-band flag, then the API.

@@ -93,20 +93,10 @@ pub(crate) struct DataKey {
 
 impl KeyRequest {
     pub(crate) async fn data_key(&self, key_id: &str) -> Result<DataKey> {
-        self.call(key_id, false).await
+        self.call(key_id).await
     }
 
-    /// GenerateDataKey with DryRun: whether this caller may make session keys with
-    /// `key_id`, without making one. `Ok(())` when KMS says it would have succeeded.
-    pub(crate) async fn may_use(&self, key_id: &str) -> Result<()> {
-        match self.call(key_id, true).await {
-            Ok(_) => Ok(()),
-            Err(e) if e.message.contains("DryRunOperation") => Ok(()),
-            Err(e) => Err(e),
-        }
-    }
-
-    async fn call(&self, key_id: &str, dry_run: bool) -> Result<DataKey> {
+    async fn call(&self, key_id: &str) -> Result<DataKey> {
         let out = self
             .kms
             .generate_data_key()
@@ -114,7 +104,6 @@ impl KeyRequest {
             .number_of_bytes(DATA_KEY_LEN as i32)
             .encryption_context(CONTEXT_SESSION_ID, &self.session_id)
             .encryption_context(CONTEXT_TARGET_ID, &self.target)
-            .set_dry_run(dry_run.then_some(true))
             .send()
             .await
             .map_err(|e| kms_error(key_id, e))?;
@@ -158,7 +147,6 @@ where
             format!("the KMS key {key_id} that this account's sessions must be encrypted with was not found in this region: {message}"),
         )
         .hint(format!("KMS keys are regional: name a key in the instance's region; {preferences}")),
-        "DryRunOperationException" => Error::new(Kind::Auth, format!("DryRunOperation: {message}")),
         _ => aws_error::from_code("KMS GenerateDataKey", &code, &message),
     }
 }

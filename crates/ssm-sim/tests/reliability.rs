@@ -272,6 +272,7 @@ async fn echo_survives_loss_duplication_reordering_and_cuts() {
             to_agent: dir,
             cut_after_bytes: vec![60_000, 150_000],
             connection_max_age: None,
+            tamper_sealed_output: None,
         },
         ..SimConfig::default()
     };
