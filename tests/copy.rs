@@ -1002,3 +1002,27 @@ async fn download_sessions_that_will_not_start_cost_speed_not_the_copy() {
     assert!(err.contains(&warning) && err.contains("throttled"), "{err}");
     h.assert_no_sessions_left().await;
 }
+
+/// --sync --atomic: the files --sync leaves out (the instance has them) are in the tree
+/// that replaces the destination too. The swap used to drop them: the new tree held
+/// only what was sent.
+#[tokio::test]
+async fn sync_with_atomic_keeps_the_unchanged_files() {
+    let h = Harness::new(fast()).await;
+    let src = h.local().join("site");
+    make_tree(&src, 50);
+    let dest = remote_arg("site");
+    let contents = format!("{}/", s(&src));
+    let (code, _, err) = h.run(&["-r", "--atomic", &contents, &dest]).await;
+    assert_eq!(code, 0, "{err}");
+    std::fs::write(src.join("changed.txt"), b"new content").unwrap();
+    let (code, out, err) = h
+        .run(&["-r", "--sync", "--atomic", "--json", &contents, &dest])
+        .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"unchanged\":"), "{out}");
+    let same = snapshot(&src, false) == snapshot(&h.remote().join("site"), false);
+    assert!(same, "the instance's tree differs from the source");
+    assert_no_temporaries(&h.remote());
+    h.assert_no_sessions_left().await;
+}

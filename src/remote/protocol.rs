@@ -58,6 +58,10 @@ pub(crate) struct Push {
     /// --delete: remove what the destination trees hold beyond the bundle and `keep`.
     pub delete: bool,
     pub keep: Vec<Hex>,
+    /// --sync: bundle paths of files left out because the destination has them; under
+    /// --atomic the receiver carries them into the tree that replaces the destination.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unchanged: Vec<Hex>,
     /// The S3 transport: a presigned GET of the staged bundle.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
@@ -291,6 +295,7 @@ mod tests {
                     compress: false,
                     delete: true,
                     keep: vec![Hex(b"dist/old.txt".to_vec())],
+                    unchanged: Vec::new(),
                     url: None,
                 }))
                 .unwrap(),

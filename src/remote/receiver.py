@@ -21,6 +21,7 @@ import hashlib
 import hmac
 import json
 import os
+import shutil
 import socket
 import stat
 import struct
@@ -293,6 +294,34 @@ class Stage:
         self.swaps.append((staging, final, replace))
         self.roots[top] = staging
         self.staging.add(staging)
+
+    def carry(self, rel):
+        """--sync under --atomic: a file the bundle left out because the destination
+        already holds it must be in the tree that replaces the destination too. Linked
+        from the old tree (same directory, same file system), copied where the kernel
+        refuses the link (protected_hardlinks)."""
+        parts = split_rel(rel)
+        root = self.roots.get(parts[0])
+        replaced = [old for staging, old, replace in self.swaps if staging == root and replace]
+        if not replaced or len(parts) < 2:
+            return  # not a tree being replaced: the file stays where it is
+        old = os.path.join(replaced[0], *parts[1:])
+        final = os.path.join(root, *parts[1:])
+        self.claim(final, b"f")
+        parent = self.ensure_dirs(root, parts[1:-1])
+        try:
+            if not stat.S_ISREG(os.lstat(old).st_mode):
+                raise FileNotFoundError(errno.ENOENT, "not a regular file", old)
+        except OSError:
+            raise Failure("usage", "%s changed on the instance while the copy ran; run the copy again" % shown(old))
+        new = os.path.join(parent, parts[-1])
+        try:
+            os.link(old, new, follow_symlinks=False)
+        except OSError:
+            try:
+                shutil.copy2(old, new, follow_symlinks=False)
+            except OSError as e:
+                raise os_failure("cannot keep", old, e)
 
     def reap(self, directory):
         if directory not in self.reaped_in:
@@ -653,6 +682,8 @@ def op_push(req, rf, wf):
                 raise Failure("aborted", read_bytes16(rf).decode("utf-8", "replace"))
             else:
                 raise Failure("protocol", "unknown bundle record %r" % tag)
+        for rel in req.get("unchanged", []):
+            stage.carry(unhex(rel))
         stage.commit()
         reply(wf, {"ok": True, "files": files, "bytes": total, "deleted": stage.deleted,
                    "reaped": stage.reaped})

@@ -269,6 +269,37 @@ class Placement(unittest.TestCase):
                 self.run_row(row)
 
 
+class AtomicSync(unittest.TestCase):
+    """--sync --atomic: files left out of the bundle as unchanged are carried into the
+    tree that replaces the destination (before this, the swap dropped them)."""
+
+    setUp = Placement.setUp
+    tearDown = Placement.tearDown
+
+    def test_unchanged_files_survive_the_swap(self):
+        for spec in ["app/keep.js=same", "app/sub/deep.txt=deep", "app/index.html=v1", "app/gone.css=x"]:
+            build(self.root, spec)
+        req = {"op": "push", "dest": b"app".hex(), "tops": [{"name": b".".hex(), "dir": True}],
+               "preserve": False, "atomic": True, "compress": False, "delete": False, "keep": [],
+               "unchanged": [b"./keep.js".hex(), b"./sub/deep.txt".hex()]}
+        records = [("D", "."), ("D", "./sub"), ("F", "./index.html", "v2")]
+        receiver.op_push(req, io.BytesIO(entries(records)), io.BytesIO())
+        self.assertEqual(tree(os.path.join(self.root, "app")), {
+            ("keep.js", "file", b"same"), ("sub", "dir", ""), ("sub/deep.txt", "file", b"deep"),
+            ("index.html", "file", b"v2")})
+        self.assertEqual(sorted(os.listdir(self.root)), ["app"], "nothing left beside it")
+
+    def test_a_file_that_vanished_meanwhile_fails_the_copy_and_keeps_the_old_tree(self):
+        build(self.root, "app/index.html=v1")
+        req = {"op": "push", "dest": b"app".hex(), "tops": [{"name": b".".hex(), "dir": True}],
+               "preserve": False, "atomic": True, "compress": False, "delete": False, "keep": [],
+               "unchanged": [b"./keep.js".hex()]}
+        before = tree(self.root)
+        with self.assertRaises(receiver.Failure):
+            receiver.op_push(req, io.BytesIO(entries([("D", "."), ("F", "./index.html", "v2")])), io.BytesIO())
+        self.assertEqual(tree(self.root), before)
+
+
 def over_a_connection(req, body):
     """One request through the receiver's connection handling, as a port session
     carries it: the token, the request line, the bundle; the answer line."""

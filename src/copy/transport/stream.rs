@@ -454,7 +454,8 @@ impl Transport for StreamTransport {
             dest,
             place,
             limit,
-            delete_keeping: delete.then_some(unchanged.as_slice()),
+            unchanged: &unchanged,
+            delete,
             compress,
         };
         let mut summary = push(conn, push_job, reporter).await?;
@@ -531,9 +532,11 @@ pub(crate) struct Push<'a> {
     pub dest: &'a [u8],
     pub place: PlaceOptions,
     pub limit: Option<u64>,
-    /// --delete: remove what the destination trees hold beyond the plan and these
-    /// (bundle paths of unchanged files --sync left out of the plan).
-    pub delete_keeping: Option<&'a [Vec<u8>]>,
+    /// Bundle paths of the files --sync left out of the plan (the destination has
+    /// them): --delete keeps them, and --atomic carries them into the new tree.
+    pub unchanged: &'a [Vec<u8>],
+    /// --delete: remove what the destination trees hold beyond the plan and `unchanged`.
+    pub delete: bool,
     /// -C: the bundle travels as one zlib stream.
     pub compress: bool,
 }
@@ -549,26 +552,25 @@ fn tops(plan: &Plan) -> Vec<Top> {
 }
 
 /// What the receiver needs to place one bundle (both the port-session and the S3
-/// transport send it); `delete_keeping` as in `Push`.
+/// transport send it); `unchanged` and `delete` as in `Push`.
 pub(crate) fn push_request(
     plan: &Plan,
     dest: &[u8],
     place: &PlaceOptions,
     compress: bool,
-    delete_keeping: Option<&[Vec<u8>]>,
+    unchanged: &[Vec<u8>],
+    delete: bool,
 ) -> protocol::Push {
+    let hexed = || unchanged.iter().map(|k| Hex(k.clone())).collect();
     protocol::Push {
         dest: Hex(dest.to_vec()),
         tops: tops(plan),
         preserve: place.preserve,
         atomic: place.atomic,
         compress,
-        delete: delete_keeping.is_some(),
-        keep: delete_keeping
-            .unwrap_or_default()
-            .iter()
-            .map(|k| Hex(k.clone()))
-            .collect(),
+        delete,
+        keep: if delete { hexed() } else { Vec::new() },
+        unchanged: if place.atomic { hexed() } else { Vec::new() },
         url: None,
     }
 }
@@ -639,7 +641,8 @@ async fn push_bundle(
         job.dest,
         &job.place,
         job.compress,
-        job.delete_keeping,
+        job.unchanged,
+        job.delete,
     );
     let (reader, writer) = conn.halves();
     let mut writer = BufWriter::with_capacity(CHUNK, writer);

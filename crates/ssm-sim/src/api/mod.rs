@@ -106,6 +106,14 @@ async fn answer(
         }
     };
     // STS speaks the query protocol: a form body instead of an X-Amz-Target header.
+    if parts.headers.get("x-amz-target").is_none() && sts::unsigned(&body) {
+        return Ok(
+            match sts::assume_role_with_web_identity(&state.config.identity, &body) {
+                Ok(xml) => xml_response(200, xml),
+                Err(e) => xml_response(e.status, sts::error_body(&e)),
+            },
+        );
+    }
     if parts.headers.get("x-amz-target").is_none() && sts::action(&body).is_some() {
         let result =
             verify(state, &parts, &body, "sts").and_then(|caller| sts::dispatch(caller, &body));

@@ -1,17 +1,115 @@
-//! STS over the query protocol (form-encoded POST, XML answers), as much as ssmcp's
-//! `doctor` needs: GetCallerIdentity for the caller who signed. AWS requires no
-//! permission for it, so policies and deny rules never apply.
+//! STS over the query protocol (form-encoded POST, XML answers), as much as ssmcp
+//! needs: GetCallerIdentity for the caller who signed (`doctor`; AWS requires no
+//! permission for it, so policies and deny rules never apply), and the unsigned
+//! AssumeRoleWithWebIdentity that CI jobs' OIDC credentials go through (any non-empty
+//! token is taken; the credentials returned are the configured identity's).
 
 use super::ApiError;
 use crate::config::{Identity, ACCOUNT_ID};
 
 pub const NAMESPACE: &str = "https://sts.amazonaws.com/doc/2011-06-15/";
 
-/// `Action=…` from a form body (the only field we need).
+/// `Action=…` from a form body.
 pub fn action(body: &[u8]) -> Option<String> {
+    field(body, "Action")
+}
+
+/// One form field, percent-decoded.
+fn field(body: &[u8], name: &str) -> Option<String> {
+    let prefix = format!("{name}=");
     String::from_utf8_lossy(body)
         .split('&')
-        .find_map(|kv| kv.strip_prefix("Action=").map(str::to_string))
+        .find_map(|kv| kv.strip_prefix(prefix.as_str()).map(percent_decode))
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                let hex = std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(v) => {
+                        out.push(v);
+                        i += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Whether a request needs no signature (AssumeRoleWithWebIdentity is how unsigned
+/// callers get credentials).
+pub fn unsigned(body: &[u8]) -> bool {
+    action(body).as_deref() == Some("AssumeRoleWithWebIdentity")
+}
+
+/// Credentials for a web identity: the configured identity's key, valid for an hour.
+pub fn assume_role_with_web_identity(id: &Identity, body: &[u8]) -> Result<String, ApiError> {
+    let role = field(body, "RoleArn").unwrap_or_default();
+    let session = field(body, "RoleSessionName").unwrap_or_else(|| "web-identity".into());
+    let token = field(body, "WebIdentityToken").unwrap_or_default();
+    if token.is_empty() {
+        return Err(ApiError::new(
+            "InvalidIdentityToken",
+            "The web identity token that was passed is empty.",
+        ));
+    }
+    if !role.starts_with("arn:aws:iam::") || !role.contains(":role/") {
+        return Err(ApiError::validation(format!("{role:?} is not a role ARN.")));
+    }
+    let role_name = role.rsplit('/').next().unwrap_or_default();
+    let expires = iso8601(std::time::SystemTime::now() + std::time::Duration::from_secs(3600));
+    Ok(format!(
+        "<AssumeRoleWithWebIdentityResponse xmlns=\"{NAMESPACE}\">\
+         <AssumeRoleWithWebIdentityResult><Credentials>\
+         <AccessKeyId>{}</AccessKeyId><SecretAccessKey>{}</SecretAccessKey>\
+         <SessionToken>ssm-sim-web-identity-session</SessionToken><Expiration>{expires}</Expiration>\
+         </Credentials><AssumedRoleUser>\
+         <Arn>arn:aws:sts::{ACCOUNT_ID}:assumed-role/{}/{}</Arn><AssumedRoleId>AROASSMSIMWEBID0001:{}</AssumedRoleId>\
+         </AssumedRoleUser><SubjectFromWebIdentityToken>ssm-sim</SubjectFromWebIdentityToken>\
+         </AssumeRoleWithWebIdentityResult>\
+         <ResponseMetadata><RequestId>{}</RequestId></ResponseMetadata>\
+         </AssumeRoleWithWebIdentityResponse>",
+        xml(&id.access_key_id),
+        xml(crate::config::SECRET_ACCESS_KEY),
+        xml(role_name),
+        xml(&session),
+        xml(&session),
+        uuid::Uuid::new_v4()
+    ))
+}
+
+/// `YYYY-MM-DDThh:mm:ssZ` (civil-from-days, Howard Hinnant's algorithm).
+fn iso8601(t: std::time::SystemTime) -> String {
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 pub fn dispatch(id: &Identity, body: &[u8]) -> Result<String, ApiError> {
@@ -52,4 +150,35 @@ fn xml(s: &str) -> String {
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_and_forms() {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_764_590_400);
+        assert_eq!(iso8601(t), "2025-12-01T12:00:00Z");
+        assert_eq!(iso8601(std::time::UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        let body = b"Action=AssumeRoleWithWebIdentity&RoleArn=arn%3Aaws%3Aiam%3A%3A1%3Arole%2Fdeploy&WebIdentityToken=a.b.c";
+        assert!(unsigned(body));
+        assert_eq!(
+            field(body, "RoleArn").unwrap(),
+            "arn:aws:iam::1:role/deploy"
+        );
+        let id = Identity::iam_user("alice");
+        let xml = assume_role_with_web_identity(&id, body).unwrap();
+        assert!(
+            xml.contains("<AccessKeyId>AKIASSMSIMEXAMPLE000</AccessKeyId>"),
+            "{xml}"
+        );
+        assert!(xml.contains("assumed-role/deploy/web-identity"), "{xml}");
+        let empty =
+            b"Action=AssumeRoleWithWebIdentity&RoleArn=arn%3Aaws%3Aiam%3A%3A1%3Arole%2Fdeploy";
+        assert_eq!(
+            assume_role_with_web_identity(&id, empty).unwrap_err().code,
+            "InvalidIdentityToken"
+        );
+    }
 }

@@ -348,7 +348,7 @@ impl S3Transport {
         let url = staging.presign_get(URL_LIFETIME).await?;
         let request = Request::Push(protocol::Push {
             url: Some(url),
-            ..push_request(&job.plan, job.dest, &job.place, job.compress, None)
+            ..push_request(&job.plan, job.dest, &job.place, job.compress, &[], false)
         });
         let command = self.command(self.script(RunMode::Pull, &request)?, &self.targets);
         let command_id = self.command.send(&self.ssm, &command).await?;
