@@ -32,7 +32,7 @@ fn main() {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
         )
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(colour())
         .with_target(false)
         .init();
     let runtime = match tokio::runtime::Runtime::new() {
@@ -74,4 +74,11 @@ fn main() {
             std::process::exit(e.kind.exit_code());
         }
     }
+}
+
+/// Colour the log only on a terminal, and never when NO_COLOR is set to anything
+/// (no-color.org).
+fn colour() -> bool {
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    std::io::IsTerminal::is_terminal(&std::io::stderr()) && !no_color
 }

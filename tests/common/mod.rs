@@ -112,9 +112,11 @@ impl Harness {
             .await
             .expect("ssmcp finished in time")
             .expect("ssmcp ran");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        check_events(&stdout);
         (
             out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
+            stdout,
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     }
@@ -442,4 +444,36 @@ pub fn doctor_check<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_
         .iter()
         .find(|c| c["check"] == name)
         .unwrap_or_else(|| panic!("no check {name} in {report}"))
+}
+
+/// docs/json-events.schema.json, compiled once per test binary.
+fn event_schema() -> &'static jsonschema::Validator {
+    static SCHEMA: std::sync::OnceLock<jsonschema::Validator> = std::sync::OnceLock::new();
+    SCHEMA.get_or_init(|| {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/json-events.schema.json");
+        let schema: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        jsonschema::validator_for(&schema).expect("the event schema compiles")
+    })
+}
+
+/// Every `--json` event line in `stdout` must match the documented schema: every test
+/// that runs ssmcp through the harness checks the events it causes.
+pub fn check_events(stdout: &str) {
+    for line in stdout.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if v.get("event").is_none() {
+            continue;
+        }
+        let errors: Vec<String> = event_schema()
+            .iter_errors(&v)
+            .map(|e| format!("{e} at {}", e.instance_path()))
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "event {line} does not match docs/json-events.schema.json: {errors:?}"
+        );
+    }
 }
