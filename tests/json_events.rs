@@ -7,7 +7,6 @@
 mod common;
 use common::*;
 use ssm_sim::config::{DenyRule, InstanceConfig};
-use ssm_sim::SimConfig;
 use std::collections::BTreeSet;
 use std::path::Path;
 
