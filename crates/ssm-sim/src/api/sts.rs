@@ -88,28 +88,12 @@ pub fn assume_role_with_web_identity(id: &Identity, body: &[u8]) -> Result<Strin
     ))
 }
 
-/// `YYYY-MM-DDThh:mm:ssZ` (civil-from-days, Howard Hinnant's algorithm).
+/// `YYYY-MM-DDThh:mm:ssZ`, as STS writes Expiration.
 fn iso8601(t: std::time::SystemTime) -> String {
-    let secs = t
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
+    time::OffsetDateTime::from(t)
+        .format(&fmt)
+        .unwrap_or_default()
 }
 
 pub fn dispatch(id: &Identity, body: &[u8]) -> Result<String, ApiError> {
