@@ -119,17 +119,23 @@ pub(crate) struct Channel {
     pub encryption: Encryption,
     /// How to ask KMS for this session's data key, if the agent wants one.
     pub keys: Option<KeyRequest>,
+    /// A payload failed its integrity check: nothing more from this channel is used.
+    tampered: bool,
 }
 
 impl Channel {
     /// The next message from the agent, opened if it travelled sealed. A payload that
     /// fails its integrity check ends the channel for the caller.
     pub(crate) async fn recv(&mut self) -> Option<Inbound> {
+        if self.tampered {
+            return None;
+        }
         let m = self.inbound.recv().await?;
         Some(match m {
             Inbound::Data(pt, payload) => match self.encryption.incoming(pt, payload) {
                 Ok(p) => Inbound::Data(pt, p),
                 Err(e) => {
+                    self.tampered = true;
                     self.inbound.close();
                     Inbound::Failed(e)
                 }
@@ -222,6 +228,7 @@ pub(crate) async fn open(
         inbound: in_rx,
         encryption,
         keys: None,
+        tampered: false,
     })
 }
 

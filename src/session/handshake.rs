@@ -112,15 +112,15 @@ pub(crate) async fn perform(channel: &mut Channel) -> Result<Start> {
         return Err(e);
     }
     loop {
-        let m = match recv(channel).await {
-            Ok(m) => m,
-            Err(e) => {
-                return Err(kms_key
-                    .as_deref()
-                    .map_or(e.clone(), |k| agent_refused_key(k, e)))
+        match recv_or_closed(channel).await? {
+            Inbound::Closed(o) => {
+                // Closed by the agent after it had our data key: it could not use it.
+                let e = ended(Inbound::Closed(o));
+                return Err(match kms_key.as_deref() {
+                    Some(k) => agent_refused_key(k, e),
+                    None => e,
+                });
             }
-        };
-        match m {
             Inbound::Data(PayloadType::HandshakeComplete, payload) => {
                 if let Ok(done) = serde_json::from_slice::<HandshakeComplete>(&payload) {
                     info.customer_message = done.customer_message;
@@ -146,12 +146,7 @@ pub(crate) async fn perform(channel: &mut Channel) -> Result<Start> {
             Inbound::Data(pt, _) => {
                 tracing::debug!("ignoring {pt:?} before HandshakeComplete");
             }
-            other => {
-                let e = ended(other);
-                return Err(kms_key
-                    .as_deref()
-                    .map_or(e.clone(), |k| agent_refused_key(k, e)));
-            }
+            Inbound::Failed(e) => return Err(e),
         }
     }
 }
@@ -209,8 +204,16 @@ fn known_type(t: &str) -> bool {
 }
 
 async fn recv(channel: &mut Channel) -> Result<Inbound> {
+    match recv_or_closed(channel).await? {
+        Inbound::Closed(o) => Err(ended(Inbound::Closed(o))),
+        m => Ok(m),
+    }
+}
+
+/// The next message, `channel_closed` included; a failed channel, silence and the end
+/// of the channel are errors.
+async fn recv_or_closed(channel: &mut Channel) -> Result<Inbound> {
     match tokio::time::timeout(FIRST_MESSAGE_TIMEOUT, channel.recv()).await {
-        Ok(Some(Inbound::Closed(o))) => Err(ended(Inbound::Closed(o))),
         Ok(Some(Inbound::Failed(e))) => Err(e),
         Ok(Some(m)) => Ok(m),
         Ok(None) => Err(Error::transfer("the data channel closed during the handshake")),

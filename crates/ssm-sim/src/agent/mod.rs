@@ -534,9 +534,11 @@ impl Agent {
             ..
         } = std::mem::replace(
             &mut self.phase,
-            Phase::Closing {
-                deadline: Instant::now() + CLOSE_DRAIN,
-                output: String::new(),
+            // Until the plugin runs: a failure below still reaches the client as the
+            // session's closing output.
+            Phase::Handshaking {
+                deadline: Instant::now() + self.state.config.handshake_timeout,
+                started: Instant::now(),
             },
         )
         else {
