@@ -63,9 +63,9 @@ async fn ctrl_c_reaches_the_remote_command() {
 /// it), so the helper's case execs `sleep` instead of forking it.
 async fn ctrl_c_reaches(tty: bool) {
     let h = Harness::new(fast()).await;
-    let mut child = h
-        .ssmcp()
-        .args([
+    let (mut child, mut lines) = started(
+        &h,
+        &[
             "exec",
             if tty { "-t" } else { "-n" },
             INSTANCE,
@@ -79,17 +79,9 @@ async fn ctrl_c_reaches(tty: bool) {
             } else {
                 "echo started; exec sleep 30"
             },
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(first.as_deref(), Some("started"));
+        ],
+    )
+    .await;
     interrupt(&child);
     let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
         .await
@@ -338,19 +330,7 @@ async fn giving_up_leaves_no_command_running() {
         "echo $$ > {}; trap '' INT; echo started; exec sleep 300",
         pid_file.display()
     );
-    let mut child = h
-        .ssmcp()
-        .args(["exec", "-n", INSTANCE, "--", &cmd])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(first.as_deref(), Some("started"));
+    let (mut child, _lines) = started(&h, &["exec", "-n", INSTANCE, "--", &cmd]).await;
     let pid: i32 = std::fs::read_to_string(&pid_file)
         .unwrap()
         .trim()
@@ -374,4 +354,29 @@ async fn giving_up_leaves_no_command_running() {
     tokio::time::timeout(Duration::from_secs(10), gone)
         .await
         .expect("the remote command was hung up");
+}
+
+/// Start `ssmcp ARGS` with its output piped, and wait for the remote command's first
+/// line, "started": from then on a ^C reaches a running command.
+async fn started(
+    h: &Harness,
+    args: &[&str],
+) -> (
+    tokio::process::Child,
+    tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+) {
+    let mut child = h
+        .ssmcp()
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.as_deref(), Some("started"));
+    (child, lines)
 }

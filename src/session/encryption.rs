@@ -6,29 +6,20 @@
 use crate::aws::error as aws_error;
 use crate::error::{Error, Kind, Result};
 use ssm_proto::kms::{
-    is_sealed, Nonces, SessionKeys, Side, CONTEXT_SESSION_ID, CONTEXT_TARGET_ID, DATA_KEY_LEN,
+    is_sealed, Sealer, SessionKeys, Side, CONTEXT_SESSION_ID, CONTEXT_TARGET_ID, DATA_KEY_LEN,
 };
 use ssm_proto::PayloadType;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 /// The session's keys once the handshake set them, shared by every clone of the sending
 /// half and by the receiving half: unset, payloads pass as they are.
 #[derive(Clone, Default)]
-pub(crate) struct Encryption(Arc<OnceLock<Keys>>);
-
-struct Keys {
-    keys: SessionKeys,
-    nonces: Mutex<Nonces>,
-}
+pub(crate) struct Encryption(Arc<OnceLock<Sealer>>);
 
 impl Encryption {
     pub(crate) fn start(&self, keys: SessionKeys) -> Result<()> {
-        let keys = Keys {
-            keys,
-            nonces: Mutex::new(Nonces::starting_at(rand::random())),
-        };
         self.0
-            .set(keys)
+            .set(Sealer::new(keys, rand::random()))
             .map_err(|_| Error::protocol("the agent asked for KMS encryption twice"))
     }
 
@@ -43,7 +34,7 @@ impl Encryption {
     /// What the agent meant by a payload it sent: opened when the type travels sealed.
     pub(crate) fn incoming(&self, payload_type: PayloadType, payload: Vec<u8>) -> Result<Vec<u8>> {
         match self.0.get() {
-            Some(k) if is_sealed(payload_type, Side::Agent) => k.open(&payload),
+            Some(k) if is_sealed(payload_type, Side::Agent) => open(k, &payload),
             _ => Ok(payload),
         }
     }
@@ -53,27 +44,17 @@ impl Encryption {
         let k = self.0.get().ok_or_else(|| {
             Error::protocol("the agent sent an encryption challenge without KMS encryption")
         })?;
-        let plain = k.open(sealed)?;
+        let plain = open(k, sealed)?;
         Ok(k.seal(&plain))
     }
 }
 
-impl Keys {
-    fn seal(&self, plaintext: &[u8]) -> Vec<u8> {
-        let nonce = self
-            .nonces
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .next_nonce();
-        self.keys.seal(nonce, plaintext)
-    }
-
-    fn open(&self, sealed: &[u8]) -> Result<Vec<u8>> {
-        self.keys.open(sealed).map_err(|e| {
-            Error::transfer(format!("a message from the instance failed its integrity check ({e}); the session was stopped and nothing more from it is used"))
-                .hint("something between ssmcp and the instance altered the encrypted stream; retry, and if it repeats, check for a proxy that rewrites websocket traffic")
-        })
-    }
+/// A sealed payload's plaintext, or the error that stops the session.
+fn open(k: &Sealer, sealed: &[u8]) -> Result<Vec<u8>> {
+    k.open(sealed).map_err(|e| {
+        Error::transfer(format!("a message from the instance failed its integrity check ({e}); the session was stopped and nothing more from it is used"))
+            .hint("something between ssmcp and the instance altered the encrypted stream; retry, and if it repeats, check for a proxy that rewrites websocket traffic")
+    })
 }
 
 /// What the handshake needs to ask KMS for a session's data key: the client, and the
@@ -93,10 +74,6 @@ pub(crate) struct DataKey {
 
 impl KeyRequest {
     pub(crate) async fn data_key(&self, key_id: &str) -> Result<DataKey> {
-        self.call(key_id).await
-    }
-
-    async fn call(&self, key_id: &str) -> Result<DataKey> {
         let out = self
             .kms
             .generate_data_key()

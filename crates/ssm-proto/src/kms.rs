@@ -153,6 +153,36 @@ impl Nonces {
     }
 }
 
+/// One side's keys with their nonce counter: what each end of an encrypted session
+/// keeps. Shared by the threads that send, so the counter sits behind a lock.
+pub struct Sealer {
+    pub keys: SessionKeys,
+    nonces: std::sync::Mutex<Nonces>,
+}
+
+impl Sealer {
+    /// `start`: the first nonce (the caller picks it at random).
+    pub fn new(keys: SessionKeys, start: [u8; NONCE_LEN]) -> Sealer {
+        Sealer {
+            keys,
+            nonces: std::sync::Mutex::new(Nonces::starting_at(start)),
+        }
+    }
+
+    pub fn seal(&self, plaintext: &[u8]) -> Vec<u8> {
+        let nonce = self
+            .nonces
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .next_nonce();
+        self.keys.seal(nonce, plaintext)
+    }
+
+    pub fn open(&self, sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        self.keys.open(sealed)
+    }
+}
+
 /// ActionParameters of the `KMSEncryption` handshake action. `Challenge` is sent by newer
 /// agents for an optional acknowledgement this client does not make (docs/protocol.md).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -5,7 +5,7 @@
 
 use crate::state::{lock, now_millis, Session, SimState};
 use crate::stats::Stats;
-use ssm_proto::kms::{is_sealed, Nonces, SessionKeys, Side, NONCE_LEN};
+use ssm_proto::kms::{is_sealed, Sealer, Side, NONCE_LEN};
 use ssm_proto::message::FLAG_SYN;
 use ssm_proto::{Message, MessageType, PayloadType};
 use std::collections::VecDeque;
@@ -52,26 +52,6 @@ pub struct Outgoing {
     cipher: OnceLock<Sealer>,
     /// Sealed messages sent, for `Faults::tamper_sealed_output`.
     sealed_sent: AtomicU64,
-}
-
-/// The agent's half of a session's keys and its nonce counter.
-pub struct Sealer {
-    pub keys: SessionKeys,
-    nonces: Mutex<Nonces>,
-}
-
-impl Sealer {
-    pub fn new(keys: SessionKeys) -> Sealer {
-        Sealer {
-            keys,
-            nonces: Mutex::new(Nonces::starting_at(rand::random())),
-        }
-    }
-
-    pub fn seal(&self, plaintext: &[u8]) -> Vec<u8> {
-        let nonce = lock(&self.nonces).next_nonce();
-        self.keys.seal(nonce, plaintext)
-    }
 }
 
 impl Outgoing {

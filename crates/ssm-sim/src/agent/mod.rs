@@ -398,7 +398,7 @@ impl Agent {
                 let opened;
                 let input = match self.out.sealer() {
                     None => &msg.payload,
-                    Some(s) => match s.keys.open(&msg.payload) {
+                    Some(s) => match s.open(&msg.payload) {
                         Ok(plain) => {
                             opened = plain;
                             &opened
@@ -499,7 +499,8 @@ impl Agent {
             })?;
         let keys = SessionKeys::new(&plain, Side::Agent)
             .map_err(|e| format!("Fetching data key failed: {e}"))?;
-        self.out.encrypt_with(channel::Sealer::new(keys));
+        self.out
+            .encrypt_with(kms::Sealer::new(keys, rand::random()));
         Stats::add(&self.state.stats.kms_sessions);
         Ok(())
     }
@@ -546,11 +547,7 @@ impl Agent {
         };
         let answered = serde_json::from_slice::<EncryptionChallenge>(payload)
             .ok()
-            .and_then(|r| {
-                self.out
-                    .sealer()
-                    .and_then(|s| s.keys.open(&r.challenge).ok())
-            });
+            .and_then(|r| self.out.sealer().and_then(|s| s.open(&r.challenge).ok()));
         if answered.as_deref() != Some(challenge.as_slice()) {
             return self
                 .fail_handshake("Encryption challenge does not match!")
