@@ -37,17 +37,7 @@ async fn default_shell_starts_without_handshake_and_echoes_in_a_pty() {
 #[tokio::test]
 async fn interactive_command_gets_ctrl_c_as_a_signal() {
     let sim = Sim::start(SimConfig::default()).await.unwrap();
-    let cmd = "trap 'echo got-INT; exit 3' INT; echo armed; while :; do sleep 0.05; done";
-    let (_s, mut c) = open(
-        &sim,
-        Some("AWS-StartInteractiveCommand"),
-        &[("command", cmd)],
-    )
-    .await;
-    c.read_until(|b| text(b).contains("armed")).await;
-    c.send_data(PayloadType::Output, &[0x03]).await;
-    c.read_until(|b| text(b).contains("got-INT")).await;
-    assert!(sim.wait_sessions_closed(WAIT).await);
+    common::ctrl_c::interactive(&sim).await;
 }
 
 #[tokio::test]
@@ -100,18 +90,7 @@ async fn non_interactive_command_handshakes_and_sends_output_after_exit() {
 #[tokio::test]
 async fn non_interactive_ctrl_c_signals_the_process() {
     let sim = Sim::start(SimConfig::default()).await.unwrap();
-    let s = start(
-        &sim,
-        Some("AWS-StartNonInteractiveCommand"),
-        &[("command", "sh -c 'trap \"echo int; exit 0\" INT; sleep 0.2; kill -0 $$; while :; do sleep 0.05; done'")],
-    )
-    .await;
-    let mut c = RawClient::connect(&s).await;
-    c.handshake(ssm_proto::CLIENT_VERSION).await;
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    c.send_data(PayloadType::Output, &[0x03]).await;
-    let out = c.read_until(|b| text(b).contains("int")).await;
-    assert_eq!(text(&out), "int\n");
+    common::ctrl_c::non_interactive(&sim).await;
 }
 
 #[tokio::test]

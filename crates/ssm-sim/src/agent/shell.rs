@@ -24,10 +24,24 @@ pub struct ProcessEnv {
     pub file_size_limit: Option<u64>,
 }
 
-/// In a child between fork and exec: the instance's quota in miniature.
-fn limit_file_size(bytes: u64) -> std::io::Result<()> {
-    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_FSIZE, bytes, bytes)
-        .map_err(std::io::Error::from)
+/// In a child between fork and exec: make it an instance's process rather than the
+/// simulator's. The agent runs as a service, so its processes start with default
+/// signal dispositions; ours would otherwise inherit an ignored SIGINT from whatever
+/// started the simulator (a background job of a non-interactive shell, a CI runner),
+/// and a shell cannot trap a signal ignored on entry, so ^C would silently do nothing.
+/// Then the instance's quota in miniature.
+fn become_instance_process(file_size_limit: Option<u64>) -> std::io::Result<()> {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    for sig in [Signal::SIGINT, Signal::SIGQUIT] {
+        // SAFETY: SIG_DFL installs no handler; nothing runs in this process afterwards
+        // but exec.
+        unsafe { signal(sig, SigHandler::SigDfl) }.map_err(std::io::Error::from)?;
+    }
+    if let Some(bytes) = file_size_limit {
+        nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_FSIZE, bytes, bytes)
+            .map_err(std::io::Error::from)?;
+    }
+    Ok(())
 }
 
 impl ProcessEnv {
@@ -37,11 +51,11 @@ impl ProcessEnv {
         if let Some(h) = &self.home {
             cmd.current_dir(h);
         }
-        if let Some(limit) = self.file_size_limit {
-            // SAFETY: setrlimit is async-signal-safe and touches no shared state.
-            unsafe {
-                cmd.pre_exec(move || limit_file_size(limit));
-            }
+        let limit = self.file_size_limit;
+        // SAFETY: sigaction and setrlimit are async-signal-safe and touch no shared
+        // state.
+        unsafe {
+            cmd.pre_exec(move || become_instance_process(limit));
         }
     }
 
@@ -148,10 +162,10 @@ impl Pty {
         if let Some(h) = &penv.home {
             cmd = cmd.current_dir(h);
         }
-        if let Some(limit) = penv.file_size_limit {
-            // SAFETY: setrlimit is async-signal-safe and touches no shared state.
-            cmd = unsafe { cmd.pre_exec(move || limit_file_size(limit)) };
-        }
+        let limit = penv.file_size_limit;
+        // SAFETY: sigaction and setrlimit are async-signal-safe and touch no shared
+        // state.
+        cmd = unsafe { cmd.pre_exec(move || become_instance_process(limit)) };
         let mut child = cmd.spawn(pts).map_err(|e| e.to_string())?;
         let (mut reader, writer) = pty.into_split();
         tokio::spawn(async move {
@@ -221,14 +235,11 @@ impl Exec {
         let file = tempfile::tempfile().map_err(|e| e.to_string())?;
         let mut cmd = tokio::process::Command::new(&argv[0]);
         cmd.args(&argv[1..])
-            .envs(penv.vars())
             .stdin(std::process::Stdio::null())
             .stdout(file.try_clone().map_err(|e| e.to_string())?)
             .stderr(file.try_clone().map_err(|e| e.to_string())?)
             .kill_on_drop(true);
-        if let Some(h) = &penv.home {
-            cmd.current_dir(h);
-        }
+        penv.apply(&mut cmd);
         let (mut child, pid) = match cmd.spawn() {
             Ok(c) => {
                 let pid = c.id();
@@ -278,14 +289,11 @@ impl Exec {
     ) -> Result<Exec, String> {
         let mut cmd = tokio::process::Command::new(&argv[0]);
         cmd.args(&argv[1..])
-            .envs(penv.vars())
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true);
-        if let Some(h) = &penv.home {
-            cmd.current_dir(h);
-        }
+        penv.apply(&mut cmd);
         let mut child = cmd
             .spawn()
             .map_err(|e| format!("failed to run commands: {e}"))?;

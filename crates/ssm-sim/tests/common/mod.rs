@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod ctrl_c;
+
 use futures_util::{SinkExt, StreamExt};
 use ssm_proto::message::uuid_to_wire;
 use ssm_proto::payload::ACTION_SESSION_TYPE;
