@@ -99,16 +99,12 @@ async fn a_tampered_message_fails_the_copy_and_places_nothing() {
 #[tokio::test]
 async fn a_tampered_message_stops_exec() {
     let mut cfg = kms(true);
-    cfg.faults.tamper_sealed_output = Some(2);
+    // ~24 KB of output needs dozens of messages of at most 1 KiB, so the fifth comes
+    // before the exit status however the agent's reads happen to split it (a short
+    // output may arrive whole in one message, the status with it).
+    cfg.faults.tamper_sealed_output = Some(5);
     let h = Harness::new(cfg).await;
-    let (code, _, err) = h
-        .run(&[
-            "exec",
-            INSTANCE,
-            "--",
-            "for i in 1 2 3 4 5 6 7 8; do echo line $i; done",
-        ])
-        .await;
+    let (code, _, err) = h.run(&["exec", INSTANCE, "--", "seq 1 5000"]).await;
     assert_eq!(code, 74, "{err}");
     assert!(err.contains("failed its integrity check"), "{err}");
     h.assert_no_sessions_left().await;
