@@ -11,11 +11,13 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// `cat` in a pty without echo: it prints "ready" once echo is off, so input sent after
+/// that comes back once, as cat's output.
 async fn cat_session(sim: &Sim) -> (Started, RawClient) {
     let s = start(
         sim,
         Some("AWS-StartInteractiveCommand"),
-        &[("command", "stty -echo; cat")],
+        &[("command", "stty -echo; echo ready; cat")],
     )
     .await;
     let c = RawClient::connect(&s).await;
@@ -26,7 +28,7 @@ async fn cat_session(sim: &Sim) -> (Started, RawClient) {
 async fn out_of_order_is_buffered_and_duplicates_reacked() {
     let sim = Sim::start(SimConfig::default()).await.unwrap();
     let (_s, mut c) = cat_session(&sim).await;
-    tokio::time::sleep(Duration::from_millis(200)).await; // let stty run
+    c.read_until(|x| text(x).contains("ready")).await;
     let a = c.data(PayloadType::Output, b"A".to_vec());
     let b = c.data(PayloadType::Output, b"B".to_vec());
     let cr = c.data(PayloadType::Output, b"\r".to_vec());
@@ -80,7 +82,7 @@ async fn unacked_output_is_retransmitted_head_first() {
 async fn pause_publication_stops_output_until_start() {
     let sim = Sim::start(SimConfig::default()).await.unwrap();
     let (_s, mut c) = cat_session(&sim).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    c.read_until(|x| text(x).contains("ready")).await;
     let pause = Message::new(
         MessageType::PausePublication,
         0,
