@@ -151,6 +151,47 @@ async fn interrupts_during_stream_uploads_leave_nothing() {
     sweep(&h, &case).await;
 }
 
+/// `nohup ssmcp …`, or `ssmcp … &` in a script: signals ignored when ssmcp started stay
+/// ignored, so the terminal closing or a ^C meant for the script's foreground does not
+/// stop the copy, which completes.
+#[tokio::test]
+async fn signals_ignored_at_start_stay_ignored() {
+    let h = Harness::new(fast()).await;
+    let f = upload_source(&h);
+    let mut cmd = h.ssmcp();
+    // SAFETY: signal(2) with SIG_IGN is async-signal-safe and installs no handler.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGHUP, libc::SIG_IGN);
+            libc::signal(libc::SIGINT, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let remote = h.remote();
+    let target = format!("{INSTANCE}:");
+    let child = start_cmd_until(
+        cmd,
+        &["-l", "4000", &s(&f), &target],
+        "the copy never started",
+        || has_temporaries(&remote, false),
+    )
+    .await;
+    let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
+    for sig in [
+        nix::sys::signal::Signal::SIGHUP,
+        nix::sys::signal::Signal::SIGINT,
+    ] {
+        nix::sys::signal::kill(pid, sig).unwrap();
+    }
+    let (code, err) = wait_for(child, Duration::from_secs(60)).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        std::fs::read(h.remote().join("up.bin")).unwrap(),
+        pattern(3, UP as usize)
+    );
+    h.assert_no_sessions_left().await;
+}
+
 #[tokio::test]
 async fn interrupts_during_stream_downloads_leave_nothing() {
     let h = Harness::new(SimConfig::default()).await;

@@ -52,6 +52,8 @@ impl<'a> Client<'a> {
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .envs(self.h.sim.env())
             .kill_on_drop(true);
+        // ssh ends its ProxyCommand, ssmcp, with SIGHUP: that must not be ignored.
+        with_default_signals(&mut c);
         let mut options = vec![
             "-F".to_string(),
             self.config.display().to_string(),

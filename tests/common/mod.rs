@@ -73,6 +73,7 @@ impl Harness {
             .envs(self.sim.env())
             .stdin(Stdio::null())
             .kill_on_drop(true);
+        with_default_signals(&mut c);
         c
     }
 
@@ -232,6 +233,22 @@ pub fn interrupt(child: &Child) {
             nix::unistd::Pid::from_raw(pid as i32),
             nix::sys::signal::Signal::SIGINT,
         );
+    }
+}
+
+/// Start `cmd` with the signal actions of a program started from a terminal. ssmcp
+/// keeps a signal ignored when it started (nohup's contract), and a test run started as
+/// a background job of a non-interactive shell ignores SIGINT: without this, every ^C
+/// test would depend on how the tests were started.
+pub fn with_default_signals(cmd: &mut Command) {
+    // SAFETY: signal(2) with SIG_DFL is async-signal-safe and installs no handler.
+    unsafe {
+        cmd.pre_exec(|| {
+            for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+            Ok(())
+        });
     }
 }
 

@@ -1,5 +1,5 @@
-//! The simulator started from a process that ignores SIGINT and SIGQUIT, as a
-//! background job of a non-interactive shell or some CI runners do. A real agent runs
+//! The simulator started from a process that ignores SIGINT, SIGQUIT and SIGHUP, as a
+//! background job of a non-interactive shell, nohup or some CI runners do. A real agent runs
 //! as a service, so the commands it starts can be interrupted; the simulator's must be
 //! too, or every ^C test would depend on how the test run was started.
 //!
@@ -8,9 +8,9 @@
 mod common;
 use ssm_sim::{Sim, SimConfig};
 
-fn ignore_interrupts() {
+fn ignore_signals() {
     use nix::sys::signal::{signal, SigHandler, Signal};
-    for sig in [Signal::SIGINT, Signal::SIGQUIT] {
+    for sig in [Signal::SIGINT, Signal::SIGQUIT, Signal::SIGHUP] {
         // SAFETY: SIG_IGN installs no handler.
         unsafe { signal(sig, SigHandler::SigIgn) }.unwrap();
     }
@@ -18,14 +18,21 @@ fn ignore_interrupts() {
 
 #[tokio::test]
 async fn interactive_ctrl_c_works_when_the_simulator_ignores_sigint() {
-    ignore_interrupts();
+    ignore_signals();
     let sim = Sim::start(SimConfig::default()).await.unwrap();
-    common::ctrl_c::interactive(&sim).await;
+    common::signals::interactive(&sim).await;
 }
 
 #[tokio::test]
 async fn non_interactive_ctrl_c_works_when_the_simulator_ignores_sigint() {
-    ignore_interrupts();
+    ignore_signals();
     let sim = Sim::start(SimConfig::default()).await.unwrap();
-    common::ctrl_c::non_interactive(&sim).await;
+    common::signals::non_interactive(&sim).await;
+}
+
+#[tokio::test]
+async fn a_hang_up_ends_a_process_when_the_simulator_ignores_sighup() {
+    ignore_signals();
+    let sim = Sim::start(SimConfig::default()).await.unwrap();
+    common::signals::hang_up(&sim).await;
 }

@@ -37,7 +37,7 @@ async fn default_shell_starts_without_handshake_and_echoes_in_a_pty() {
 #[tokio::test]
 async fn interactive_command_gets_ctrl_c_as_a_signal() {
     let sim = Sim::start(SimConfig::default()).await.unwrap();
-    common::ctrl_c::interactive(&sim).await;
+    common::signals::interactive(&sim).await;
 }
 
 #[tokio::test]
@@ -90,7 +90,13 @@ async fn non_interactive_command_handshakes_and_sends_output_after_exit() {
 #[tokio::test]
 async fn non_interactive_ctrl_c_signals_the_process() {
     let sim = Sim::start(SimConfig::default()).await.unwrap();
-    common::ctrl_c::non_interactive(&sim).await;
+    common::signals::non_interactive(&sim).await;
+}
+
+#[tokio::test]
+async fn a_hang_up_ends_the_process() {
+    let sim = Sim::start(SimConfig::default()).await.unwrap();
+    common::signals::hang_up(&sim).await;
 }
 
 #[tokio::test]

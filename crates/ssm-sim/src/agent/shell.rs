@@ -25,14 +25,14 @@ pub struct ProcessEnv {
 }
 
 /// In a child between fork and exec: make it an instance's process rather than the
-/// simulator's. The agent runs as a service, so its processes start with default
-/// signal dispositions; ours would otherwise inherit an ignored SIGINT from whatever
-/// started the simulator (a background job of a non-interactive shell, a CI runner),
-/// and a shell cannot trap a signal ignored on entry, so ^C would silently do nothing.
-/// Then the instance's quota in miniature.
+/// simulator's. The agent runs as a service, so its processes start with every signal
+/// at its default action; ours would otherwise inherit what the process that started
+/// the simulator ignores (SIGINT for a background job of a non-interactive shell,
+/// SIGHUP under nohup), and a shell cannot trap a signal ignored on entry: ^C or a
+/// hang-up would silently do nothing. Then the instance's quota in miniature.
 fn become_instance_process(file_size_limit: Option<u64>) -> std::io::Result<()> {
     use nix::sys::signal::{signal, SigHandler, Signal};
-    for sig in [Signal::SIGINT, Signal::SIGQUIT] {
+    for sig in Signal::iterator().filter(|s| ![Signal::SIGKILL, Signal::SIGSTOP].contains(s)) {
         // SAFETY: SIG_DFL installs no handler; nothing runs in this process afterwards
         // but exec.
         unsafe { signal(sig, SigHandler::SigDfl) }.map_err(std::io::Error::from)?;

@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-pub mod ctrl_c;
+pub mod signals;
 
 use futures_util::{SinkExt, StreamExt};
 use ssm_proto::message::uuid_to_wire;

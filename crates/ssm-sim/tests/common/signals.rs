@@ -1,5 +1,5 @@
-//! ^C scenarios, shared by the ordinary shell tests and the ones run from a process
-//! that ignores SIGINT (tests/inherited_signals.rs).
+//! Signal scenarios, shared by the ordinary shell tests and the ones run from a process
+//! that ignores SIGINT, SIGQUIT and SIGHUP (tests/inherited_signals.rs).
 
 use super::*;
 use ssm_proto::PayloadType;
@@ -52,4 +52,21 @@ pub async fn non_interactive(sim: &Sim) {
     c.send_data(PayloadType::Output, &[0x03]).await;
     let out = c.read_until(|b| text(b).contains("int")).await;
     assert_eq!(text(&out), "int\n");
+}
+
+/// A process on the instance that gets SIGHUP dies of it (status 129 to its shell), as
+/// a command hung up at the end of a session must.
+pub async fn hang_up(sim: &Sim) {
+    let cmd = r#"sh -c 'sh -c "kill -HUP \$\$"; echo status $?'"#;
+    let s = start(
+        sim,
+        Some("AWS-StartNonInteractiveCommand"),
+        &[("command", cmd)],
+    )
+    .await;
+    let mut c = RawClient::connect(&s).await;
+    c.handshake(ssm_proto::CLIENT_VERSION).await;
+    // Some shells also report the death ("Hangup") on stderr, merged here.
+    let out = c.read_until(|b| text(b).contains("status")).await;
+    assert!(text(&out).ends_with("status 129\n"), "{:?}", text(&out));
 }
