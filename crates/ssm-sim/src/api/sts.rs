@@ -14,36 +14,9 @@ pub fn action(body: &[u8]) -> Option<String> {
     field(body, "Action")
 }
 
-/// One form field, percent-decoded.
+/// One form field, decoded.
 fn field(body: &[u8], name: &str) -> Option<String> {
-    let prefix = format!("{name}=");
-    String::from_utf8_lossy(body)
-        .split('&')
-        .find_map(|kv| kv.strip_prefix(prefix.as_str()).map(percent_decode))
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => {
-                let hex = std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("");
-                match u8::from_str_radix(hex, 16) {
-                    Ok(v) => {
-                        out.push(v);
-                        i += 2;
-                    }
-                    Err(_) => out.push(b'%'),
-                }
-            }
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    form_urlencoded::parse(body).find_map(|(k, v)| (k == name).then(|| v.into_owned()))
 }
 
 /// Whether a request needs no signature (AssumeRoleWithWebIdentity is how unsigned
