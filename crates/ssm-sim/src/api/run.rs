@@ -320,6 +320,9 @@ async fn run_one(
         Ok(child) => {
             let group = child.id().and_then(|p| i32::try_from(p).ok());
             tokio::select! {
+                // A script that has already exited finished before the cancel reached
+                // it: Success, as the agent reports it, not a coin toss with the cancel.
+                biased;
                 o = child.wait_with_output() => o,
                 _ = cancel.cancelled() => {
                     if let Some(pgid) = group {
